@@ -1,0 +1,16 @@
+//! Pure formats and crypto shared by the provenix server and client.
+//!
+//! Nothing in this crate does I/O: every function takes bytes or strings and
+//! returns values, so each format is tested with vectors produced by Nix.
+
+pub mod hash;
+pub mod nar;
+pub mod narinfo;
+pub mod nixbase32;
+pub mod signing;
+pub mod store_path;
+
+pub use hash::NarHash;
+pub use narinfo::NarInfo;
+pub use signing::{PublicKey, SecretKey};
+pub use store_path::{StorePath, DEFAULT_STORE_DIR};
