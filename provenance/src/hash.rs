@@ -24,7 +24,9 @@ impl NarHash {
     }
 
     pub fn parse(s: &str) -> Result<Self, HashParseError> {
-        let err = || HashParseError { input: s.chars().take(100).collect() };
+        let err = || HashParseError {
+            input: s.chars().take(100).collect(),
+        };
         let bytes = if let Some(rest) = s.strip_prefix("sha256:") {
             match rest.len() {
                 52 => nixbase32::decode(rest, 32).map_err(|_| err())?,

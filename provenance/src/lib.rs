@@ -9,6 +9,7 @@ pub mod narinfo;
 pub mod nixbase32;
 pub mod signing;
 pub mod store_path;
+pub mod upload;
 
 pub use hash::NarHash;
 pub use narinfo::NarInfo;

@@ -71,7 +71,10 @@ impl Default for NarValidator {
 impl NarValidator {
     pub fn new() -> Self {
         NarValidator {
-            lex: Lex::Len { buf: [0; 8], have: 0 },
+            lex: Lex::Len {
+                buf: [0; 8],
+                have: 0,
+            },
             stack: vec![State::NodeOpen, State::Magic],
             offset: 0,
             pending_pad: 0,
@@ -79,7 +82,10 @@ impl NarValidator {
     }
 
     fn err(&self, reason: impl Into<String>) -> NarError {
-        NarError::Malformed { offset: self.offset, reason: reason.into() }
+        NarError::Malformed {
+            offset: self.offset,
+            reason: reason.into(),
+        }
     }
 
     pub fn feed(&mut self, mut data: &[u8]) -> Result<(), NarError> {
@@ -107,7 +113,9 @@ impl NarValidator {
                     if buf.len() == *want {
                         let token = std::mem::take(buf);
                         self.offset += n as u64;
-                        self.lex = Lex::Pad { remaining: self.pending_pad };
+                        self.lex = Lex::Pad {
+                            remaining: self.pending_pad,
+                        };
                         self.on_token(token)?;
                         self.after_pad_check();
                         data = &data[n..];
@@ -120,7 +128,9 @@ impl NarValidator {
                     *remaining -= n as u64;
                     if *remaining == 0 {
                         self.offset += n as u64;
-                        self.lex = Lex::Pad { remaining: self.pending_pad };
+                        self.lex = Lex::Pad {
+                            remaining: self.pending_pad,
+                        };
                         self.stack.pop(); // Contents
                         self.after_pad_check();
                         data = &data[n..];
@@ -135,7 +145,10 @@ impl NarValidator {
                     }
                     *remaining -= n;
                     if *remaining == 0 {
-                        self.lex = Lex::Len { buf: [0; 8], have: 0 };
+                        self.lex = Lex::Len {
+                            buf: [0; 8],
+                            have: 0,
+                        };
                     }
                     n
                 }
@@ -148,7 +161,10 @@ impl NarValidator {
 
     fn after_pad_check(&mut self) {
         if let Lex::Pad { remaining: 0 } = self.lex {
-            self.lex = Lex::Len { buf: [0; 8], have: 0 };
+            self.lex = Lex::Len {
+                buf: [0; 8],
+                have: 0,
+            };
         }
     }
 
@@ -158,7 +174,9 @@ impl NarValidator {
             self.lex = Lex::Blob { remaining: len };
             if len == 0 {
                 self.stack.pop();
-                self.lex = Lex::Pad { remaining: self.pending_pad };
+                self.lex = Lex::Pad {
+                    remaining: self.pending_pad,
+                };
                 self.after_pad_check();
             }
             return Ok(());
@@ -166,7 +184,10 @@ impl NarValidator {
         if len > MAX_TOKEN {
             return Err(self.err(format!("string of {len} bytes where a token was expected")));
         }
-        self.lex = Lex::Str { buf: Vec::with_capacity(len as usize), want: len as usize };
+        self.lex = Lex::Str {
+            buf: Vec::with_capacity(len as usize),
+            want: len as usize,
+        };
         if len == 0 {
             self.lex = Lex::Pad { remaining: 0 };
             self.on_token(Vec::new())?;
@@ -179,7 +200,10 @@ impl NarValidator {
         if token == want.as_bytes() {
             Ok(())
         } else {
-            Err(self.err(format!("expected {want:?}, found {:?}", String::from_utf8_lossy(token))))
+            Err(self.err(format!(
+                "expected {want:?}, found {:?}",
+                String::from_utf8_lossy(token)
+            )))
         }
     }
 
@@ -205,9 +229,9 @@ impl NarValidator {
             State::Contents => unreachable!("contents are lexed as a blob"),
             State::TypeVal => match token.as_slice() {
                 b"regular" => self.stack.extend([State::NodeClose, State::RegularAttr]),
-                b"symlink" => {
-                    self.stack.extend([State::NodeClose, State::Target, State::TargetKw])
-                }
+                b"symlink" => self
+                    .stack
+                    .extend([State::NodeClose, State::Target, State::TargetKw]),
                 b"directory" => self.stack.push(State::DirEntry { last: None }),
                 other => {
                     return Err(self.err(format!(
@@ -264,11 +288,14 @@ impl NarValidator {
                 };
                 if let Some(prev) = last {
                     if token.as_slice() <= prev.as_slice() {
-                        return Err(NarError::Malformed { offset, reason: format!(
-                            "entry {:?} is not sorted after {:?} (or is a duplicate)",
-                            String::from_utf8_lossy(&token),
-                            String::from_utf8_lossy(prev)
-                        ) });
+                        return Err(NarError::Malformed {
+                            offset,
+                            reason: format!(
+                                "entry {:?} is not sorted after {:?} (or is a duplicate)",
+                                String::from_utf8_lossy(&token),
+                                String::from_utf8_lossy(prev)
+                            ),
+                        });
                     }
                 }
                 *last = Some(token);
@@ -303,8 +330,13 @@ pub fn validate(nar: &[u8]) -> Result<(), NarError> {
 /// A tree to serialise into a NAR (for tests and small fixtures).
 #[derive(Debug, Clone)]
 pub enum Node {
-    Regular { executable: bool, contents: Vec<u8> },
-    Symlink { target: String },
+    Regular {
+        executable: bool,
+        contents: Vec<u8>,
+    },
+    Symlink {
+        target: String,
+    },
     /// Entries are sorted on serialisation.
     Directory(Vec<(String, Node)>),
 }
@@ -319,7 +351,10 @@ fn write_node(out: &mut Vec<u8>, node: &Node) {
     write_str(out, b"(");
     write_str(out, b"type");
     match node {
-        Node::Regular { executable, contents } => {
+        Node::Regular {
+            executable,
+            contents,
+        } => {
             write_str(out, b"regular");
             if *executable {
                 write_str(out, b"executable");
@@ -365,12 +400,29 @@ mod tests {
 
     fn sample() -> Node {
         Node::Directory(vec![
-            ("bin".into(), Node::Directory(vec![(
-                "hello".into(),
-                Node::Regular { executable: true, contents: b"#!/bin/sh\necho hi\n".to_vec() },
-            )])),
-            ("lib".into(), Node::Symlink { target: "../lib64".into() }),
-            ("empty".into(), Node::Regular { executable: false, contents: vec![] }),
+            (
+                "bin".into(),
+                Node::Directory(vec![(
+                    "hello".into(),
+                    Node::Regular {
+                        executable: true,
+                        contents: b"#!/bin/sh\necho hi\n".to_vec(),
+                    },
+                )]),
+            ),
+            (
+                "lib".into(),
+                Node::Symlink {
+                    target: "../lib64".into(),
+                },
+            ),
+            (
+                "empty".into(),
+                Node::Regular {
+                    executable: false,
+                    contents: vec![],
+                },
+            ),
         ])
     }
 
@@ -404,16 +456,25 @@ mod tests {
         for name in ["..", ".", "a/b", ""] {
             let node = Node::Directory(vec![(
                 name.to_string(),
-                Node::Regular { executable: false, contents: vec![] },
+                Node::Regular {
+                    executable: false,
+                    contents: vec![],
+                },
             )]);
             let err = validate(&write(&node)).unwrap_err();
-            assert!(err.to_string().contains("forbidden entry name"), "{name}: {err}");
+            assert!(
+                err.to_string().contains("forbidden entry name"),
+                "{name}: {err}"
+            );
         }
     }
 
     #[test]
     fn rejects_unsorted_and_duplicate_entries() {
-        let file = Node::Regular { executable: false, contents: vec![] };
+        let file = Node::Regular {
+            executable: false,
+            contents: vec![],
+        };
         // Build by hand: `write` would sort them.
         let mut out = Vec::new();
         write_str(&mut out, MAGIC);
@@ -428,7 +489,10 @@ mod tests {
             write_str(&mut out, b")");
         }
         write_str(&mut out, b")");
-        assert!(validate(&out).unwrap_err().to_string().contains("not sorted"));
+        assert!(validate(&out)
+            .unwrap_err()
+            .to_string()
+            .contains("not sorted"));
     }
 
     #[test]
@@ -437,7 +501,9 @@ mod tests {
         nar[8] = b'X';
         assert!(validate(&nar).is_err());
 
-        let mut nar = write(&Node::Symlink { target: "abc".into() });
+        let mut nar = write(&Node::Symlink {
+            target: "abc".into(),
+        });
         let last = nar.len() - 9; // inside the padding of "target"'s value
         nar[last] = 1;
         assert!(validate(&nar).is_err());

@@ -43,13 +43,28 @@ pub fn fingerprint(
     nar_size: u64,
     references: &[String],
 ) -> String {
-    let refs: Vec<String> = references.iter().map(|r| format!("{store_dir}/{r}")).collect();
-    format!("1;{};{};{};{}", store_path, nar_hash.to_nix_string(), nar_size, refs.join(","))
+    let refs: Vec<String> = references
+        .iter()
+        .map(|r| format!("{store_dir}/{r}"))
+        .collect();
+    format!(
+        "1;{};{};{};{}",
+        store_path,
+        nar_hash.to_nix_string(),
+        nar_size,
+        refs.join(",")
+    )
 }
 
 impl NarInfo {
     pub fn fingerprint(&self, store_dir: &str) -> String {
-        fingerprint(store_dir, &self.store_path, &self.nar_hash, self.nar_size, &self.references)
+        fingerprint(
+            store_dir,
+            &self.store_path,
+            &self.nar_hash,
+            self.nar_size,
+            &self.references,
+        )
     }
 
     pub fn sign(&mut self, store_dir: &str, key: &SecretKey) {
@@ -106,7 +121,9 @@ impl NarInfo {
             ca: None,
         };
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let (k, v) = line.split_once(": ").ok_or_else(|| NarInfoError::Line(line.into()))?;
+            let (k, v) = line
+                .split_once(": ")
+                .ok_or_else(|| NarInfoError::Line(line.into()))?;
             match k {
                 "StorePath" => store_path = Some(v.to_string()),
                 "URL" => url = Some(v.to_string()),
@@ -116,9 +133,12 @@ impl NarInfo {
                     info.file_size = Some(v.parse().map_err(|_| NarInfoError::Invalid("FileSize"))?)
                 }
                 "NarHash" => {
-                    nar_hash = Some(NarHash::parse(v).map_err(|_| NarInfoError::Invalid("NarHash"))?)
+                    nar_hash =
+                        Some(NarHash::parse(v).map_err(|_| NarInfoError::Invalid("NarHash"))?)
                 }
-                "NarSize" => nar_size = Some(v.parse().map_err(|_| NarInfoError::Invalid("NarSize"))?),
+                "NarSize" => {
+                    nar_size = Some(v.parse().map_err(|_| NarInfoError::Invalid("NarSize"))?)
+                }
                 "References" => {
                     info.references = v.split_whitespace().map(str::to_string).collect()
                 }

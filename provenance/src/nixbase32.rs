@@ -92,7 +92,10 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert_eq!(decode("e", 1), Err(DecodeError::InvalidLength(1)));
-        assert!(matches!(decode("0e", 1), Err(DecodeError::InvalidChar('e'))));
+        assert!(matches!(
+            decode("0e", 1),
+            Err(DecodeError::InvalidChar('e'))
+        ));
         // "zz" sets bits beyond the single byte.
         assert_eq!(decode("zz", 1), Err(DecodeError::NonZeroPadding));
     }

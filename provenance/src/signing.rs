@@ -52,14 +52,20 @@ impl SecretKey {
             return Err(KeyError::Name(name.to_string()));
         }
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
-        Ok(SecretKey { name: name.to_string(), key })
+        Ok(SecretKey {
+            name: name.to_string(),
+            key,
+        })
     }
 
     pub fn parse(s: &str) -> Result<Self, KeyError> {
         let (name, bytes) = split(s)?;
         let bytes: [u8; 64] = bytes.try_into().map_err(|_| KeyError::Material)?;
         let key = SigningKey::from_keypair_bytes(&bytes).map_err(|_| KeyError::Mismatch)?;
-        Ok(SecretKey { name: name.to_string(), key })
+        Ok(SecretKey {
+            name: name.to_string(),
+            key,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -72,12 +78,19 @@ impl SecretKey {
     }
 
     pub fn public(&self) -> PublicKey {
-        PublicKey { name: self.name.clone(), key: self.key.verifying_key() }
+        PublicKey {
+            name: self.name.clone(),
+            key: self.key.verifying_key(),
+        }
     }
 
     /// Signs `msg`, returning `name:base64(signature)` as in narinfo `Sig:` lines.
     pub fn sign(&self, msg: &[u8]) -> String {
-        format!("{}:{}", self.name, B64.encode(self.key.sign(msg).to_bytes()))
+        format!(
+            "{}:{}",
+            self.name,
+            B64.encode(self.key.sign(msg).to_bytes())
+        )
     }
 }
 
@@ -92,7 +105,10 @@ impl PublicKey {
         let (name, bytes) = split(s)?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Material)?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::Material)?;
-        Ok(PublicKey { name: name.to_string(), key })
+        Ok(PublicKey {
+            name: name.to_string(),
+            key,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -106,12 +122,18 @@ impl PublicKey {
     /// Verifies a `name:base64(signature)` string over `msg`. A signature made
     /// under another key name never verifies, as in Nix.
     pub fn verify(&self, msg: &[u8], sig: &str) -> bool {
-        let Some((name, b64)) = sig.split_once(':') else { return false };
+        let Some((name, b64)) = sig.split_once(':') else {
+            return false;
+        };
         if name != self.name {
             return false;
         }
-        let Ok(bytes) = B64.decode(b64) else { return false };
-        let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) else { return false };
+        let Ok(bytes) = B64.decode(b64) else {
+            return false;
+        };
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) else {
+            return false;
+        };
         self.key.verify(msg, &sig).is_ok()
     }
 }

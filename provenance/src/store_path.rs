@@ -87,7 +87,10 @@ impl StorePath {
         if !valid_name(name) {
             return Err(StorePathError::BadName(base.to_string()));
         }
-        Ok(StorePath { hash: hash.to_string(), name: name.to_string() })
+        Ok(StorePath {
+            hash: hash.to_string(),
+            name: name.to_string(),
+        })
     }
 
     pub fn hash_part(&self) -> &str {

@@ -37,11 +37,25 @@ fn our_writer_reproduces_nix_dump() {
             "bin".into(),
             Node::Directory(vec![(
                 "hello".into(),
-                Node::Regular { executable: true, contents: b"#!/bin/sh\necho hello\n".to_vec() },
+                Node::Regular {
+                    executable: true,
+                    contents: b"#!/bin/sh\necho hello\n".to_vec(),
+                },
             )]),
         ),
-        ("data.txt".into(), Node::Regular { executable: false, contents: b"data\n".to_vec() }),
-        ("link".into(), Node::Symlink { target: "bin/hello".into() }),
+        (
+            "data.txt".into(),
+            Node::Regular {
+                executable: false,
+                contents: b"data\n".to_vec(),
+            },
+        ),
+        (
+            "link".into(),
+            Node::Symlink {
+                target: "bin/hello".into(),
+            },
+        ),
     ]);
     assert_eq!(nar::write(&tree), TREE_NAR);
 }
@@ -57,7 +71,10 @@ fn nix_signatures_verify_with_our_fingerprint() {
         assert!(!tampered.verify(DEFAULT_STORE_DIR, &key));
     }
     let ia = NarInfo::parse(IA_NARINFO).unwrap();
-    assert_eq!(ia.references, vec!["g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-tree".to_string()]);
+    assert_eq!(
+        ia.references,
+        vec!["g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-tree".to_string()]
+    );
     StorePath::parse(DEFAULT_STORE_DIR, &ia.store_path).unwrap();
 }
 

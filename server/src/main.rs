@@ -1,1 +1,246 @@
-fn main() {}
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use provenix_policy::cache_name::validate_pattern;
+use provenix_policy::{CachePermissions, Permission};
+use provenix_server::config::{self, Config};
+use provenix_server::state::AppState;
+use provenix_server::token::TokenAuthority;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "provenixd", version, about = "provenix binary cache server")]
+struct Cli {
+    /// Configuration file (Attic-style server.toml). Without it, the embedded
+    /// defaults are written to ~/.config/provenix/server.toml on first run.
+    #[arg(short = 'f', long = "config", global = true)]
+    config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "monolithic")]
+    mode: Mode,
+    /// Overrides `listen` from the config (e.g. 127.0.0.1:0 for any free port).
+    #[arg(long)]
+    listen: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Mode {
+    /// API server, garbage collector and migrations in one process.
+    Monolithic,
+    /// API server only (run `db-migrations` first).
+    ApiServer,
+    GarbageCollector,
+    GarbageCollectorOnce,
+    DbMigrations,
+    CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Mint a token, like `atticadm make-token`. Prints the token alone on its last line.
+    MakeToken(MakeToken),
+}
+
+#[derive(Parser)]
+struct MakeToken {
+    /// Subject of the token (who it is for).
+    #[arg(long)]
+    sub: String,
+    /// How long the token is valid, e.g. "3 months", "1y", "30d".
+    #[arg(long)]
+    validity: String,
+    /// Cache patterns (`main`, `alice-*`, `*`) this token may pull from.
+    #[arg(long, value_name = "PATTERN")]
+    pull: Vec<String>,
+    #[arg(long, value_name = "PATTERN")]
+    push: Vec<String>,
+    #[arg(long, value_name = "PATTERN")]
+    delete: Vec<String>,
+    #[arg(long = "create-cache", value_name = "PATTERN")]
+    create_cache: Vec<String>,
+    #[arg(long = "configure-cache", value_name = "PATTERN")]
+    configure_cache: Vec<String>,
+    #[arg(long = "configure-cache-retention", value_name = "PATTERN")]
+    configure_cache_retention: Vec<String>,
+    #[arg(long = "destroy-cache", value_name = "PATTERN")]
+    destroy_cache: Vec<String>,
+    /// Revoke keys and uploads on matching caches.
+    #[arg(long, value_name = "PATTERN")]
+    revoke: Vec<String>,
+    /// Read provenance and audit records of matching caches.
+    #[arg(long, value_name = "PATTERN")]
+    audit: Vec<String>,
+    /// Print the claims as JSON instead of a token.
+    #[arg(long)]
+    dump_claims: bool,
+}
+
+impl MakeToken {
+    fn permissions(&self) -> Result<CachePermissions> {
+        let mut caps = CachePermissions::default();
+        let grants: [(&Vec<String>, fn(&mut Permission)); 9] = [
+            (&self.pull, |p| p.pull = true),
+            (&self.push, |p| p.push = true),
+            (&self.delete, |p| p.delete = true),
+            (&self.create_cache, |p| p.create_cache = true),
+            (&self.configure_cache, |p| p.configure_cache = true),
+            (&self.configure_cache_retention, |p| {
+                p.configure_cache_retention = true
+            }),
+            (&self.destroy_cache, |p| p.destroy_cache = true),
+            (&self.revoke, |p| p.revoke = true),
+            (&self.audit, |p| p.audit = true),
+        ];
+        for (patterns, grant) in grants {
+            for pattern in patterns {
+                validate_pattern(pattern).map_err(|e| anyhow::anyhow!("{e}"))?;
+                caps.grant(pattern, grant);
+            }
+        }
+        Ok(caps)
+    }
+}
+
+fn root_permissions() -> CachePermissions {
+    let mut caps = CachePermissions::default();
+    caps.grant("*", |p| *p = Permission::all());
+    caps
+}
+
+/// Loads the config, or writes the embedded defaults on first run. Returns
+/// whether they were just written.
+fn load_config(path: Option<PathBuf>) -> Result<(Config, bool)> {
+    if let Some(path) = path {
+        return Ok((Config::load(&path)?, false));
+    }
+    let (config_path, data_dir) = config::default_paths()?;
+    if config_path.exists() {
+        return Ok((Config::load(&config_path)?, false));
+    }
+    std::fs::create_dir_all(config_path.parent().expect("has parent"))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let text = config::default_config_text(&data_dir);
+    write_private(&config_path, &text)?;
+    eprintln!(
+        "Wrote the default configuration to {}",
+        config_path.display()
+    );
+    Ok((Config::parse(&text)?, true))
+}
+
+/// Writes a file only its owner can read: it holds the token secret.
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("provenixd: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PROVENIX_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (mut config, first_run) = load_config(cli.config)?;
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+
+    if let Some(Command::MakeToken(args)) = cli.command {
+        let caps = args.permissions()?;
+        let validity = config::parse_duration(&args.validity)?;
+        if validity.is_zero() {
+            bail!("--validity must be longer than zero");
+        }
+        let tokens = TokenAuthority::from_config(&config)?;
+        let token = tokens.mint(&args.sub, validity, caps.clone())?;
+        if args.dump_claims {
+            let claims = tokens.verify(&token)?;
+            println!("{}", serde_json::to_string_pretty(&claims)?);
+        } else {
+            println!("{token}");
+        }
+        return Ok(());
+    }
+
+    match cli.mode {
+        Mode::CheckConfig => {
+            TokenAuthority::from_config(&config)?;
+            provenix_server::storage::Storage::from_config(&config.storage)?;
+            println!("configuration is valid");
+            return Ok(());
+        }
+        Mode::DbMigrations => {
+            let state = AppState::new(config).await?;
+            state.db.migrate().await?;
+            println!("database migrations applied");
+            return Ok(());
+        }
+        _ => {}
+    }
+
+    let state = AppState::new(config).await?;
+    if cli.mode == Mode::Monolithic {
+        state.db.migrate().await?;
+    }
+    match cli.mode {
+        Mode::GarbageCollectorOnce => {
+            let report = provenix_server::gc::run_once(&state).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(());
+        }
+        Mode::GarbageCollector => {
+            provenix_server::gc::run_forever(&state).await;
+            return Ok(());
+        }
+        Mode::Monolithic => {
+            let gc_state = state.clone();
+            tokio::spawn(async move { provenix_server::gc::run_forever(&gc_state).await });
+        }
+        _ => {}
+    }
+
+    let listener = tokio::net::TcpListener::bind(&state.config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", state.config.listen))?;
+    let addr = listener.local_addr()?;
+    if first_run {
+        let token = state.tokens.mint(
+            "root",
+            std::time::Duration::from_secs(365 * 86400),
+            root_permissions(),
+        )?;
+        println!("Your root token (all permissions on every cache, valid for one year):\n\n    {token}\n");
+        println!(
+            "Log in with the provenix client:\n\n    provenix login local http://{addr} {token}\n"
+        );
+    }
+    println!("provenixd listening on http://{addr}");
+    tracing::info!("listening on http://{addr}");
+    let app = provenix_server::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

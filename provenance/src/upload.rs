@@ -1,0 +1,188 @@
+//! What a client says about a path it uploads, and the server's answers.
+//! The server validates every field before reading a byte of the NAR.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::hash::NarHash;
+use crate::store_path::StorePath;
+
+/// Sent as JSON in the `X-Provenix-Nar-Info` header of an upload (or as the
+/// body of an existing-NAR claim).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UploadPathNarInfo {
+    pub cache: String,
+    /// Absolute store path.
+    pub store_path: String,
+    pub nar_hash: NarHash,
+    pub nar_size: u64,
+    /// Absolute store paths.
+    #[serde(default)]
+    pub references: Vec<String>,
+    /// Absolute store path of the deriver, if known.
+    #[serde(default)]
+    pub deriver: Option<String>,
+    #[serde(default)]
+    pub ca: Option<String>,
+}
+
+pub const UPLOAD_HEADER: &str = "x-provenix-nar-info";
+/// More references than any real derivation output has; bounds the header.
+pub const MAX_REFERENCES: usize = 10_000;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum UploadInfoError {
+    #[error("store path: {0}")]
+    StorePath(String),
+    #[error("reference {0}")]
+    Reference(String),
+    #[error("deriver: {0}")]
+    Deriver(String),
+    #[error("too many references ({0}; at most {MAX_REFERENCES})")]
+    TooManyReferences(usize),
+    #[error("the CA field is not a content address (fixed:... or text:...)")]
+    BadCa,
+    #[error("a NAR is at least 8 bytes; nar_size {0} cannot be right")]
+    BadSize(u64),
+}
+
+/// The checked form: base names as narinfo writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidUpload {
+    pub store_path: StorePath,
+    pub references: Vec<String>,
+    pub deriver: Option<String>,
+}
+
+impl UploadPathNarInfo {
+    pub fn validate(&self, store_dir: &str) -> Result<ValidUpload, UploadInfoError> {
+        let store_path = StorePath::parse(store_dir, &self.store_path)
+            .map_err(|e| UploadInfoError::StorePath(e.to_string()))?;
+        if self.references.len() > MAX_REFERENCES {
+            return Err(UploadInfoError::TooManyReferences(self.references.len()));
+        }
+        let mut references = self
+            .references
+            .iter()
+            .map(|r| {
+                StorePath::parse(store_dir, r)
+                    .map(|p| p.base_name())
+                    .map_err(|e| UploadInfoError::Reference(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        references.sort();
+        references.dedup();
+        let deriver = self
+            .deriver
+            .as_deref()
+            .map(|d| StorePath::parse(store_dir, d).map(|p| p.base_name()))
+            .transpose()
+            .map_err(|e| UploadInfoError::Deriver(e.to_string()))?;
+        if let Some(ca) = &self.ca {
+            let ok = (ca.starts_with("fixed:") || ca.starts_with("text:"))
+                && ca.len() < 200
+                && ca.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err(UploadInfoError::BadCa);
+            }
+        }
+        if self.nar_size < 8 {
+            return Err(UploadInfoError::BadSize(self.nar_size));
+        }
+        Ok(ValidUpload {
+            store_path,
+            references,
+            deriver,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UploadOutcome {
+    /// The NAR was streamed and stored.
+    Uploaded,
+    /// The server held the NAR already; only the path was recorded.
+    Deduplicated,
+    /// The cache already had this path with this NAR.
+    Exists,
+    /// (existing-NAR claims only) the server needs the NAR itself.
+    NarRequired,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadResult {
+    pub outcome: UploadOutcome,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissingPathsRequest {
+    pub cache: String,
+    pub store_path_hashes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissingPathsResponse {
+    pub missing_paths: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> UploadPathNarInfo {
+        UploadPathNarInfo {
+            cache: "main".into(),
+            store_path: "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-ia-ref".into(),
+            nar_hash: NarHash::of(b"x"),
+            nar_size: 344,
+            references: vec![
+                "/nix/store/g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-tree".into(),
+                "/nix/store/g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-tree".into(),
+            ],
+            deriver: Some("/nix/store/g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-x.drv".into()),
+            ca: None,
+        }
+    }
+
+    #[test]
+    fn valid_upload_gives_base_names() {
+        let v = info().validate("/nix/store").unwrap();
+        assert_eq!(v.references, vec!["g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-tree"]);
+        assert_eq!(
+            v.deriver.as_deref(),
+            Some("g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-x.drv")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_fields() {
+        let mut i = info();
+        i.store_path = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-../../etc".into();
+        assert!(matches!(
+            i.validate("/nix/store"),
+            Err(UploadInfoError::StorePath(_))
+        ));
+        let mut i = info();
+        i.references.push("/etc/passwd".into());
+        assert!(matches!(
+            i.validate("/nix/store"),
+            Err(UploadInfoError::Reference(_))
+        ));
+        let mut i = info();
+        i.ca = Some("evil\nSig: x".into());
+        assert_eq!(i.validate("/nix/store"), Err(UploadInfoError::BadCa));
+        let mut i = info();
+        i.nar_size = 0;
+        assert_eq!(i.validate("/nix/store"), Err(UploadInfoError::BadSize(0)));
+        assert!(info().validate("/gnu/store").is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut v = serde_json::to_value(info()).unwrap();
+        v["sigs"] = serde_json::json!(["x"]);
+        assert!(serde_json::from_value::<UploadPathNarInfo>(v).is_err());
+    }
+}

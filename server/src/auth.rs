@@ -1,0 +1,118 @@
+//! Who is calling: a token from `Authorization: Bearer` or from Basic auth's
+//! password (Nix's netrc support sends only Basic).
+
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts};
+use base64::Engine;
+use provenix_policy::Permission;
+use std::sync::Arc;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::token::TokenClaims;
+
+pub struct Auth {
+    pub claims: Option<TokenClaims>,
+}
+
+impl Auth {
+    pub fn permission(&self, cache: &str) -> Permission {
+        self.claims
+            .as_ref()
+            .map(|c| c.provenix.caches.for_cache(cache))
+            .unwrap_or_default()
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.claims.is_none()
+    }
+
+    pub fn subject(&self) -> &str {
+        self.claims.as_ref().map_or("anonymous", |c| c.sub.as_str())
+    }
+}
+
+fn bearer_or_basic(value: &str) -> Option<String> {
+    if let Some(t) = value.strip_prefix("Bearer ") {
+        return Some(t.trim().to_string());
+    }
+    let b64 = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    (!password.is_empty()).then(|| password.to_string())
+}
+
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Ok(Auth { claims: None });
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(bearer_or_basic)
+            .ok_or_else(|| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid-token", "Authorization header is neither 'Bearer TOKEN' nor Basic with the token as password"))?;
+        match state.tokens.verify(&token) {
+            Ok(claims) => Ok(Auth {
+                claims: Some(claims),
+            }),
+            Err(e) => {
+                use jsonwebtoken::errors::ErrorKind;
+                let (code, why) = match e.kind() {
+                    ErrorKind::ExpiredSignature => ("expired", "the token has expired".to_string()),
+                    ErrorKind::ImmatureSignature => (
+                        "invalid-token",
+                        "the token is not valid yet (nbf)".to_string(),
+                    ),
+                    ErrorKind::InvalidSignature => (
+                        "invalid-token",
+                        "the token's signature does not verify with this server's key".to_string(),
+                    ),
+                    ErrorKind::InvalidAudience => (
+                        "invalid-token",
+                        "the token's audience is not this server's".to_string(),
+                    ),
+                    ErrorKind::InvalidIssuer => (
+                        "invalid-token",
+                        "the token's issuer is not this server's".to_string(),
+                    ),
+                    other => ("invalid-token", format!("the token is invalid: {other:?}")),
+                };
+                Err(ApiError::new(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    code,
+                    why,
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_tokens() {
+        assert_eq!(bearer_or_basic("Bearer abc").as_deref(), Some("abc"));
+        let basic = base64::engine::general_purpose::STANDARD.encode(":tok");
+        assert_eq!(
+            bearer_or_basic(&format!("Basic {basic}")).as_deref(),
+            Some("tok")
+        );
+        let user = base64::engine::general_purpose::STANDARD.encode("user:tok");
+        assert_eq!(
+            bearer_or_basic(&format!("Basic {user}")).as_deref(),
+            Some("tok")
+        );
+        assert_eq!(bearer_or_basic("Digest x"), None);
+    }
+}

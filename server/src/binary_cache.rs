@@ -1,0 +1,183 @@
+//! The Nix binary cache protocol: `nix-cache-info`, `<hash>.narinfo` signed at
+//! fetch time, and NARs streamed from their stored chunks. Every failure to
+//! find something is a 4xx: a 5xx would abort a Nix substitution.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use provenix_policy::validate_cache_name;
+use provenix_provenance::narinfo::NarInfo;
+use provenix_provenance::store_path::validate_hash_part;
+use provenix_provenance::{NarHash, SecretKey};
+use std::sync::Arc;
+
+use crate::auth::Auth;
+use crate::db::caches::CacheRow;
+use crate::db::objects::ObjectRow;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Seconds Nix clients that honour `Cache-Control` may keep a narinfo.
+const NARINFO_MAX_AGE: u32 = 60;
+/// Last-access times are written at most this often per path.
+const TOUCH_INTERVAL: i64 = 3600;
+
+/// The cache if the caller may pull from it. An anonymous caller gets 401 and
+/// an authenticated one 404, whether the cache is private or missing.
+pub async fn cache_for_pull(state: &AppState, auth: &Auth, name: &str) -> ApiResult<CacheRow> {
+    let hidden = || {
+        if auth.is_anonymous() {
+            ApiError::unauthorized(format!("cache {name:?} needs a token (or does not exist)"))
+        } else {
+            ApiError::no_such_cache(name)
+        }
+    };
+    if validate_cache_name(name).is_err() {
+        return Err(ApiError::no_such_cache(name));
+    }
+    match state.db.cache_by_name(name).await? {
+        Some(c) if c.is_public || auth.permission(name).pull => Ok(c),
+        _ => Err(hidden()),
+    }
+}
+
+pub async fn nix_cache_info(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(cache): Path<String>,
+) -> ApiResult<Response> {
+    let c = cache_for_pull(&state, &auth, &cache).await?;
+    let body = format!(
+        "StoreDir: {}\nWantMassQuery: 1\nPriority: {}\n",
+        c.store_dir, c.priority
+    );
+    Ok(([(header::CONTENT_TYPE, "text/x-nix-cache-info")], body).into_response())
+}
+
+fn nar_file_name(store_path_hash: &str, compression: &str) -> String {
+    match compression {
+        "zstd" => format!("{store_path_hash}.nar.zst"),
+        _ => format!("{store_path_hash}.nar"),
+    }
+}
+
+async fn find_object(state: &AppState, cache: &CacheRow, hash: &str) -> ApiResult<ObjectRow> {
+    let obj = state.db.object(cache.id, hash).await?;
+    let obj = obj.ok_or_else(|| {
+        ApiError::not_found("no-such-path", format!("{hash} is not in this cache"))
+    })?;
+    let now = crate::now();
+    if now - obj.last_accessed_at > TOUCH_INTERVAL {
+        // Off the request path: retention bookkeeping must not slow pulls.
+        let db = state.db.clone();
+        let id = obj.id;
+        tokio::spawn(async move {
+            if let Err(e) = db.touch_object(id, now).await {
+                tracing::warn!("cannot record access to object {id}: {e}");
+            }
+        });
+    }
+    Ok(obj)
+}
+
+pub async fn narinfo(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path((cache, file)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let c = cache_for_pull(&state, &auth, &cache).await?;
+    let hash = file
+        .strip_suffix(".narinfo")
+        .ok_or_else(|| ApiError::not_found("not-found", format!("no such file {file:?}")))?;
+    validate_hash_part(hash).map_err(|e| ApiError::not_found("no-such-path", e.to_string()))?;
+    let obj = find_object(&state, &c, hash).await?;
+    let nar_hash = NarHash::parse(&obj.nar_hash).map_err(ApiError::internal)?;
+    let mut info = NarInfo {
+        store_path: obj.store_path.clone(),
+        url: format!("nar/{}", nar_file_name(hash, &obj.compression)),
+        compression: obj.compression.clone(),
+        file_hash: None,
+        file_size: Some(obj.file_size as u64),
+        nar_hash,
+        nar_size: obj.nar_size as u64,
+        references: obj.refs.clone(),
+        deriver: obj.deriver.clone(),
+        sigs: vec![],
+        ca: obj.ca.clone(),
+    };
+    for key in state.db.signing_keys(c.id, crate::now()).await? {
+        let sk = SecretKey::parse(&key.secret).map_err(ApiError::internal)?;
+        info.sign(&c.store_dir, &sk);
+    }
+    let mut resp = (
+        [(header::CONTENT_TYPE, "text/x-nix-narinfo")],
+        info.render(),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&format!("public, max-age={NARINFO_MAX_AGE}")).expect("ascii"),
+    );
+    if !c.is_public {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, max-age=60"),
+        );
+    }
+    Ok(resp)
+}
+
+pub async fn nar(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    method: Method,
+    Path((cache, file)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let c = cache_for_pull(&state, &auth, &cache).await?;
+    let not_found =
+        || ApiError::not_found("no-such-path", format!("no NAR {file:?} in this cache"));
+    let hash = file.split('.').next().unwrap_or_default();
+    validate_hash_part(hash).map_err(|_| not_found())?;
+    let obj = find_object(&state, &c, hash).await?;
+    if file != nar_file_name(hash, &obj.compression) {
+        return Err(not_found());
+    }
+    let chunks = state.db.nar_chunks(obj.nar_id).await?;
+    let mut resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-nix-nar")
+        .header(header::CONTENT_LENGTH, obj.file_size.to_string());
+    if !c.is_public {
+        resp = resp.header(header::CACHE_CONTROL, "private");
+    }
+    if method == Method::HEAD {
+        return Ok(resp.body(Body::empty()).map_err(ApiError::internal)?);
+    }
+    // The stored chunks are served byte for byte: concatenated zstd frames are
+    // one valid zstd stream, so nothing is recompressed on the read path.
+    // Content-Length is set, so a chunk failing mid-stream shows the client a
+    // truncated transfer, never a short 200 it could take for the whole NAR.
+    let storage = state.storage.clone();
+    let body = futures::stream::iter(chunks)
+        .map(move |(key, _)| {
+            let storage = storage.clone();
+            async move {
+                storage.get_stream(&key).await.map_err(|e| {
+                    tracing::error!("serving NAR: {e:#}");
+                    std::io::Error::other(e)
+                })
+            }
+        })
+        // Open the next few chunks while one streams, to hide storage latency.
+        .buffered(4)
+        .map(|r| match r {
+            Ok(s) => s,
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        })
+        .flatten();
+    Ok(resp
+        .body(Body::from_stream(body))
+        .map_err(ApiError::internal)?)
+}

@@ -1,0 +1,438 @@
+//! `server.toml`: a superset of Attic's, so Attic's documented examples load
+//! with only the environment variable names changed.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const ENV_HS256: &str = "PROVENIX_SERVER_TOKEN_HS256_SECRET_BASE64";
+pub const ENV_RS256: &str = "PROVENIX_SERVER_TOKEN_RS256_SECRET_BASE64";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Allowed `Host` headers; empty allows any.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// The canonical URL of this server, used in the answers it gives.
+    pub api_endpoint: Option<String>,
+    pub substituter_endpoint: Option<String>,
+    /// Accepted for Attic compatibility; caches are always hard-deleted.
+    #[serde(default)]
+    pub soft_delete_caches: bool,
+    /// When true, a NAR the server holds is only recorded without being sent
+    /// again if the uploader can already read it (see docs/threat-model.md).
+    #[serde(default = "yes")]
+    pub require_proof_of_possession: bool,
+    pub token_hs256_secret_base64: Option<String>,
+    pub token_rs256_secret_base64: Option<String>,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub chunking: ChunkingConfig,
+    #[serde(default)]
+    pub compression: CompressionConfig,
+    #[serde(default)]
+    pub garbage_collection: GcConfig,
+    #[serde(default)]
+    pub jwt: JwtConfig,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    /// Accepted for Attic compatibility.
+    #[serde(default)]
+    pub heartbeat: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StorageConfig {
+    Local {
+        path: PathBuf,
+    },
+    S3 {
+        region: String,
+        bucket: String,
+        endpoint: Option<String>,
+        credentials: Option<S3Credentials>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Credentials {
+    #[serde(alias = "access-key-id")]
+    pub access_key_id: String,
+    #[serde(alias = "secret-access-key")]
+    pub secret_access_key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ChunkingConfig {
+    /// NARs smaller than this are stored as one chunk.
+    pub nar_size_threshold: usize,
+    pub min_size: usize,
+    pub avg_size: usize,
+    pub max_size: usize,
+}
+
+impl Default for ChunkingConfig {
+    // Attic's defaults.
+    fn default() -> Self {
+        ChunkingConfig {
+            nar_size_threshold: 64 * 1024,
+            min_size: 16 * 1024,
+            avg_size: 64 * 1024,
+            max_size: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionType {
+    None,
+    Zstd,
+    /// Attic's other choices: accepted, stored as zstd (see docs/configuration.md).
+    Brotli,
+    Xz,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CompressionConfig {
+    #[serde(rename = "type")]
+    pub kind: CompressionType,
+    pub level: Option<i32>,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            kind: CompressionType::Zstd,
+            level: None,
+        }
+    }
+}
+
+/// zstd level 3 (zstd's own default): see docs/performance.md for why it
+/// beats Attic's level 8 on a 2-core server.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+impl CompressionConfig {
+    /// What chunks are stored as: `Some(level)` for zstd, `None` for raw.
+    pub fn zstd_level(&self) -> Option<i32> {
+        match self.kind {
+            CompressionType::None => None,
+            _ => Some(self.level.unwrap_or(DEFAULT_ZSTD_LEVEL)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct GcConfig {
+    #[serde(default = "default_gc_interval", with = "humantime_serde_compat")]
+    pub interval: Duration,
+    /// Zero: paths are kept until deleted (per-cache retention still applies).
+    #[serde(default, with = "humantime_serde_compat")]
+    pub default_retention_period: Duration,
+}
+
+fn default_gc_interval() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval: default_gc_interval(),
+            default_retention_period: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct JwtConfig {
+    pub token_bound_issuer: Option<String>,
+    pub token_bound_audiences: Option<Vec<String>>,
+    #[serde(default)]
+    pub signing: Option<JwtSigningConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct JwtSigningConfig {
+    pub token_hs256_secret_base64: Option<String>,
+    pub token_rs256_secret_base64: Option<String>,
+    pub token_rs256_pubkey_base64: Option<String>,
+}
+
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses "12 hours", "6 months", "30s", "0".
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).with_context(|| format!("invalid duration {s:?}"))
+}
+
+/// The secret that signs and verifies tokens.
+#[derive(Clone)]
+pub enum TokenSecret {
+    Hs256(Vec<u8>),
+    /// PEM of an RSA private key.
+    Rs256(Vec<u8>),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let c = &self.chunking;
+        if !(c.min_size <= c.avg_size && c.avg_size <= c.max_size) {
+            bail!("[chunking]: need min-size <= avg-size <= max-size");
+        }
+        if c.min_size < 64 || c.avg_size < 256 || c.max_size < 1024 || c.max_size > 16 << 20 {
+            bail!("[chunking]: sizes out of range (min-size >= 64, avg-size >= 256, 1 KiB <= max-size <= 16 MiB)");
+        }
+        if c.min_size % 2 != 0 || c.avg_size % 2 != 0 || c.max_size % 2 != 0 {
+            bail!("[chunking]: sizes must be even");
+        }
+        if let Some(level) = self.compression.level {
+            if !(1..=22).contains(&level) {
+                bail!("[compression] level must be between 1 and 22");
+            }
+        }
+        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
+        {
+            bail!("[database] url must start with sqlite:// or postgres://");
+        }
+        Ok(())
+    }
+
+    /// Token secret, from the environment first, then the config file.
+    pub fn token_secret(&self) -> Result<TokenSecret> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let signing = self.jwt.signing.clone().unwrap_or_default();
+        let hs = std::env::var(ENV_HS256)
+            .ok()
+            .or_else(|| signing.token_hs256_secret_base64.clone())
+            .or_else(|| self.token_hs256_secret_base64.clone());
+        let rs = std::env::var(ENV_RS256)
+            .ok()
+            .or_else(|| signing.token_rs256_secret_base64.clone())
+            .or_else(|| self.token_rs256_secret_base64.clone());
+        match (hs, rs) {
+            (_, Some(rs)) => {
+                let pem = b64
+                    .decode(rs.trim())
+                    .context("RS256 token secret is not base64")?;
+                Ok(TokenSecret::Rs256(pem))
+            }
+            (Some(hs), None) => {
+                let key = b64
+                    .decode(hs.trim())
+                    .context("HS256 token secret is not base64")?;
+                if key.len() < 32 {
+                    bail!("HS256 token secret must be at least 32 bytes");
+                }
+                Ok(TokenSecret::Hs256(key))
+            }
+            (None, None) => {
+                bail!("no token secret: set token-hs256-secret-base64 in the config or {ENV_HS256}")
+            }
+        }
+    }
+}
+
+/// Where the embedded defaults live: `$XDG_CONFIG_HOME/provenix/server.toml`
+/// and `$XDG_DATA_HOME/provenix/` (as Attic uses ~/.config/attic).
+pub fn default_paths() -> Result<(PathBuf, PathBuf)> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let config_home = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".config")))
+        .context("neither XDG_CONFIG_HOME nor HOME is set")?;
+    let data_home = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".local/share")))
+        .context("neither XDG_DATA_HOME nor HOME is set")?;
+    Ok((
+        config_home.join("provenix/server.toml"),
+        data_home.join("provenix"),
+    ))
+}
+
+/// The config written on first run: SQLite and local storage in `data_dir`,
+/// a fresh HS256 secret.
+pub fn default_config_text(data_dir: &Path) -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut secret = [0u8; 64];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let secret = base64::engine::general_purpose::STANDARD.encode(secret);
+    let data = data_dir.display();
+    format!(
+        r#"# provenixd configuration, written on first run. See docs/configuration.md.
+listen = "127.0.0.1:8080"
+api-endpoint = "http://127.0.0.1:8080/"
+allowed-hosts = []
+
+# Signs the access tokens this server issues. Keep it secret.
+token-hs256-secret-base64 = "{secret}"
+
+[database]
+url = "sqlite://{data}/server.db?mode=rwc"
+
+[storage]
+type = "local"
+path = "{data}/storage"
+
+[chunking]
+nar-size-threshold = 65536
+min-size = 16384
+avg-size = 65536
+max-size = 262144
+
+[compression]
+type = "zstd"
+level = 3
+
+[garbage-collection]
+interval = "12 hours"
+default-retention-period = "0"
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attic's documented `server.toml` (its generated default), verbatim.
+    const ATTIC_EXAMPLE: &str = r#"
+listen = "[::]:8080"
+allowed-hosts = []
+#api-endpoint = "https://your.domain.tld/"
+#soft-delete-caches = false
+#require-proof-of-possession = true
+
+[database]
+url = "sqlite:///var/lib/atticd/server.db?mode=rwc"
+#heartbeat = false
+
+[storage]
+type = "local"
+path = "/var/lib/atticd/storage"
+
+[chunking]
+nar-size-threshold = 65536
+min-size = 16384
+avg-size = 65536
+max-size = 262144
+
+[compression]
+type = "zstd"
+#level = 8
+
+[garbage-collection]
+interval = "12 hours"
+#default-retention-period = "6 months"
+
+[jwt]
+#token-bound-issuer = "some-issuer"
+#token-bound-audiences = ["some-audience1", "some-audience2"]
+
+[jwt.signing]
+token-rs256-secret-base64 = "LS0tLS1CRUdJTi"
+"#;
+
+    #[test]
+    fn loads_attics_example() {
+        let c = Config::parse(ATTIC_EXAMPLE).unwrap();
+        assert_eq!(c.listen, "[::]:8080");
+        assert_eq!(c.chunking.avg_size, 65536);
+        assert_eq!(
+            c.garbage_collection.interval,
+            Duration::from_secs(12 * 3600)
+        );
+        assert!(matches!(c.storage, StorageConfig::Local { .. }));
+        assert!(matches!(c.token_secret().unwrap(), TokenSecret::Rs256(_)));
+    }
+
+    #[test]
+    fn loads_attics_s3_example() {
+        let text = r#"
+token-hs256-secret-base64 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+[database]
+url = "postgres://attic@localhost/attic"
+[storage]
+type = "s3"
+region = "us-east-1"
+bucket = "attic"
+endpoint = "https://s3.example"
+[storage.credentials]
+access_key_id = "AK"
+secret_access_key = "SK"
+[garbage-collection]
+default-retention-period = "6 months"
+"#;
+        let c = Config::parse(text).unwrap();
+        assert!(matches!(c.storage, StorageConfig::S3 { .. }));
+        assert!(c.garbage_collection.default_retention_period > Duration::from_secs(86400 * 150));
+    }
+
+    #[test]
+    fn default_config_round_trips() {
+        let c = Config::parse(&default_config_text(Path::new("/tmp/x"))).unwrap();
+        assert!(c.database.url.starts_with("sqlite:///tmp/x/"));
+        assert!(matches!(c.token_secret().unwrap(), TokenSecret::Hs256(_)));
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        assert!(Config::parse("listen = 1").is_err());
+        let bad_chunks =
+            default_config_text(Path::new("/x")).replace("min-size = 16384", "min-size = 999999");
+        assert!(Config::parse(&bad_chunks).is_err());
+        let typo = default_config_text(Path::new("/x")).replace("listen =", "lisen =");
+        assert!(Config::parse(&typo).is_err());
+    }
+}

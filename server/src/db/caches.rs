@@ -1,0 +1,198 @@
+//! Caches and their signing keys.
+
+use provenix_provenance::SecretKey;
+use sqlx::{Any, Row, Transaction};
+
+use super::Db;
+
+#[derive(Debug, Clone)]
+pub struct CacheRow {
+    pub id: i64,
+    pub name: String,
+    pub is_public: bool,
+    pub priority: i64,
+    pub store_dir: String,
+    pub upstream_cache_key_names: Vec<String>,
+    /// Seconds; None follows the server default.
+    pub retention_period: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheKeyRow {
+    pub id: i64,
+    pub secret: String,
+    pub public_key: String,
+    pub created_at: i64,
+    pub retire_at: Option<i64>,
+}
+
+const CACHE_COLUMNS: &str =
+    "id, name, is_public, priority, store_dir, upstream_cache_key_names, retention_period";
+
+fn cache_from_row(r: &sqlx::any::AnyRow) -> Result<CacheRow, sqlx::Error> {
+    let upstream: String = r.try_get("upstream_cache_key_names")?;
+    Ok(CacheRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        is_public: r.try_get::<i64, _>("is_public")? != 0,
+        priority: r.try_get("priority")?,
+        store_dir: r.try_get("store_dir")?,
+        upstream_cache_key_names: serde_json::from_str(&upstream).unwrap_or_default(),
+        retention_period: r.try_get("retention_period")?,
+    })
+}
+
+pub struct NewCache<'a> {
+    pub name: &'a str,
+    pub is_public: bool,
+    pub priority: i64,
+    pub store_dir: &'a str,
+    pub upstream_cache_key_names: &'a [String],
+    pub retention_period: Option<i64>,
+    pub key: &'a SecretKey,
+}
+
+impl Db {
+    pub async fn cache_by_name(&self, name: &str) -> Result<Option<CacheRow>, sqlx::Error> {
+        let sql = format!("SELECT {CACHE_COLUMNS} FROM caches WHERE name = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(cache_from_row).transpose()
+    }
+
+    /// Creates the cache and its first key in one transaction; None if the name is taken.
+    pub async fn create_cache(&self, c: NewCache<'_>) -> Result<Option<CacheRow>, sqlx::Error> {
+        let now = crate::now();
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO caches (name, is_public, priority, store_dir, upstream_cache_key_names, retention_period, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(c.name)
+        .bind(c.is_public as i64)
+        .bind(c.priority)
+        .bind(c.store_dir)
+        .bind(serde_json::to_string(c.upstream_cache_key_names).unwrap_or_else(|_| "[]".into()))
+        .bind(c.retention_period)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else { return Ok(None) };
+        insert_key(&mut tx, id, c.key, now).await?;
+        tx.commit().await?;
+        self.cache_by_name(c.name).await
+    }
+
+    pub async fn update_cache(&self, c: &CacheRow) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE caches SET is_public = $1, priority = $2, store_dir = $3,
+             upstream_cache_key_names = $4, retention_period = $5 WHERE id = $6",
+        )
+        .bind(c.is_public as i64)
+        .bind(c.priority)
+        .bind(&c.store_dir)
+        .bind(serde_json::to_string(&c.upstream_cache_key_names).unwrap_or_else(|_| "[]".into()))
+        .bind(c.retention_period)
+        .bind(c.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes the cache, its keys and its paths (NARs and chunks are left to
+    /// GC, which reaps what no cache references).
+    pub async fn destroy_cache(&self, id: i64) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM objects WHERE cache_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM cache_keys WHERE cache_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM caches WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Keys that sign at `now`: not retired, or retired in the future (overlap).
+    pub async fn signing_keys(
+        &self,
+        cache_id: i64,
+        now: i64,
+    ) -> Result<Vec<CacheKeyRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, secret, public_key, created_at, retire_at FROM cache_keys
+             WHERE cache_id = $1 AND (retire_at IS NULL OR retire_at > $2) ORDER BY id DESC",
+        )
+        .bind(cache_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CacheKeyRow {
+                    id: r.try_get("id")?,
+                    secret: r.try_get("secret")?,
+                    public_key: r.try_get("public_key")?,
+                    created_at: r.try_get("created_at")?,
+                    retire_at: r.try_get("retire_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds `key` as the cache's current key; keys signing now stop at
+    /// `now + overlap` (zero: at once).
+    pub async fn rotate_key(
+        &self,
+        cache_id: i64,
+        key: &SecretKey,
+        overlap: i64,
+    ) -> Result<(), sqlx::Error> {
+        let now = crate::now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE cache_keys SET retire_at = $1 WHERE cache_id = $2 AND (retire_at IS NULL OR retire_at > $3)",
+        )
+        .bind(now + overlap)
+        .bind(cache_id)
+        .bind(now + overlap)
+        .execute(&mut *tx)
+        .await?;
+        insert_key(&mut tx, cache_id, key, now).await?;
+        tx.commit().await
+    }
+
+    pub async fn key_count(&self, cache_id: i64) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM cache_keys WHERE cache_id = $1")
+            .bind(cache_id)
+            .fetch_one(&self.pool)
+            .await
+    }
+}
+
+async fn insert_key(
+    tx: &mut Transaction<'_, Any>,
+    cache_id: i64,
+    key: &SecretKey,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cache_keys (cache_id, name, secret, public_key, created_at, retire_at)
+         VALUES ($1, $2, $3, $4, $5, NULL)",
+    )
+    .bind(cache_id)
+    .bind(key.name())
+    .bind(key.to_nix_string())
+    .bind(key.public().to_nix_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

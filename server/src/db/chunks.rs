@@ -1,0 +1,119 @@
+//! Chunk lookups for ingest, and the statements garbage collection runs.
+
+use sqlx::Row;
+use std::collections::HashSet;
+
+use super::{placeholders, Db, BATCH};
+
+impl Db {
+    /// The id of a stored chunk that uploads may reuse.
+    pub async fn valid_chunk(
+        &self,
+        hash: &str,
+        compression: &str,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT id FROM chunks WHERE chunk_hash = $1 AND compression = $2 AND state = 'valid'",
+        )
+        .bind(hash)
+        .bind(compression)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Deletes paths not accessed within their cache's retention period
+    /// (`default_retention` seconds when the cache sets none; 0 keeps forever).
+    pub async fn expire_objects(
+        &self,
+        default_retention: i64,
+        now: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let r = sqlx::query(
+            "DELETE FROM objects WHERE id IN (
+                SELECT o.id FROM objects o JOIN caches c ON o.cache_id = c.id
+                WHERE COALESCE(c.retention_period, $1) > 0
+                  AND o.last_accessed_at < $2 - COALESCE(c.retention_period, $1))",
+        )
+        .bind(default_retention)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Deletes NARs no cache holds (their chunk lists go with them).
+    pub async fn delete_orphan_nars(&self) -> Result<u64, sqlx::Error> {
+        let r = sqlx::query(
+            "DELETE FROM nars WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.nar_id = nars.id)",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Claims unreferenced chunks unused since `cutoff` for deletion, plus any
+    /// a previous GC run claimed but did not finish. An upload that touches a
+    /// chunk first keeps it; one that comes after sees it claimed and retries.
+    pub async fn claim_orphan_chunks(
+        &self,
+        cutoff: i64,
+    ) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        sqlx::query(
+            "UPDATE chunks SET state = 'deleting'
+             WHERE state = 'valid' AND last_used_at < $1
+               AND NOT EXISTS (SELECT 1 FROM nar_chunks nc WHERE nc.chunk_id = chunks.id)",
+        )
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await?;
+        let rows = sqlx::query("SELECT id, object_key FROM chunks WHERE state = 'deleting'")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("object_key")?)))
+            .collect()
+    }
+
+    pub async fn delete_chunk_rows(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
+        for batch in ids.chunks(BATCH) {
+            let sql = format!(
+                "DELETE FROM chunks WHERE id IN ({})",
+                placeholders(1, batch.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in batch {
+                q = q.bind(*id);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Of `keys`, those a chunk row points at.
+    pub async fn known_object_keys(&self, keys: &[String]) -> Result<HashSet<String>, sqlx::Error> {
+        let mut known = HashSet::new();
+        for batch in keys.chunks(BATCH) {
+            let sql = format!(
+                "SELECT object_key FROM chunks WHERE object_key IN ({})",
+                placeholders(1, batch.len())
+            );
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for k in batch {
+                q = q.bind(k);
+            }
+            known.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(known)
+    }
+
+    /// (chunk rows, NAR rows): for tests and `check-config`-style reports.
+    pub async fn storage_counts(&self) -> Result<(i64, i64), sqlx::Error> {
+        let chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chunks")
+            .fetch_one(&self.pool)
+            .await?;
+        let nars: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nars")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((chunks, nars))
+    }
+}

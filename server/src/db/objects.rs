@@ -1,0 +1,388 @@
+//! Store paths in caches, and the one transaction that makes an upload visible.
+
+use sqlx::Row;
+use std::collections::HashMap;
+
+use super::{placeholders, Db, BATCH};
+
+#[derive(Debug, Clone)]
+pub struct ObjectRow {
+    pub id: i64,
+    pub store_path: String,
+    pub nar_id: i64,
+    pub nar_hash: String,
+    pub nar_size: i64,
+    pub compression: String,
+    pub file_size: i64,
+    pub refs: Vec<String>,
+    pub deriver: Option<String>,
+    pub ca: Option<String>,
+    pub last_accessed_at: i64,
+}
+
+/// A chunk of an upload as the ingest pipeline left it.
+#[derive(Debug, Clone)]
+pub enum ChunkSource {
+    /// Written to storage by this upload under `object_key`.
+    New { object_key: String, file_size: i64 },
+    /// Already in the database when the upload saw it.
+    Existing { id: i64 },
+    /// Repeats a chunk seen earlier in the same upload (stored once).
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestedChunk {
+    pub hash: String,
+    pub size: i64,
+    pub source: ChunkSource,
+}
+
+#[derive(Debug)]
+pub struct NewObject {
+    pub cache_id: i64,
+    pub store_path_hash: String,
+    pub store_path: String,
+    pub nar_hash: String,
+    pub nar_size: i64,
+    pub refs: Vec<String>,
+    pub deriver: Option<String>,
+    pub ca: Option<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Created,
+    /// The cache already holds this path with this NAR.
+    AlreadyPresent,
+    /// The cache holds this path with another NAR hash.
+    Conflict {
+        existing_nar_hash: String,
+    },
+    /// A chunk this upload relied on was claimed by GC meanwhile; retry.
+    ChunkGone,
+}
+
+const OBJECT_SELECT: &str =
+    "SELECT o.id, o.store_path, o.nar_id, o.refs, o.deriver, o.ca, o.last_accessed_at,
+     n.nar_hash, n.nar_size, n.compression, n.file_size
+     FROM objects o JOIN nars n ON o.nar_id = n.id";
+
+fn object_from_row(r: &sqlx::any::AnyRow) -> Result<ObjectRow, sqlx::Error> {
+    let refs: String = r.try_get("refs")?;
+    Ok(ObjectRow {
+        id: r.try_get("id")?,
+        store_path: r.try_get("store_path")?,
+        nar_id: r.try_get("nar_id")?,
+        nar_hash: r.try_get("nar_hash")?,
+        nar_size: r.try_get("nar_size")?,
+        compression: r.try_get("compression")?,
+        file_size: r.try_get("file_size")?,
+        refs: serde_json::from_str(&refs).unwrap_or_default(),
+        deriver: r.try_get("deriver")?,
+        ca: r.try_get("ca")?,
+        last_accessed_at: r.try_get("last_accessed_at")?,
+    })
+}
+
+impl Db {
+    pub async fn object(
+        &self,
+        cache_id: i64,
+        store_path_hash: &str,
+    ) -> Result<Option<ObjectRow>, sqlx::Error> {
+        let sql = format!("{OBJECT_SELECT} WHERE o.cache_id = $1 AND o.store_path_hash = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(cache_id)
+            .bind(store_path_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(object_from_row).transpose()
+    }
+
+    /// Marks a path as accessed, for retention-based GC.
+    pub async fn touch_object(&self, id: i64, now: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE objects SET last_accessed_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Of `hashes`, those the cache does not hold.
+    pub async fn missing_paths(
+        &self,
+        cache_id: i64,
+        hashes: &[String],
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let mut present = std::collections::HashSet::new();
+        for batch in hashes.chunks(BATCH) {
+            let sql = format!(
+                "SELECT store_path_hash FROM objects WHERE cache_id = $1 AND store_path_hash IN ({})",
+                placeholders(2, batch.len())
+            );
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(cache_id);
+            for h in batch {
+                q = q.bind(h);
+            }
+            present.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(hashes
+            .iter()
+            .filter(|h| !present.contains(*h))
+            .cloned()
+            .collect())
+    }
+
+    pub async fn nar_id_by_hash(&self, nar_hash: &str) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar("SELECT id FROM nars WHERE nar_hash = $1")
+            .bind(nar_hash)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Names of the caches that hold a NAR (for the proof-of-possession rule).
+    pub async fn caches_holding_nar(
+        &self,
+        nar_id: i64,
+    ) -> Result<Vec<(String, bool)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT c.name, c.is_public FROM objects o JOIN caches c ON o.cache_id = c.id WHERE o.nar_id = $1",
+        )
+        .bind(nar_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get::<i64, _>("is_public")? != 0)))
+            .collect()
+    }
+
+    /// Chunks of a NAR in order: (object key, stored size).
+    pub async fn nar_chunks(&self, nar_id: i64) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT c.object_key, c.file_size FROM nar_chunks nc JOIN chunks c ON nc.chunk_id = c.id
+             WHERE nc.nar_id = $1 ORDER BY nc.seq",
+        )
+        .bind(nar_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("object_key")?, r.try_get("file_size")?)))
+            .collect()
+    }
+
+    pub async fn delete_object(
+        &self,
+        cache_id: i64,
+        store_path_hash: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query("DELETE FROM objects WHERE cache_id = $1 AND store_path_hash = $2")
+            .bind(cache_id)
+            .bind(store_path_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Records a path whose NAR the server already holds: no chunks move.
+    pub async fn commit_existing_nar(
+        &self,
+        obj: &NewObject,
+        nar_id: i64,
+    ) -> Result<CommitOutcome, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(outcome) = existing_outcome(&mut tx, obj).await? {
+            return Ok(outcome);
+        }
+        let outcome = insert_object(&mut tx, obj, nar_id).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// The single transaction that makes an upload visible: chunk rows, the
+    /// NAR and its chunk list, and the path. All or nothing; batched so that
+    /// a NAR costs a handful of statements, not one per chunk.
+    pub async fn commit_upload(
+        &self,
+        obj: &NewObject,
+        compression: &str,
+        chunks: &[IngestedChunk],
+    ) -> Result<CommitOutcome, sqlx::Error> {
+        let now = crate::now();
+        let mut tx = self.pool.begin().await?;
+        if let Some(outcome) = existing_outcome(&mut tx, obj).await? {
+            return Ok(outcome);
+        }
+        let existing_nar: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM nars WHERE nar_hash = $1")
+                .bind(&obj.nar_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(nar_id) = existing_nar {
+            // Another upload stored this NAR meanwhile: ours becomes garbage.
+            let outcome = insert_object(&mut tx, obj, nar_id).await?;
+            tx.commit().await?;
+            return Ok(outcome);
+        }
+
+        // Each distinct chunk once, from the upload job that stored or found it.
+        let mut new: Vec<(&str, i64, &str, i64)> = Vec::new();
+        let mut existing: Vec<i64> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for c in chunks {
+            seen.insert(c.hash.as_str());
+            match &c.source {
+                ChunkSource::New {
+                    object_key,
+                    file_size,
+                } => new.push((c.hash.as_str(), c.size, object_key.as_str(), *file_size)),
+                ChunkSource::Existing { id } => existing.push(*id),
+                ChunkSource::Duplicate => {}
+            }
+        }
+        // hash -> (id, file_size)
+        let mut ids: HashMap<String, (i64, i64)> = HashMap::new();
+        for batch in new.chunks(BATCH / 8) {
+            let values: Vec<String> = (0..batch.len())
+                .map(|i| format!("({})", placeholders(1 + i * 8, 8)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO chunks (chunk_hash, compression, chunk_size, file_size, object_key, state, last_used_at, created_at)
+                 VALUES {} ON CONFLICT (chunk_hash, compression)
+                 DO UPDATE SET last_used_at = excluded.last_used_at WHERE chunks.state = 'valid'
+                 RETURNING id, chunk_hash, file_size",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (hash, size, key, file_size) in batch {
+                q = q
+                    .bind(*hash)
+                    .bind(compression)
+                    .bind(*size)
+                    .bind(*file_size)
+                    .bind(*key)
+                    .bind("valid")
+                    .bind(now)
+                    .bind(now);
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                ids.insert(
+                    r.try_get("chunk_hash")?,
+                    (r.try_get("id")?, r.try_get("file_size")?),
+                );
+            }
+        }
+        for batch in existing.chunks(BATCH) {
+            let sql = format!(
+                "UPDATE chunks SET last_used_at = $1 WHERE state = 'valid' AND id IN ({})
+                 RETURNING id, chunk_hash, file_size",
+                placeholders(2, batch.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            for id in batch {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                ids.insert(
+                    r.try_get("chunk_hash")?,
+                    (r.try_get("id")?, r.try_get("file_size")?),
+                );
+            }
+        }
+        if ids.len() != seen.len() {
+            return Ok(CommitOutcome::ChunkGone);
+        }
+        let mut file_size = 0i64;
+        for c in chunks {
+            file_size += ids[&c.hash].1;
+        }
+        let nar_id: i64 = sqlx::query_scalar(
+            "INSERT INTO nars (nar_hash, nar_size, compression, file_size, num_chunks, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&obj.nar_hash)
+        .bind(obj.nar_size)
+        .bind(compression)
+        .bind(file_size)
+        .bind(chunks.len() as i64)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        for (n, batch) in chunks.chunks(BATCH / 4).enumerate() {
+            let values: Vec<String> = (0..batch.len())
+                .map(|i| format!("({})", placeholders(1 + i * 3, 3)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO nar_chunks (nar_id, seq, chunk_id) VALUES {}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (i, c) in batch.iter().enumerate() {
+                q = q
+                    .bind(nar_id)
+                    .bind((n * (BATCH / 4) + i) as i64)
+                    .bind(ids[&c.hash].0);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let outcome = insert_object(&mut tx, obj, nar_id).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+async fn existing_outcome(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    obj: &NewObject,
+) -> Result<Option<CommitOutcome>, sqlx::Error> {
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT n.nar_hash FROM objects o JOIN nars n ON o.nar_id = n.id
+         WHERE o.cache_id = $1 AND o.store_path_hash = $2",
+    )
+    .bind(obj.cache_id)
+    .bind(&obj.store_path_hash)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(existing.map(|h| {
+        if h == obj.nar_hash {
+            CommitOutcome::AlreadyPresent
+        } else {
+            CommitOutcome::Conflict {
+                existing_nar_hash: h,
+            }
+        }
+    }))
+}
+
+async fn insert_object(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    obj: &NewObject,
+    nar_id: i64,
+) -> Result<CommitOutcome, sqlx::Error> {
+    let now = crate::now();
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO objects (cache_id, store_path_hash, store_path, nar_id, refs, deriver, ca, sigs, created_at, last_accessed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (cache_id, store_path_hash) DO NOTHING RETURNING id",
+    )
+    .bind(obj.cache_id)
+    .bind(&obj.store_path_hash)
+    .bind(&obj.store_path)
+    .bind(nar_id)
+    .bind(serde_json::to_string(&obj.refs).unwrap_or_else(|_| "[]".into()))
+    .bind(obj.deriver.as_deref())
+    .bind(obj.ca.as_deref())
+    .bind("[]")
+    .bind(now)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if id.is_some() {
+        return Ok(CommitOutcome::Created);
+    }
+    // A concurrent upload of the same path won the race.
+    Ok(existing_outcome(tx, obj)
+        .await?
+        .unwrap_or(CommitOutcome::AlreadyPresent))
+}

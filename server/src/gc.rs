@@ -1,0 +1,91 @@
+//! Garbage collection: paths past their cache's retention, then NARs no cache
+//! holds, then chunks no NAR uses, then stored objects no row names (left by
+//! failed or interrupted uploads).
+
+use anyhow::Result;
+use futures::TryStreamExt;
+use serde::Serialize;
+
+use crate::api::upload::MAX_UPLOAD_DURATION;
+use crate::state::AppState;
+
+/// An unreferenced chunk is kept this long after its last use, so an upload
+/// that just found it can still claim it.
+const CHUNK_GRACE_SECS: i64 = 600;
+
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    pub expired_paths: u64,
+    pub deleted_nars: u64,
+    pub deleted_chunks: u64,
+    pub swept_objects: u64,
+}
+
+pub async fn run_once(state: &AppState) -> Result<GcReport> {
+    let now = crate::now();
+    let mut report = GcReport::default();
+    let retention = state
+        .config
+        .garbage_collection
+        .default_retention_period
+        .as_secs() as i64;
+    report.expired_paths = state.db.expire_objects(retention, now).await?;
+    report.deleted_nars = state.db.delete_orphan_nars().await?;
+
+    let claimed = state.db.claim_orphan_chunks(now - CHUNK_GRACE_SECS).await?;
+    let mut deleted = Vec::with_capacity(claimed.len());
+    for (id, key) in &claimed {
+        match state.storage.delete(key).await {
+            Ok(()) => deleted.push(*id),
+            Err(e) => tracing::warn!("gc: cannot delete {key}: {e:#}"),
+        }
+    }
+    state.db.delete_chunk_rows(&deleted).await?;
+    report.deleted_chunks = deleted.len() as u64;
+
+    // Objects older than twice the longest upload that no row names can
+    // belong to no upload in progress.
+    let sweep_cutoff = now - 2 * MAX_UPLOAD_DURATION.as_secs() as i64;
+    report.swept_objects = sweep(state, sweep_cutoff).await?;
+    tracing::info!(?report, "garbage collection done");
+    Ok(report)
+}
+
+/// Deletes stored chunk objects older than `cutoff` that no chunk row names.
+pub async fn sweep(state: &AppState, cutoff: i64) -> Result<u64> {
+    let mut swept = 0;
+    let mut listing = state.storage.list("chunks");
+    let mut batch = Vec::new();
+    loop {
+        let next = listing.try_next().await?;
+        if let Some((key, modified)) = &next {
+            if *modified < cutoff {
+                batch.push(key.clone());
+            }
+        }
+        if batch.len() >= crate::db::BATCH || (next.is_none() && !batch.is_empty()) {
+            let known = state.db.known_object_keys(&batch).await?;
+            for key in batch.drain(..).filter(|k| !known.contains(k)) {
+                state.storage.delete(&key).await?;
+                swept += 1;
+            }
+        }
+        if next.is_none() {
+            return Ok(swept);
+        }
+    }
+}
+
+pub async fn run_forever(state: &AppState) {
+    let interval = state
+        .config
+        .garbage_collection
+        .interval
+        .max(std::time::Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Err(e) = run_once(state).await {
+            tracing::error!("garbage collection failed: {e:#}");
+        }
+    }
+}

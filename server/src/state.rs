@@ -1,0 +1,61 @@
+//! What every request handler shares.
+
+use anyhow::Result;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::ingest::Ingestor;
+use crate::storage::Storage;
+use crate::token::TokenAuthority;
+
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub storage: Storage,
+    pub tokens: TokenAuthority,
+    pub ingestor: Ingestor,
+    /// Canonical base URL, always ending in '/'.
+    pub api_endpoint: String,
+}
+
+impl AppState {
+    pub async fn new(config: Config) -> Result<Arc<AppState>> {
+        let tokens = TokenAuthority::from_config(&config)?;
+        let db = Db::connect(&config.database.url).await?;
+        let storage = Storage::from_config(&config.storage)?;
+        let ingestor = Ingestor {
+            db: db.clone(),
+            storage: storage.clone(),
+            chunking: config.chunking.clone(),
+            zstd_level: config.compression.zstd_level(),
+        };
+        let mut api_endpoint = config
+            .api_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("http://{}/", config.listen));
+        if !api_endpoint.ends_with('/') {
+            api_endpoint.push('/');
+        }
+        Ok(Arc::new(AppState {
+            config,
+            db,
+            storage,
+            tokens,
+            ingestor,
+            api_endpoint,
+        }))
+    }
+
+    pub fn substituter_endpoint(&self) -> String {
+        let mut e = self
+            .config
+            .substituter_endpoint
+            .clone()
+            .unwrap_or_else(|| self.api_endpoint.clone());
+        if !e.ends_with('/') {
+            e.push('/');
+        }
+        e
+    }
+}

@@ -1,0 +1,102 @@
+//! Chunk objects on the local disk or S3, through object_store.
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::sync::Arc;
+
+use crate::config::StorageConfig;
+
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl Storage {
+    pub fn from_config(cfg: &StorageConfig) -> Result<Storage> {
+        let store: Arc<dyn ObjectStore> = match cfg {
+            StorageConfig::Local { path } => {
+                std::fs::create_dir_all(path).with_context(|| {
+                    format!("cannot create storage directory {}", path.display())
+                })?;
+                // No fsync per object: the database commit is the durability
+                // point, and an object lost to a power cut is reported by
+                // `--mode verify` (docs/architecture.md).
+                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(path)?)
+            }
+            StorageConfig::S3 {
+                region,
+                bucket,
+                endpoint,
+                credentials,
+            } => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_region(region)
+                    .with_bucket_name(bucket);
+                if let Some(ep) = endpoint {
+                    b = b
+                        .with_endpoint(ep)
+                        .with_allow_http(ep.starts_with("http://"))
+                        .with_virtual_hosted_style_request(false);
+                }
+                if let Some(c) = credentials {
+                    b = b
+                        .with_access_key_id(&c.access_key_id)
+                        .with_secret_access_key(&c.secret_access_key);
+                }
+                Arc::new(b.build().context("invalid [storage] S3 settings")?)
+            }
+        };
+        Ok(Storage { store })
+    }
+
+    pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.store
+            .put(&ObjectPath::from(key), PutPayload::from_bytes(data))
+            .await
+            .with_context(|| format!("storing {key}"))?;
+        Ok(())
+    }
+
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>> {
+        let res = self
+            .store
+            .get(&ObjectPath::from(key))
+            .await
+            .with_context(|| format!("reading {key}"))?;
+        Ok(res.into_stream().map_err(std::io::Error::other).boxed())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let res = self
+            .store
+            .get(&ObjectPath::from(key))
+            .await
+            .with_context(|| format!("reading {key}"))?;
+        Ok(res.bytes().await?)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.store.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting {key}")),
+        }
+    }
+
+    /// Every object under `prefix` with its last-modified time (Unix seconds).
+    pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<(String, i64)>> {
+        self.store
+            .list(Some(&ObjectPath::from(prefix)))
+            .map(|m| {
+                let m = m?;
+                Ok((m.location.to_string(), m.last_modified.timestamp()))
+            })
+            .boxed()
+    }
+}
