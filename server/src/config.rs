@@ -381,7 +381,7 @@ interval = "12 hours"
 #token-bound-audiences = ["some-audience1", "some-audience2"]
 
 [jwt.signing]
-token-rs256-secret-base64 = "LS0tLS1CRUdJTi"
+token-rs256-secret-base64 = "LS0tLS1CRUdJTg=="
 "#;
 
     #[test]

@@ -190,7 +190,7 @@ async fn run() -> Result<()> {
             return Ok(());
         }
         Mode::DbMigrations => {
-            let state = AppState::new(config).await?;
+            let state = AppState::new(config, None).await?;
             state.db.migrate().await?;
             println!("database migrations applied");
             return Ok(());
@@ -198,7 +198,18 @@ async fn run() -> Result<()> {
         _ => {}
     }
 
-    let state = AppState::new(config).await?;
+    // Bind before building the state, so that the advertised endpoint is the
+    // real address (listen = "127.0.0.1:0" picks a free port).
+    let listener = match cli.mode {
+        Mode::Monolithic | Mode::ApiServer => Some(
+            tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?,
+        ),
+        _ => None,
+    };
+    let bound = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let state = AppState::new(config, bound).await?;
     if cli.mode == Mode::Monolithic {
         state.db.migrate().await?;
     }
@@ -219,9 +230,7 @@ async fn run() -> Result<()> {
         _ => {}
     }
 
-    let listener = tokio::net::TcpListener::bind(&state.config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", state.config.listen))?;
+    let listener = listener.expect("bound for serving modes");
     let addr = listener.local_addr()?;
     if first_run {
         let token = state.tokens.mint(

@@ -20,7 +20,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub async fn new(config: Config) -> Result<Arc<AppState>> {
+    /// `bound`: the address actually listened on, which names this server when
+    /// `api-endpoint` is not configured.
+    pub async fn new(config: Config, bound: Option<std::net::SocketAddr>) -> Result<Arc<AppState>> {
         let tokens = TokenAuthority::from_config(&config)?;
         let db = Db::connect(&config.database.url).await?;
         let storage = Storage::from_config(&config.storage)?;
@@ -30,10 +32,10 @@ impl AppState {
             chunking: config.chunking.clone(),
             zstd_level: config.compression.zstd_level(),
         };
-        let mut api_endpoint = config
-            .api_endpoint
-            .clone()
-            .unwrap_or_else(|| format!("http://{}/", config.listen));
+        let mut api_endpoint = config.api_endpoint.clone().unwrap_or_else(|| match bound {
+            Some(addr) => format!("http://{addr}/"),
+            None => format!("http://{}/", config.listen),
+        });
         if !api_endpoint.ends_with('/') {
             api_endpoint.push('/');
         }

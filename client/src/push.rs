@@ -1,0 +1,189 @@
+//! `provenix push`: the closure of the given paths, minus what upstream
+//! caches sign and what the cache has, streamed from the local store.
+
+use anyhow::{bail, Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use provenix_provenance::upload::{UploadOutcome, UploadPathNarInfo};
+use provenix_provenance::StorePath;
+use std::time::Instant;
+use tokio::io::AsyncReadExt;
+
+use crate::api::ApiClient;
+use crate::nix::{LocalStore, PathInfo};
+
+pub struct PushOptions {
+    pub jobs: usize,
+    pub closure: bool,
+}
+
+#[derive(Default, Debug)]
+pub struct PushSummary {
+    pub uploaded: usize,
+    pub deduplicated: usize,
+    pub already_cached: usize,
+    pub upstream: usize,
+    pub bytes: u64,
+}
+
+fn signed_by_upstream(info: &PathInfo, upstream: &[String]) -> bool {
+    info.signatures
+        .iter()
+        .filter_map(|s| s.split_once(':').map(|(name, _)| name))
+        .any(|name| upstream.iter().any(|u| u == name))
+}
+
+pub async fn push(
+    api: &ApiClient,
+    store: &LocalStore,
+    cache: &str,
+    paths: &[String],
+    opts: PushOptions,
+) -> Result<PushSummary> {
+    let info = api.cache_info(cache).await?;
+    let mut summary = PushSummary::default();
+    let all = store.path_infos(paths, opts.closure).await?;
+    let (upstream, candidates): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|p| signed_by_upstream(p, &info.upstream_cache_key_names));
+    summary.upstream = upstream.len();
+
+    let mut by_hash = std::collections::HashMap::new();
+    for p in candidates {
+        let sp = StorePath::parse(&info.store_dir, &p.path)
+            .with_context(|| format!("{} is not a store path of {}", p.path, info.store_dir))?;
+        by_hash.insert(sp.hash_part().to_string(), p);
+    }
+    let mut missing = Vec::new();
+    let hashes: Vec<String> = by_hash.keys().cloned().collect();
+    for batch in hashes.chunks(1000) {
+        missing.extend(api.missing_paths(cache, batch.to_vec()).await?);
+    }
+    summary.already_cached = by_hash.len() - missing.len();
+    let mut todo: Vec<PathInfo> = missing.iter().filter_map(|h| by_hash.remove(h)).collect();
+    // References first, so a referrer rarely becomes visible before its closure.
+    todo.sort_by_key(|p| p.references.len());
+    if todo.is_empty() {
+        eprintln!(
+            "Nothing to push: {} already cached, {} from upstream caches.",
+            summary.already_cached, summary.upstream
+        );
+        return Ok(summary);
+    }
+
+    let total_bytes: u64 = todo.iter().map(|p| p.nar_size).sum();
+    let multi = MultiProgress::new();
+    let overall = multi.add(ProgressBar::new(todo.len() as u64));
+    overall.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} paths {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    overall.set_prefix(format!("Pushing to {cache}"));
+    eprintln!(
+        "Pushing {} paths ({}) to {cache}...",
+        todo.len(),
+        human_bytes(total_bytes)
+    );
+    let start = Instant::now();
+
+    let results: Vec<(UploadOutcome, u64)> = futures::stream::iter(todo)
+        .map(|p| {
+            let multi = multi.clone();
+            let overall = overall.clone();
+            async move {
+                let r = push_one(api, store, cache, &p, &multi).await;
+                overall.inc(1);
+                r.map(|o| (o, p.nar_size))
+                    .with_context(|| format!("pushing {}", p.path))
+            }
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .try_collect()
+        .await?;
+    overall.finish_and_clear();
+    for (outcome, size) in results {
+        match outcome {
+            UploadOutcome::Uploaded => {
+                summary.uploaded += 1;
+                summary.bytes += size;
+            }
+            UploadOutcome::Deduplicated => summary.deduplicated += 1,
+            _ => summary.already_cached += 1,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64().max(0.001);
+    eprintln!(
+        "Pushed {} paths ({}, {}/s), {} deduplicated, {} already cached, {} from upstream caches.",
+        summary.uploaded,
+        human_bytes(summary.bytes),
+        human_bytes((summary.bytes as f64 / secs) as u64),
+        summary.deduplicated,
+        summary.already_cached,
+        summary.upstream
+    );
+    Ok(summary)
+}
+
+async fn push_one(
+    api: &ApiClient,
+    store: &LocalStore,
+    cache: &str,
+    p: &PathInfo,
+    multi: &MultiProgress,
+) -> Result<UploadOutcome> {
+    let info = UploadPathNarInfo {
+        cache: cache.to_string(),
+        store_path: p.path.clone(),
+        nar_hash: p.nar_hash,
+        nar_size: p.nar_size,
+        references: p.references.clone(),
+        deriver: p.deriver.clone(),
+        ca: p.ca.clone(),
+    };
+    let claim = api.record_existing_nar(&info).await?;
+    if claim.outcome != UploadOutcome::NarRequired {
+        return Ok(claim.outcome);
+    }
+    let bar = multi.add(ProgressBar::new(p.nar_size));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "  {msg:40!} [{bar:25}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(p.path.rsplit('/').next().unwrap_or_default().to_string());
+
+    let mut child = store.dump(&p.path)?;
+    let stdout = child.stdout.take().context("no stdout from nix")?;
+    let mut stderr = child.stderr.take().context("no stderr from nix")?;
+    let progress = bar.clone();
+    let stream = tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024)
+        .inspect_ok(move |b| progress.inc(b.len() as u64));
+    let upload = api.upload(&info, reqwest::Body::wrap_stream(stream));
+    let (result, status) = tokio::join!(upload, child.wait());
+    bar.finish_and_clear();
+    let status = status?;
+    if !status.success() {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err).await;
+        bail!("nix store dump-path failed: {}", err.trim());
+    }
+    Ok(result?.outcome)
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,294 @@
+//! A real provenixd process per test, and the provenix client against it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::{bin, run};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server the test command started (see scripts/test-all.sh).
+pub fn postgres_admin_url() -> String {
+    std::env::var("PROVENIX_TEST_POSTGRES_URL").expect(
+        "PROVENIX_TEST_POSTGRES_URL is not set: run the tests through scripts/test-all.sh, which starts PostgreSQL",
+    )
+}
+
+/// Creates an empty database for one test and returns its URL.
+pub fn fresh_postgres_database() -> String {
+    let admin = postgres_admin_url();
+    let name = format!("provenix_test_{}_{}", std::process::id(), rand_suffix());
+    let (ok, _, err) = run(Command::new("psql")
+        .arg(&admin)
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
+        .arg(format!("CREATE DATABASE {name}")));
+    assert!(ok, "cannot create database {name}: {err}");
+    match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("bad PROVENIX_TEST_POSTGRES_URL {admin}"),
+    }
+}
+
+/// Unique within this process (counter) and across runs (clock).
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (nanos << 8) | COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub url: String,
+    pub root_token: String,
+    child: Child,
+}
+
+pub const TEST_SECRET: &str = "dGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQ=";
+
+impl TestServer {
+    pub fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, "")
+    }
+
+    /// Starts a server whose config has `extra` appended (TOML).
+    pub fn start_with(backend: Backend, extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}/server.db?mode=rwc", dir.path().display()),
+            Backend::Postgres => fresh_postgres_database(),
+        };
+        let config = format!(
+            r#"listen = "127.0.0.1:0"
+token-hs256-secret-base64 = "{TEST_SECRET}"
+{extra}
+[database]
+url = "{db_url}"
+
+[storage]
+type = "local"
+path = "{}/storage"
+"#,
+            dir.path().display()
+        );
+        let config_path = dir.path().join("server.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let (child, url) = spawn_server(&config_path, dir.path(), &[]);
+        let mut s = TestServer {
+            dir,
+            config_path,
+            url,
+            root_token: String::new(),
+            child,
+        };
+        s.root_token = s.make_token(&[
+            "--sub",
+            "root",
+            "--validity",
+            "1 day",
+            "--pull",
+            "*",
+            "--push",
+            "*",
+            "--delete",
+            "*",
+            "--create-cache",
+            "*",
+            "--configure-cache",
+            "*",
+            "--configure-cache-retention",
+            "*",
+            "--destroy-cache",
+            "*",
+        ]);
+        s
+    }
+
+    /// `provenixd -f CONFIG make-token ARGS`: the token on the last line.
+    pub fn make_token(&self, args: &[&str]) -> String {
+        let (ok, out, err) = run(Command::new(bin("provenixd"))
+            .arg("-f")
+            .arg(&self.config_path)
+            .arg("make-token")
+            .args(args));
+        assert!(ok, "make-token failed: {err}");
+        out.lines().last().expect("a token").trim().to_string()
+    }
+
+    /// Runs provenixd in another mode against this server's config.
+    pub fn run_mode(&self, mode: &str) -> (bool, String, String) {
+        run(Command::new(bin("provenixd"))
+            .arg("-f")
+            .arg(&self.config_path)
+            .args(["--mode", mode]))
+    }
+
+    pub fn storage_dir(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// Number of stored chunk objects.
+    pub fn stored_objects(&self) -> usize {
+        fn count(p: &Path) -> usize {
+            std::fs::read_dir(p).map_or(0, |rd| {
+                rd.flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+        }
+        count(&self.storage_dir().join("chunks"))
+    }
+
+    pub fn client(&self) -> Client {
+        let c = Client::new();
+        c.ok(&["login", "test", &self.url, &self.root_token]);
+        c
+    }
+
+    pub fn client_with_token(&self, token: &str) -> Client {
+        let c = Client::new();
+        c.ok(&["login", "test", &self.url, token]);
+        c
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- provenixd log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Spawns provenixd and waits for its "listening on" line.
+pub fn spawn_server(config: &Path, dir: &Path, extra_args: &[&str]) -> (Child, String) {
+    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    let mut child = Command::new(bin("provenixd"))
+        .arg("-f")
+        .arg(config)
+        .args(extra_args)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn provenixd");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(rest) = line.strip_prefix("provenixd listening on ") {
+                    break rest.trim().to_string();
+                }
+            }
+            _ => {
+                let _ = child.wait();
+                panic!(
+                    "provenixd exited before listening: {}",
+                    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+                );
+            }
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+/// The real `provenix` CLI with its own XDG config directory.
+pub struct Client {
+    pub home: tempfile::TempDir,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Client {
+        Client {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn config_home(&self) -> PathBuf {
+        self.home.path().join("config")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(bin("provenix"));
+        c.env("XDG_CONFIG_HOME", self.config_home())
+            .env("HOME", self.home.path())
+            .env_remove("NIX_REMOTE");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> (bool, String, String) {
+        run(self.command().args(args))
+    }
+
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+        let mut c = self.command();
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run(c.args(args))
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(args);
+        assert!(ok, "provenix {args:?} failed:\n{err}");
+        out
+    }
+
+    /// Runs and asserts success; returns stderr (where progress and summaries go).
+    pub fn ok_stderr(&self, args: &[&str]) -> String {
+        let (ok, _, err) = self.run(args);
+        assert!(ok, "provenix {args:?} failed:\n{err}");
+        err
+    }
+
+    /// Runs and asserts failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(args);
+        assert!(
+            !ok,
+            "provenix {args:?} should have failed; it printed:\n{out}"
+        );
+        err
+    }
+
+    /// The `Public Key:` line of `provenix cache info`.
+    pub fn public_key(&self, cache: &str) -> String {
+        let out = self.ok(&["cache", "info", cache]);
+        out.lines()
+            .find_map(|l| l.strip_prefix("Public Key: "))
+            .expect("a Public Key line")
+            .trim()
+            .to_string()
+    }
+}

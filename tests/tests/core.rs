@@ -1,0 +1,187 @@
+//! The binary cache core, end to end: the provenix CLI pushes from a private
+//! Nix store, the real Nix client pulls and checks signatures. Each scenario
+//! runs on SQLite and on PostgreSQL.
+
+use provenix_tests::{random_bytes, Backend, NixStore, TestServer};
+
+fn host_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Three input-addressed paths: a 20 MiB one, a small one, and one that
+/// references both. Returns (big, small, top).
+fn make_paths(store: &NixStore) -> (String, String, String) {
+    let big_data = random_bytes(7, 20 * 1024 * 1024);
+    let big = store.add_input_addressed("big-lib", &[("lib/libbig.so", &big_data)], &[]);
+    let small =
+        store.add_input_addressed("small", &[("bin/hello", b"#!/bin/sh\necho hello\n")], &[]);
+    let text = format!("uses {big} and {small}\n");
+    let top = store.add_input_addressed(
+        "top",
+        &[("share/refs.txt", text.as_bytes())],
+        &[&big, &small],
+    );
+    (big, small, top)
+}
+
+fn push_and_pull_with_real_nix(backend: Backend) {
+    let server = TestServer::start(backend);
+    let client = server.client();
+    client.ok(&["cache", "create", "main"]);
+    let key = client.public_key("main");
+    assert!(key.starts_with("main-1:"), "{key}");
+
+    let src = NixStore::new();
+    let (big, small, top) = make_paths(&src);
+    let out = client.run(&["push", "main", &top, "--store", &src.root()]);
+    assert!(out.0, "push failed: {}", out.2);
+    assert!(out.2.contains("Pushed 3 paths"), "{}", out.2);
+    // Pushing again sends nothing.
+    let again = client.ok_stderr(&["push", "main", &top, "--store", &src.root()]);
+    assert!(
+        again.contains("Nothing to push: 3 already cached"),
+        "{again}"
+    );
+
+    let cache_url = format!("{}/main", server.url);
+    let netrc = (host_of(&server.url), server.root_token.clone());
+
+    // A fresh store substitutes the whole closure, verifying the signature.
+    let dst = NixStore::new();
+    let (ok, err) = dst.copy_from(&cache_url, &top, &[&key], Some((&netrc.0, &netrc.1)));
+    assert!(ok, "nix copy failed: {err}");
+    for p in [&big, &small, &top] {
+        assert!(dst.is_valid(p), "{p} not copied");
+    }
+    assert_eq!(
+        dst.read(&big, "lib/libbig.so"),
+        random_bytes(7, 20 * 1024 * 1024)
+    );
+    assert_eq!(dst.read(&small, "bin/hello"), b"#!/bin/sh\necho hello\n");
+
+    // Trusting another key: Nix refuses the unsigned-for-it path.
+    let other = NixStore::new();
+    let wrong_key = "main-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let (ok, err) = other.copy_from(&cache_url, &small, &[wrong_key], Some((&netrc.0, &netrc.1)));
+    assert!(!ok, "a path signed by another key was accepted");
+    assert!(err.contains("signature"), "{err}");
+    assert!(!other.is_valid(&small));
+
+    // No token for a private cache: nothing is substituted.
+    let (ok, _) = other.copy_from(&cache_url, &small, &[&key], None);
+    assert!(!ok, "a private cache served an anonymous client");
+    assert!(!other.is_valid(&small));
+}
+
+#[test]
+fn push_and_pull_with_real_nix_sqlite() {
+    push_and_pull_with_real_nix(Backend::Sqlite);
+}
+
+#[test]
+fn push_and_pull_with_real_nix_postgres() {
+    push_and_pull_with_real_nix(Backend::Postgres);
+}
+
+fn use_configures_nix_to_substitute(backend: Backend) {
+    let server = TestServer::start(backend);
+    let client = server.client();
+    client.ok(&["cache", "create", "team"]);
+    let src = NixStore::new();
+    let p = src.add_input_addressed("tool", &[("bin/tool", b"tool v1\n")], &[]);
+    client.ok(&["push", "team", &p, "--store", &src.root()]);
+
+    // `provenix use` writes the user's nix.conf and netrc; Nix then
+    // substitutes from the cache on its own.
+    client.ok(&["use", "team"]);
+    let conf = std::fs::read_to_string(client.config_home().join("nix/nix.conf")).unwrap();
+    assert!(conf.contains(&format!("{}/team", server.url)), "{conf}");
+    let dst = NixStore::new();
+    let mut realise = dst.nix("nix-store");
+    realise.env("XDG_CONFIG_HOME", client.config_home()).args([
+        "--store",
+        &dst.root(),
+        "--realise",
+        &p,
+    ]);
+    let (ok, _, err) = provenix_tests::run(&mut realise);
+    assert!(ok, "nix-store --realise failed: {err}");
+    assert_eq!(dst.read(&p, "bin/tool"), b"tool v1\n");
+}
+
+#[test]
+fn use_configures_nix_to_substitute_sqlite() {
+    use_configures_nix_to_substitute(Backend::Sqlite);
+}
+
+#[test]
+fn use_configures_nix_to_substitute_postgres() {
+    use_configures_nix_to_substitute(Backend::Postgres);
+}
+
+fn same_nar_in_two_caches_is_stored_once(backend: Backend) {
+    let server = TestServer::start(backend);
+    let client = server.client();
+    client.ok(&["cache", "create", "a"]);
+    client.ok(&["cache", "create", "b"]);
+    let src = NixStore::new();
+    let data = random_bytes(11, 3 * 1024 * 1024);
+    let p = src.add_input_addressed("shared", &[("blob", &data)], &[]);
+    client.ok(&["push", "a", &p, "--store", &src.root()]);
+    let objects = server.stored_objects();
+    assert!(
+        objects > 10,
+        "a 3 MiB NAR should be chunked, got {objects} objects"
+    );
+
+    let out = client.ok_stderr(&["push", "b", &p, "--store", &src.root()]);
+    assert!(out.contains("1 deduplicated"), "{out}");
+    assert_eq!(
+        server.stored_objects(),
+        objects,
+        "the second cache stored the NAR again"
+    );
+
+    // A pusher who cannot read cache a must send the NAR (proof of
+    // possession), but its chunks are still stored once.
+    let pusher = server.make_token(&[
+        "--sub",
+        "ci",
+        "--validity",
+        "1h",
+        "--push",
+        "c",
+        "--pull",
+        "c",
+    ]);
+    client.ok(&["cache", "create", "c"]);
+    let ci = server.client_with_token(&pusher);
+    let out = ci.ok_stderr(&["push", "c", &p, "--store", &src.root()]);
+    assert!(out.contains("Pushed 1 paths"), "{out}");
+    assert_eq!(server.stored_objects(), objects);
+
+    let key = client.public_key("b");
+    let dst = NixStore::new();
+    let (ok, err) = dst.copy_from(
+        &format!("{}/b", server.url),
+        &p,
+        &[&key],
+        Some((&host_of(&server.url), &server.root_token)),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(dst.read(&p, "blob"), data);
+}
+
+#[test]
+fn same_nar_in_two_caches_is_stored_once_sqlite() {
+    same_nar_in_two_caches_is_stored_once(Backend::Sqlite);
+}
+
+#[test]
+fn same_nar_in_two_caches_is_stored_once_postgres() {
+    same_nar_in_two_caches_is_stored_once(Backend::Postgres);
+}
