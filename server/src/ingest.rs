@@ -122,7 +122,6 @@ impl Ingestor {
                 .await?
         };
 
-        validator.finish()?;
         if total != expected_size {
             let actual = if total > expected_size {
                 format!("more than {expected_size}")
@@ -134,6 +133,7 @@ impl Ingestor {
                 actual,
             });
         }
+        validator.finish()?;
         let actual = NarHash(hasher.finalize().into());
         if &actual != expected_hash {
             return Err(IngestError::HashMismatch {

@@ -1,0 +1,268 @@
+//! Bad input gets a clear `{code, message}` and changes nothing visible.
+
+use provenix_provenance::nar::{self, Node};
+use provenix_provenance::{NarHash, NarInfo, StorePath, DEFAULT_STORE_DIR};
+use provenix_tests::http::Http;
+use provenix_tests::{Backend, TestServer};
+use serde_json::{json, Value};
+
+const PATH: &str = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-hello-2.12.1";
+const HASH: &str = "7rjj86a15146cq1d3qy068lml7n8ykzm";
+
+fn sample_nar(text: &str) -> Vec<u8> {
+    nar::write(&Node::Directory(vec![(
+        "hello".into(),
+        Node::Regular {
+            executable: true,
+            contents: text.as_bytes().to_vec(),
+        },
+    )]))
+}
+
+fn info_for(cache: &str, path: &str, nar_bytes: &[u8]) -> Value {
+    json!({
+        "cache": cache,
+        "store_path": path,
+        "nar_hash": NarHash::of(nar_bytes).to_nix_string(),
+        "nar_size": nar_bytes.len(),
+        "references": [],
+    })
+}
+
+async fn assert_not_visible(http: &Http, token: &str, cache: &str) {
+    let (status, body, _) = http
+        .get(&format!("/{cache}/{HASH}.narinfo"), Some(token))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body, _) = http
+        .post_json(
+            "/_api/v1/get-missing-paths",
+            Some(token),
+            &json!({"cache": cache, "store_path_hashes": [HASH]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["missing_paths"], json!([HASH]));
+}
+
+fn assert_refused(answer: &(u16, Value, String), status: u16, code: &str) {
+    assert_eq!(answer.0, status, "{}", answer.2);
+    assert_eq!(answer.1["code"], code, "{}", answer.2);
+    assert!(
+        answer.1["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        answer.2
+    );
+}
+
+async fn bad_uploads_are_refused(backend: Backend) {
+    let server = TestServer::start(backend);
+    let root = server.root_token.clone();
+    server.client().ok(&["cache", "create", "main"]);
+    let http = Http::new(&server.url);
+    let good = sample_nar("#!/bin/sh\necho hello\n");
+
+    // A NAR that is not a NAR, with a hash and size that match its bytes.
+    let mut corrupt = good.clone();
+    corrupt[10] ^= 0xff;
+    let a = http
+        .upload(
+            Some(&root),
+            &info_for("main", PATH, &corrupt),
+            corrupt.clone(),
+        )
+        .await;
+    assert_refused(&a, 400, "malformed-nar");
+
+    // A NAR whose entry name climbs out of the store path.
+    let mut evil = Vec::new();
+    for (i, part) in nar::write(&Node::Directory(vec![(
+        "x".into(),
+        Node::Symlink { target: "y".into() },
+    )]))
+    .chunks(8)
+    .enumerate()
+    {
+        // Replace the 8-byte name "x" (padded) with "..".
+        if part.starts_with(b"x\0") && i > 0 {
+            evil.extend_from_slice(b"..\0\0\0\0\0\0");
+            let len_at = evil.len() - 16;
+            evil[len_at..len_at + 8].copy_from_slice(&2u64.to_le_bytes());
+        } else {
+            evil.extend_from_slice(part);
+        }
+    }
+    let a = http
+        .upload(Some(&root), &info_for("main", PATH, &evil), evil.clone())
+        .await;
+    assert_refused(&a, 400, "malformed-nar");
+    assert!(
+        a.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("forbidden entry name"),
+        "{}",
+        a.2
+    );
+
+    // Hash of other bytes.
+    let mut info = info_for("main", PATH, &good);
+    info["nar_hash"] = json!(NarHash::of(b"other").to_nix_string());
+    assert_refused(
+        &http.upload(Some(&root), &info, good.clone()).await,
+        400,
+        "nar-hash-mismatch",
+    );
+
+    // Declared bigger than sent, and smaller than sent.
+    let mut info = info_for("main", PATH, &good);
+    info["nar_size"] = json!(good.len() + 8);
+    assert_refused(
+        &http.upload(Some(&root), &info, good.clone()).await,
+        400,
+        "nar-size-mismatch",
+    );
+    let mut info = info_for("main", PATH, &good);
+    info["nar_size"] = json!(good.len() - 8);
+    assert_refused(
+        &http.upload(Some(&root), &info, good.clone()).await,
+        400,
+        "nar-size-mismatch",
+    );
+
+    // Bad cache names and store paths.
+    let a = http
+        .upload(Some(&root), &info_for("../etc", PATH, &good), good.clone())
+        .await;
+    assert_refused(&a, 400, "invalid-cache-name");
+    let traversal = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-../../etc/passwd";
+    let a = http
+        .upload(
+            Some(&root),
+            &info_for("main", traversal, &good),
+            good.clone(),
+        )
+        .await;
+    assert_refused(&a, 400, "invalid-nar-info");
+    let mut info = info_for("main", PATH, &good);
+    info["references"] = json!(["/etc/passwd"]);
+    assert_refused(
+        &http.upload(Some(&root), &info, good.clone()).await,
+        400,
+        "invalid-nar-info",
+    );
+    let a = http
+        .upload(Some(&root), &json!({"cache": "main"}), good.clone())
+        .await;
+    assert_refused(&a, 400, "invalid-nar-info");
+
+    // No permission: a pull-only token, no token, a forged token.
+    let reader = server.make_token(&["--sub", "reader", "--validity", "1h", "--pull", "main"]);
+    let a = http
+        .upload(Some(&reader), &info_for("main", PATH, &good), good.clone())
+        .await;
+    assert_refused(&a, 403, "permission-denied");
+    let a = http
+        .upload(None, &info_for("main", PATH, &good), good.clone())
+        .await;
+    assert_refused(&a, 401, "unauthorized");
+    let forged = format!("{}x", &root[..root.len() - 1]);
+    let a = http
+        .upload(Some(&forged), &info_for("main", PATH, &good), good.clone())
+        .await;
+    assert_refused(&a, 401, "invalid-token");
+
+    assert_not_visible(&http, &root, "main").await;
+
+    // The good upload then works and is served signed.
+    let a = http
+        .upload(Some(&root), &info_for("main", PATH, &good), good.clone())
+        .await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    assert_eq!(a.1["outcome"], "uploaded");
+    let (status, _, text) = http
+        .get(&format!("/main/{HASH}.narinfo"), Some(&root))
+        .await;
+    assert_eq!(status, 200);
+    let narinfo = NarInfo::parse(&text).unwrap();
+    assert_eq!(narinfo.nar_hash, NarHash::of(&good));
+    StorePath::parse(DEFAULT_STORE_DIR, &narinfo.store_path).unwrap();
+
+    // Same path, other NAR: 409, and the first stays served.
+    let other = sample_nar("#!/bin/sh\necho tampered\n");
+    let a = http
+        .upload(Some(&root), &info_for("main", PATH, &other), other)
+        .await;
+    assert_refused(&a, 409, "nar-hash-conflict");
+    let (_, _, text) = http
+        .get(&format!("/main/{HASH}.narinfo"), Some(&root))
+        .await;
+    assert_eq!(NarInfo::parse(&text).unwrap().nar_hash, NarHash::of(&good));
+    // Same path, same NAR: idempotent.
+    let a = http
+        .upload(Some(&root), &info_for("main", PATH, &good), good.clone())
+        .await;
+    assert_eq!(a.1["outcome"], "exists", "{}", a.2);
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_sqlite() {
+    bad_uploads_are_refused(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_postgres() {
+    bad_uploads_are_refused(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn private_cache_does_not_leak_what_it_holds() {
+    let server = TestServer::start(Backend::Sqlite);
+    let root = server.root_token.clone();
+    server.client().ok(&["cache", "create", "secret"]);
+    let http = Http::new(&server.url);
+    let nar_bytes = sample_nar("x");
+    let a = http
+        .upload(
+            Some(&root),
+            &info_for("secret", PATH, &nar_bytes),
+            nar_bytes,
+        )
+        .await;
+    assert_eq!(a.0, 200, "{}", a.2);
+
+    let absent = "/secret/0000000000000000000000000000000a.narinfo";
+    let present = format!("/secret/{HASH}.narinfo");
+    // Anonymous: the same answer for a held path, a missing one, and a cache that does not exist.
+    let a = http.get(&present, None).await;
+    let b = http.get(absent, None).await;
+    assert_eq!(a.0, 401);
+    assert_eq!((a.0, &a.2), (b.0, &b.2));
+    let c = http.get("/secret/nix-cache-info", None).await;
+    let d = http.get("/nosuchcache/nix-cache-info", None).await;
+    assert_eq!(c.0, d.0);
+    // A token for another cache: 404 alike for this cache and a missing one.
+    let other = server.make_token(&["--sub", "o", "--validity", "1h", "--pull", "other"]);
+    let e = http.get(&present, Some(&other)).await;
+    let f = http.get("/nosuchcache/nix-cache-info", Some(&other)).await;
+    assert_eq!((e.0, f.0), (404, 404));
+    assert_eq!(e.1["code"], "no-such-cache");
+    // With the right token the path is there, and a missing one is a plain 404 (never 5xx).
+    assert_eq!(http.get(&present, Some(&root)).await.0, 200);
+    assert_eq!(http.get(absent, Some(&root)).await.0, 404);
+    assert_eq!(
+        http.get(
+            "/secret/nar/0000000000000000000000000000000a.nar.zst",
+            Some(&root)
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        http.get("/secret/nar/..%2F..%2Fetc%2Fpasswd", Some(&root))
+            .await
+            .0,
+        404
+    );
+}
