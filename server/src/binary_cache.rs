@@ -153,7 +153,7 @@ pub async fn nar(
         resp = resp.header(header::CACHE_CONTROL, "private");
     }
     if method == Method::HEAD {
-        return Ok(resp.body(Body::empty()).map_err(ApiError::internal)?);
+        return resp.body(Body::empty()).map_err(ApiError::internal);
     }
     // The stored chunks are served byte for byte: concatenated zstd frames are
     // one valid zstd stream, so nothing is recompressed on the read path.
@@ -177,7 +177,6 @@ pub async fn nar(
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
         })
         .flatten();
-    Ok(resp
-        .body(Body::from_stream(body))
-        .map_err(ApiError::internal)?)
+    resp.body(Body::from_stream(body))
+        .map_err(ApiError::internal)
 }

@@ -151,6 +151,14 @@ pub struct GcConfig {
     /// Zero: paths are kept until deleted (per-cache retention still applies).
     #[serde(default, with = "humantime_serde_compat")]
     pub default_retention_period: Duration,
+    /// How long an unreferenced chunk is kept after its last use, so an
+    /// upload that just found it can still claim it.
+    #[serde(default = "default_chunk_grace", with = "humantime_serde_compat")]
+    pub chunk_grace_period: Duration,
+}
+
+fn default_chunk_grace() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_gc_interval() -> Duration {
@@ -162,6 +170,7 @@ impl Default for GcConfig {
         GcConfig {
             interval: default_gc_interval(),
             default_retention_period: Duration::ZERO,
+            chunk_grace_period: default_chunk_grace(),
         }
     }
 }
@@ -231,7 +240,10 @@ impl Config {
         if c.min_size < 64 || c.avg_size < 256 || c.max_size < 1024 || c.max_size > 16 << 20 {
             bail!("[chunking]: sizes out of range (min-size >= 64, avg-size >= 256, 1 KiB <= max-size <= 16 MiB)");
         }
-        if c.min_size % 2 != 0 || c.avg_size % 2 != 0 || c.max_size % 2 != 0 {
+        if !c.min_size.is_multiple_of(2)
+            || !c.avg_size.is_multiple_of(2)
+            || !c.max_size.is_multiple_of(2)
+        {
             bail!("[chunking]: sizes must be even");
         }
         if let Some(level) = self.compression.level {

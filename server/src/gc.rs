@@ -9,10 +9,6 @@ use serde::Serialize;
 use crate::api::upload::MAX_UPLOAD_DURATION;
 use crate::state::AppState;
 
-/// An unreferenced chunk is kept this long after its last use, so an upload
-/// that just found it can still claim it.
-const CHUNK_GRACE_SECS: i64 = 600;
-
 #[derive(Debug, Default, Serialize)]
 pub struct GcReport {
     pub expired_paths: u64,
@@ -32,7 +28,8 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
     report.expired_paths = state.db.expire_objects(retention, now).await?;
     report.deleted_nars = state.db.delete_orphan_nars().await?;
 
-    let claimed = state.db.claim_orphan_chunks(now - CHUNK_GRACE_SECS).await?;
+    let grace = state.config.garbage_collection.chunk_grace_period.as_secs() as i64;
+    let claimed = state.db.claim_orphan_chunks(now - grace).await?;
     let mut deleted = Vec::with_capacity(claimed.len());
     for (id, key) in &claimed {
         match state.storage.delete(key).await {

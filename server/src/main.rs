@@ -75,10 +75,13 @@ struct MakeToken {
     dump_claims: bool,
 }
 
+/// Sets one permission bit.
+type Grant = fn(&mut Permission);
+
 impl MakeToken {
     fn permissions(&self) -> Result<CachePermissions> {
         let mut caps = CachePermissions::default();
-        let grants: [(&Vec<String>, fn(&mut Permission)); 9] = [
+        let grants: [(&Vec<String>, Grant); 9] = [
             (&self.pull, |p| p.pull = true),
             (&self.push, |p| p.push = true),
             (&self.delete, |p| p.delete = true),

@@ -1,0 +1,366 @@
+//! Keys, garbage collection, tokens and server modes, through the CLIs.
+
+use provenix_provenance::{NarInfo, PublicKey};
+use provenix_tests::http::Http;
+use provenix_tests::{bin, random_bytes, run, Backend, NixStore, TestServer};
+use std::process::Command;
+
+fn host_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn narinfo(server: &TestServer, cache: &str, path: &str) -> (u16, String) {
+    let hash = &path["/nix/store/".len().."/nix/store/".len() + 32];
+    let (status, _, text) = Http::new(&server.url)
+        .get(
+            &format!("/{cache}/{hash}.narinfo"),
+            Some(&server.root_token),
+        )
+        .await;
+    (status, text)
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_the_old_key_signing_for_the_overlap() {
+    let server = TestServer::start(Backend::Sqlite);
+    let client = server.client();
+    client.ok(&["cache", "create", "rot"]);
+    let old_key = client.public_key("rot");
+    let src = NixStore::new();
+    let p = src.add_input_addressed("app", &[("bin/app", b"app\n")], &[]);
+    client.ok(&["push", "rot", &p, "--store", &src.root()]);
+
+    let out = client.ok(&[
+        "cache",
+        "configure",
+        "rot",
+        "--rotate-keypair",
+        "--key-overlap",
+        "1 day",
+    ]);
+    let new_key = client.public_key("rot");
+    assert_ne!(new_key, old_key);
+    assert!(new_key.starts_with("rot-2:"), "{new_key}");
+    assert!(out.contains(&format!("Previous Key: {old_key}")), "{out}");
+
+    // Both keys sign the narinfo; each signature verifies.
+    let (_, text) = narinfo(&server, "rot", &p).await;
+    let info = NarInfo::parse(&text).unwrap();
+    assert_eq!(info.sigs.len(), 2, "{text}");
+    for k in [&old_key, &new_key] {
+        assert!(
+            info.verify("/nix/store", &PublicKey::parse(k).unwrap()),
+            "{k} does not verify"
+        );
+    }
+    // A Nix client that still trusts only the old key keeps working.
+    let url = format!("{}/rot", server.url);
+    let netrc = (host_of(&server.url), server.root_token.clone());
+    let (ok, err) = NixStore::new().copy_from(&url, &p, &[&old_key], Some((&netrc.0, &netrc.1)));
+    assert!(ok, "old-key client failed during the overlap: {err}");
+
+    // Attic's immediate regeneration: only the newest key signs.
+    client.ok(&["cache", "configure", "rot", "--regenerate-keypair"]);
+    let newest = client.public_key("rot");
+    let (_, text) = narinfo(&server, "rot", &p).await;
+    let info = NarInfo::parse(&text).unwrap();
+    assert_eq!(info.sigs.len(), 1, "{text}");
+    assert!(info.verify("/nix/store", &PublicKey::parse(&newest).unwrap()));
+    let (ok, _) = NixStore::new().copy_from(&url, &p, &[&old_key], Some((&netrc.0, &netrc.1)));
+    assert!(!ok, "a retired key still verified");
+}
+
+#[test]
+fn imported_nix_key_signs() {
+    let server = TestServer::start(Backend::Sqlite);
+    let client = server.client();
+    let dir = tempfile::tempdir().unwrap();
+    let (sk, pk) = (dir.path().join("sk"), dir.path().join("pk"));
+    let (ok, _, err) = run(Command::new("nix-store")
+        .arg("--generate-binary-cache-key")
+        .arg("imported-1")
+        .arg(&sk)
+        .arg(&pk));
+    assert!(ok, "{err}");
+    client.ok(&[
+        "cache",
+        "create",
+        "imp",
+        "--keypair-path",
+        sk.to_str().unwrap(),
+    ]);
+    let expected = std::fs::read_to_string(&pk).unwrap();
+    assert_eq!(client.public_key("imp"), expected.trim());
+
+    let src = NixStore::new();
+    let p = src.add_input_addressed("lib", &[("lib/a", b"a\n")], &[]);
+    client.ok(&["push", "imp", &p, "--store", &src.root()]);
+    let (ok, err) = NixStore::new().copy_from(
+        &format!("{}/imp", server.url),
+        &p,
+        &[expected.trim()],
+        Some((&host_of(&server.url), &server.root_token)),
+    );
+    assert!(ok, "{err}");
+
+    // A file that is not a Nix secret key: refused, nothing created.
+    std::fs::write(dir.path().join("bad"), "not-a-key").unwrap();
+    let err = client.fails(&[
+        "cache",
+        "create",
+        "imp2",
+        "--keypair-path",
+        dir.path().join("bad").to_str().unwrap(),
+    ]);
+    assert!(err.contains("invalid-keypair"), "{err}");
+    assert!(client
+        .fails(&["cache", "info", "imp2"])
+        .contains("no-such-cache"));
+}
+
+#[tokio::test]
+async fn gc_expires_paths_and_reaps_unreferenced_chunks() {
+    let server = TestServer::start(Backend::Sqlite);
+    let client = server.client();
+    client.ok(&["cache", "create", "short", "--retention-period", "1s"]);
+    client.ok(&["cache", "create", "keep"]);
+    let src = NixStore::new();
+    let a = src.add_input_addressed("a", &[("blob", &random_bytes(1, 600_000))], &[]);
+    let b = src.add_input_addressed("b", &[("blob", &random_bytes(2, 600_000))], &[]);
+    client.ok(&["push", "short", &a, "--store", &src.root()]);
+    client.ok(&["push", "keep", &b, "--store", &src.root()]);
+    let before = server.stored_objects();
+
+    // GC before the retention has passed (and before the chunk grace) keeps everything.
+    let (ok, out, err) = server.run_mode("garbage-collector-once");
+    assert!(ok, "{err}");
+    assert!(out.contains("\"expired_paths\":0"), "{out}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (ok, out, err) = server.run_mode("garbage-collector-once");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("\"expired_paths\":1") && out.contains("\"deleted_nars\":1"),
+        "{out}"
+    );
+    assert_eq!(narinfo(&server, "short", &a).await.0, 404);
+    assert_eq!(narinfo(&server, "keep", &b).await.0, 200);
+    // Chunks wait out their grace period before they are deleted.
+    assert_eq!(server.stored_objects(), before);
+
+    // With no grace, the expired path's chunks go and the kept path's stay.
+    let grace0 = server.dir.path().join("grace0.toml");
+    let text = std::fs::read_to_string(&server.config_path).unwrap();
+    std::fs::write(
+        &grace0,
+        format!("{text}\n[garbage-collection]\nchunk-grace-period = \"0s\"\n"),
+    )
+    .unwrap();
+    let (ok, out, err) = run(Command::new(bin("provenixd"))
+        .arg("-f")
+        .arg(&grace0)
+        .args(["--mode", "garbage-collector-once"]));
+    assert!(ok, "{err}");
+    let after = server.stored_objects();
+    assert!(after < before && after > 0, "{before} -> {after}: {out}");
+    assert!(!out.contains("\"deleted_chunks\":0"), "{out}");
+    // What is left is exactly what the kept path needs: it still substitutes.
+    let dst = NixStore::new();
+    let key = client.public_key("keep");
+    let (ok, err) = dst.copy_from(
+        &format!("{}/keep", server.url),
+        &b,
+        &[&key],
+        Some((&host_of(&server.url), &server.root_token)),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(dst.read(&b, "blob"), random_bytes(2, 600_000));
+
+    // Deleting one path through the CLI, with and without permission.
+    let reader = server.make_token(&["--sub", "r", "--validity", "1h", "--pull", "keep"]);
+    let err = server
+        .client_with_token(&reader)
+        .fails(&["cache", "delete-path", "keep", &b]);
+    assert!(err.contains("permission-denied"), "{err}");
+    client.ok(&["cache", "delete-path", "keep", &b]);
+    assert_eq!(narinfo(&server, "keep", &b).await.0, 404);
+}
+
+#[test]
+fn tokens_grant_what_they_say() {
+    let server = TestServer::start(Backend::Sqlite);
+    let out = {
+        let (ok, out, err) = run(Command::new(bin("provenixd"))
+            .arg("-f")
+            .arg(&server.config_path)
+            .args([
+                "make-token",
+                "--sub",
+                "alice",
+                "--validity",
+                "3 months",
+                "--push",
+                "alice-*",
+                "--create-cache",
+                "alice-*",
+                "--pull",
+                "*",
+                "--dump-claims",
+            ]));
+        assert!(ok, "{err}");
+        out
+    };
+    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["provenix"]["caches"]["alice-*"]["w"], true);
+    assert_eq!(claims["provenix"]["caches"]["alice-*"]["cc"], true);
+    assert_eq!(claims["provenix"]["caches"]["*"]["r"], true);
+    assert!(claims["provenix"]["caches"]["*"].get("w").is_none());
+
+    let alice = server.client_with_token(&server.make_token(&[
+        "--sub",
+        "alice",
+        "--validity",
+        "1h",
+        "--create-cache",
+        "alice-*",
+    ]));
+    alice.ok(&["cache", "create", "alice-ci"]);
+    let err = alice.fails(&["cache", "create", "bob"]);
+    assert!(
+        err.contains("permission-denied") && err.contains("--create-cache"),
+        "{err}"
+    );
+    let err = alice.fails(&["cache", "destroy", "alice-ci", "--no-confirm"]);
+    assert!(err.contains("permission-denied"), "{err}");
+
+    // Bad make-token input: a one-line error, no token.
+    for bad in [
+        vec!["--validity", "soon"],
+        vec!["--validity", "1h", "--push", "a/b"],
+    ] {
+        let (ok, out, err) = run(Command::new(bin("provenixd"))
+            .arg("-f")
+            .arg(&server.config_path)
+            .args(["make-token", "--sub", "x"])
+            .args(&bad));
+        assert!(!ok && out.is_empty(), "{bad:?} gave {out}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn first_run_writes_defaults_and_prints_a_working_login_line() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin("provenixd"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut login = None;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("provenix login ") {
+            login = Some(rest.to_string());
+        }
+        if line.starts_with("provenixd listening on") {
+            break;
+        }
+    }
+    let login = login.expect("a provenix login line");
+    let args: Vec<&str> = login.split_whitespace().collect();
+    assert_eq!(args.len(), 3, "{login}");
+    let client = provenix_tests::Client::new();
+    client.ok(&["login", args[0], args[1], args[2]]);
+    client.ok(&["cache", "create", "first"]);
+    assert!(client
+        .ok(&["cache", "info", "first"])
+        .contains("Public Key: first-1:"));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let config = home.path().join(".config/provenix/server.toml");
+    assert!(config.exists());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(home.path().join(".local/share/provenix/server.db").exists());
+    // The written config passes check-config.
+    let (ok, out, err) = run(Command::new(bin("provenixd"))
+        .arg("-f")
+        .arg(&config)
+        .args(["--mode", "check-config"]));
+    assert!(ok && out.contains("valid"), "{err}");
+}
+
+#[test]
+fn modes_and_attic_config() {
+    let dir = tempfile::tempdir().unwrap();
+    // Attic's documented server.toml with only the env var renamed.
+    let attic = format!(
+        r#"listen = "[::]:8080"
+allowed-hosts = []
+[database]
+url = "sqlite://{0}/server.db?mode=rwc"
+[storage]
+type = "local"
+path = "{0}/storage"
+[chunking]
+nar-size-threshold = 65536
+min-size = 16384
+avg-size = 65536
+max-size = 262144
+[compression]
+type = "zstd"
+[garbage-collection]
+interval = "12 hours"
+"#,
+        dir.path().display()
+    );
+    let cfg = dir.path().join("server.toml");
+    std::fs::write(&cfg, attic).unwrap();
+    let provenixd = || {
+        let mut c = Command::new(bin("provenixd"));
+        c.arg("-f").arg(&cfg).env(
+            "PROVENIX_SERVER_TOKEN_HS256_SECRET_BASE64",
+            provenix_tests::server::TEST_SECRET,
+        );
+        c
+    };
+    let (ok, _, err) = run(provenixd().args(["--mode", "check-config"]));
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(provenixd().args(["--mode", "db-migrations"]));
+    assert!(ok && out.contains("migrations applied"), "{err}");
+    let (ok, _, err) = run(provenixd().args(["--mode", "garbage-collector-once"]));
+    assert!(ok, "{err}");
+    // Without the secret: a one-line cause naming the variable.
+    let (ok, _, err) = run(Command::new(bin("provenixd"))
+        .arg("-f")
+        .arg(&cfg)
+        .args(["--mode", "check-config"])
+        .env_remove("PROVENIX_SERVER_TOKEN_HS256_SECRET_BASE64"));
+    assert!(
+        !ok && err.contains("PROVENIX_SERVER_TOKEN_HS256_SECRET_BASE64"),
+        "{err}"
+    );
+    // A typo in the config is an error, not silently ignored.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("listen", "lisen"),
+    )
+    .unwrap();
+    let (ok, _, err) = run(provenixd().args(["--mode", "check-config"]));
+    assert!(!ok && err.contains("lisen"), "{err}");
+}
