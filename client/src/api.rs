@@ -2,12 +2,13 @@
 //! `{code, message}` and become one-line errors naming both.
 
 use anyhow::{anyhow, Context, Result};
+pub use provenix_provenance::cache_info::CacheInfo;
 use provenix_provenance::upload::{
     MissingPathsRequest, MissingPathsResponse, UploadPathNarInfo, UploadResult, UPLOAD_HEADER,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::config::ServerConfig;
 
@@ -16,26 +17,6 @@ pub struct ApiClient {
     http: reqwest::Client,
     endpoint: String,
     token: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CacheInfo {
-    pub name: String,
-    pub is_public: bool,
-    pub priority: i64,
-    pub store_dir: String,
-    pub upstream_cache_key_names: Vec<String>,
-    pub retention_period: Option<i64>,
-    pub public_key: String,
-    pub signing_keys: Vec<SigningKeyInfo>,
-    pub substituter_endpoint: String,
-    pub api_endpoint: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SigningKeyInfo {
-    pub public_key: String,
-    pub retire_at: Option<i64>,
 }
 
 #[derive(Deserialize)]

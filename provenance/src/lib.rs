@@ -3,6 +3,7 @@
 //! Nothing in this crate does I/O: every function takes bytes or strings and
 //! returns values, so each format is tested with vectors produced by Nix.
 
+pub mod cache_info;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;

@@ -42,6 +42,15 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// The host part of `http://HOST:PORT`, as a netrc `machine` names it.
+pub fn host_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Runs a command, returning (success, stdout, stderr).
 pub fn run(cmd: &mut std::process::Command) -> (bool, String, String) {
     let out = cmd

@@ -2,16 +2,8 @@
 
 use provenix_provenance::{NarInfo, PublicKey};
 use provenix_tests::http::Http;
-use provenix_tests::{bin, random_bytes, run, Backend, NixStore, TestServer};
+use provenix_tests::{bin, host_of, random_bytes, run, Backend, NixStore, TestServer};
 use std::process::Command;
-
-fn host_of(url: &str) -> String {
-    url.trim_start_matches("http://")
-        .split(':')
-        .next()
-        .unwrap()
-        .to_string()
-}
 
 async fn narinfo(server: &TestServer, cache: &str, path: &str) -> (u16, String) {
     let hash = &path["/nix/store/".len().."/nix/store/".len() + 32];

@@ -2,15 +2,7 @@
 //! Nix store, the real Nix client pulls and checks signatures. Each scenario
 //! runs on SQLite and on PostgreSQL.
 
-use provenix_tests::{random_bytes, Backend, NixStore, TestServer};
-
-fn host_of(url: &str) -> String {
-    url.trim_start_matches("http://")
-        .split(':')
-        .next()
-        .unwrap()
-        .to_string()
-}
+use provenix_tests::{host_of, random_bytes, Backend, NixStore, TestServer};
 
 /// Three input-addressed paths: a 20 MiB one, a small one, and one that
 /// references both. Returns (big, small, top).

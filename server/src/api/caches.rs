@@ -4,9 +4,10 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use provenix_policy::validate_cache_name;
+use provenix_provenance::cache_info::{CacheInfo, SigningKeyInfo};
 use provenix_provenance::store_path::{validate_hash_part, validate_store_dir};
 use provenix_provenance::{PublicKey, SecretKey, DEFAULT_STORE_DIR};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::Arc;
 
 use crate::auth::Auth;
@@ -14,29 +15,6 @@ use crate::binary_cache::cache_for_pull;
 use crate::db::caches::{CacheRow, NewCache};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-
-#[derive(Serialize, Deserialize)]
-pub struct CacheInfo {
-    pub name: String,
-    pub is_public: bool,
-    pub priority: i64,
-    pub store_dir: String,
-    pub upstream_cache_key_names: Vec<String>,
-    /// Seconds; null follows the server default.
-    pub retention_period: Option<i64>,
-    /// The newest key; clients should trust it.
-    pub public_key: String,
-    /// Every key that signs now, newest first, with when it stops (Unix time).
-    pub signing_keys: Vec<SigningKeyInfo>,
-    pub substituter_endpoint: String,
-    pub api_endpoint: String,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct SigningKeyInfo {
-    pub public_key: String,
-    pub retire_at: Option<i64>,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -23,16 +23,19 @@ pub struct Db {
     pub backend: Backend,
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "core",
-    include_str!("../../migrations/sqlite/0001_core.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "core",
-    include_str!("../../migrations/postgres/0001_core.sql"),
-)];
+/// Written in the SQL both databases share; `for_backend` swaps the one
+/// construct they spell differently (auto-increment keys).
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "core", include_str!("../../migrations/0001_core.sql"))];
+
+fn for_backend(sql: &str, backend: Backend) -> String {
+    match backend {
+        Backend::Sqlite => sql.to_string(),
+        Backend::Postgres => {
+            sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+        }
+    }
+}
 
 /// SQLite's limit on bound parameters is 32766; stay far below it.
 pub const BATCH: usize = 500;
@@ -69,20 +72,11 @@ impl Db {
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        let set = match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS,
-            Backend::Postgres => POSTGRES_MIGRATIONS,
-        };
-        let migrations = set
+        let migrations = MIGRATIONS
             .iter()
             .map(|(v, d, sql)| {
-                Migration::new(
-                    *v,
-                    (*d).into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
+                let sql = sqlx::AssertSqlSafe(for_backend(sql, self.backend)).into_sql_str();
+                Migration::new(*v, (*d).into(), MigrationType::Simple, sql, false)
             })
             .collect();
         Migrator::with_migrations(migrations)

@@ -1,0 +1,26 @@
+//! What `GET /_api/v1/cache-config/{cache}` answers: shared by server and client.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheInfo {
+    pub name: String,
+    pub is_public: bool,
+    pub priority: i64,
+    pub store_dir: String,
+    pub upstream_cache_key_names: Vec<String>,
+    /// Seconds; null follows the server default.
+    pub retention_period: Option<i64>,
+    /// The newest key; clients should trust it.
+    pub public_key: String,
+    /// Every key that signs now, newest first, with when it stops (Unix time).
+    pub signing_keys: Vec<SigningKeyInfo>,
+    pub substituter_endpoint: String,
+    pub api_endpoint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningKeyInfo {
+    pub public_key: String,
+    pub retire_at: Option<i64>,
+}
