@@ -177,3 +177,76 @@ fn same_nar_in_two_caches_is_stored_once_sqlite() {
 fn same_nar_in_two_caches_is_stored_once_postgres() {
     same_nar_in_two_caches_is_stored_once(Backend::Postgres);
 }
+
+#[tokio::test]
+async fn push_skips_upstream_signed_paths_and_honours_nix_remote() {
+    let server = TestServer::start(Backend::Sqlite);
+    let client = server.client();
+    client.ok(&["cache", "create", "up"]);
+    let src = NixStore::new();
+    let from_upstream = src.add_input_addressed("glibc", &[("lib/libc.so", b"libc\n")], &[]);
+    let ours = src.add_input_addressed("app", &[("bin/app", b"app\n")], &[&from_upstream]);
+
+    // Sign one path with a key named like cache.nixos.org's, as if substituted from it.
+    let keys = tempfile::tempdir().unwrap();
+    let (sk, pk) = (keys.path().join("sk"), keys.path().join("pk"));
+    let (ok, _, err) = provenix_tests::run(
+        src.nix("nix-store")
+            .arg("--generate-binary-cache-key")
+            .arg("cache.nixos.org-1")
+            .arg(&sk)
+            .arg(&pk),
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = provenix_tests::run(
+        src.nix("nix")
+            .args(["store", "sign", "--store", &src.root(), "--key-file"])
+            .arg(&sk)
+            .arg(&from_upstream),
+    );
+    assert!(ok, "{err}");
+
+    // The local store named by NIX_REMOTE instead of --store.
+    let (ok, _, err) = client.run_with(&["push", "up", &ours], &[("NIX_REMOTE", &src.root())]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("Pushed 1 paths") && err.contains("1 from upstream caches"),
+        "{err}"
+    );
+
+    let http = provenix_tests::http::Http::new(&server.url);
+    let hash = |p: &str| p["/nix/store/".len().."/nix/store/".len() + 32].to_string();
+    let (status, _, _) = http
+        .get(
+            &format!("/up/{}.narinfo", hash(&from_upstream)),
+            Some(&server.root_token),
+        )
+        .await;
+    assert_eq!(status, 404, "an upstream-signed path was pushed");
+
+    // HEAD answers like GET without a body, for narinfo and NAR.
+    let c = reqwest::Client::new();
+    for path in [
+        format!("/up/{}.narinfo", hash(&ours)),
+        format!("/up/nar/{}.nar.zst", hash(&ours)),
+    ] {
+        let r = c
+            .head(format!("{}{path}", server.url))
+            .bearer_auth(&server.root_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let r = c
+        .head(format!(
+            "{}/up/{}.narinfo",
+            server.url,
+            hash(&from_upstream)
+        ))
+        .bearer_auth(&server.root_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
