@@ -191,22 +191,9 @@ fn print_info(info: &CacheInfo) {
 fn client_for(reference: &str) -> Result<(ApiClient, ServerConfig, String)> {
     let cfg = ClientConfig::load()?;
     let (_, server, cache) = cfg.resolve(reference)?;
-    provenix_policy_check(&cache)?;
+    // Fail on a typo before a network round trip.
+    provenix_policy::validate_cache_name(&cache)?;
     Ok((ApiClient::new(&server)?, server, cache))
-}
-
-/// A light local check so typos fail before a network round trip.
-fn provenix_policy_check(cache: &str) -> Result<()> {
-    let ok = !cache.is_empty()
-        && cache.len() <= 50
-        && cache.as_bytes()[0].is_ascii_alphanumeric()
-        && cache
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !ok {
-        bail!("invalid cache name {cache:?}: 1-50 characters of a-z A-Z 0-9 . _ -, starting with a letter or digit");
-    }
-    Ok(())
 }
 
 #[tokio::main]
