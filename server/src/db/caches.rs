@@ -65,7 +65,7 @@ impl Db {
     /// Creates the cache and its first key in one transaction; None if the name is taken.
     pub async fn create_cache(&self, c: NewCache<'_>) -> Result<Option<CacheRow>, sqlx::Error> {
         let now = crate::now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO caches (name, is_public, priority, store_dir, upstream_cache_key_names, retention_period, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING RETURNING id",
@@ -104,7 +104,7 @@ impl Db {
     /// Deletes the cache, its keys and its paths (NARs and chunks are left to
     /// GC, which reaps what no cache references).
     pub async fn destroy_cache(&self, id: i64) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM objects WHERE cache_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -156,7 +156,7 @@ impl Db {
         overlap: i64,
     ) -> Result<(), sqlx::Error> {
         let now = crate::now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE cache_keys SET retire_at = $1 WHERE cache_id = $2 AND (retire_at IS NULL OR retire_at > $3)",
         )

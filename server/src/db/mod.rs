@@ -71,6 +71,17 @@ impl Db {
         Ok(Db { pool, backend })
     }
 
+    /// Begins a transaction that will write. On SQLite it takes the write
+    /// lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads
+    /// first cannot upgrade once another writer has committed, and fails
+    /// with "database is locked" instead of waiting out busy_timeout.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     pub async fn migrate(&self) -> Result<()> {
         let migrations = MIGRATIONS
             .iter()

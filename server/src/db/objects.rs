@@ -191,7 +191,7 @@ impl Db {
         obj: &NewObject,
         nar_id: i64,
     ) -> Result<CommitOutcome, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(outcome) = existing_outcome(&mut tx, obj).await? {
             return Ok(outcome);
         }
@@ -210,7 +210,7 @@ impl Db {
         chunks: &[IngestedChunk],
     ) -> Result<CommitOutcome, sqlx::Error> {
         let now = crate::now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(outcome) = existing_outcome(&mut tx, obj).await? {
             return Ok(outcome);
         }
