@@ -128,8 +128,6 @@ mod tests {
         });
         let json = serde_json::to_string(&caps).unwrap();
         assert_eq!(json, r#"{"main":{"r":true,"w":true}}"#);
-        // Attic writes 1 for true; accept its tokens' shape too? serde bool
-        // rejects integers, so provenix tokens use booleans only.
         let back: CachePermissions = serde_json::from_str(&json).unwrap();
         assert_eq!(back, caps);
     }

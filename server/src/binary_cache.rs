@@ -116,16 +116,12 @@ pub async fn narinfo(
         info.render(),
     )
         .into_response();
+    // Private answers must not be stored by shared proxies.
+    let visibility = if c.is_public { "public" } else { "private" };
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_str(&format!("public, max-age={NARINFO_MAX_AGE}")).expect("ascii"),
+        HeaderValue::from_str(&format!("{visibility}, max-age={NARINFO_MAX_AGE}")).expect("ascii"),
     );
-    if !c.is_public {
-        resp.headers_mut().insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("private, max-age=60"),
-        );
-    }
     Ok(resp)
 }
 

@@ -104,17 +104,10 @@ async fn precheck(
     obj: &NewObject,
     info: &UploadPathNarInfo,
 ) -> ApiResult<Option<Json<UploadResult>>> {
-    if let Some(existing) = state.db.object(obj.cache_id, &obj.store_path_hash).await? {
-        let outcome = if existing.nar_hash == obj.nar_hash {
-            CommitOutcome::AlreadyPresent
-        } else {
-            CommitOutcome::Conflict {
-                existing_nar_hash: existing.nar_hash,
-            }
-        };
-        return outcome_to_result(outcome, UploadOutcome::Exists, info).map(Some);
+    match state.db.path_outcome(obj).await? {
+        Some(outcome) => outcome_to_result(outcome, UploadOutcome::Exists, info).map(Some),
+        None => Ok(None),
     }
-    Ok(None)
 }
 
 /// Records a path whose NAR the server already holds, without the NAR being

@@ -7,7 +7,7 @@ pub mod chunks;
 pub mod objects;
 
 use anyhow::{Context, Result};
-use sqlx::any::{AnyPoolOptions, AnyQueryResult};
+use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
@@ -119,8 +119,4 @@ pub fn placeholders(first: usize, n: usize) -> String {
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-pub fn affected(r: &AnyQueryResult) -> u64 {
-    r.rows_affected()
 }

@@ -185,6 +185,17 @@ impl Db {
         Ok(r.rows_affected() > 0)
     }
 
+    /// What committing `obj` would answer because the cache already has the
+    /// path (same NAR: present; other NAR: conflict), or None if it has not.
+    /// The same rule the commit applies, asked before any NAR is read.
+    pub async fn path_outcome(
+        &self,
+        obj: &NewObject,
+    ) -> Result<Option<CommitOutcome>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        existing_outcome(&mut conn, obj).await
+    }
+
     /// Records a path whose NAR the server already holds: no chunks move.
     pub async fn commit_existing_nar(
         &self,
@@ -333,7 +344,7 @@ impl Db {
 }
 
 async fn existing_outcome(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     obj: &NewObject,
 ) -> Result<Option<CommitOutcome>, sqlx::Error> {
     let existing: Option<String> = sqlx::query_scalar(
@@ -342,7 +353,7 @@ async fn existing_outcome(
     )
     .bind(obj.cache_id)
     .bind(&obj.store_path_hash)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(conn)
     .await?;
     Ok(existing.map(|h| {
         if h == obj.nar_hash {
