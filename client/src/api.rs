@@ -1,8 +1,11 @@
 //! HTTP calls to a provenix server. Server refusals come back as
 //! `{code, message}` and become one-line errors naming both.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use provenix_policy::publisher::RegisteredPublisher;
+use provenix_policy::Publisher;
 pub use provenix_provenance::cache_info::CacheInfo;
+use provenix_provenance::exchange::{AudienceResponse, ExchangeRequest, ExchangeResponse};
 use provenix_provenance::upload::{
     MissingPathsRequest, MissingPathsResponse, UploadPathNarInfo, UploadResult, UPLOAD_HEADER,
 };
@@ -25,6 +28,30 @@ struct ErrorBody {
     message: String,
 }
 
+/// A refusal by the server, kept typed so callers can react to its code
+/// (`key-expired` renews the key and retries).
+#[derive(Debug)]
+pub struct ServerError {
+    pub code: String,
+    pub message: String,
+    pub status: u16,
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, HTTP {})", self.message, self.code, self.status)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// The server's error code, if `e` is a server refusal.
+pub fn error_code(e: &anyhow::Error) -> Option<&str> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<ServerError>())
+        .map(|s| s.code.as_str())
+}
+
 async fn check(resp: Response) -> Result<Response> {
     if resp.status().is_success() {
         return Ok(resp);
@@ -32,12 +59,12 @@ async fn check(resp: Response) -> Result<Response> {
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(e) => Err(anyhow!(
-            "{} ({}, HTTP {})",
-            e.message,
-            e.code,
-            status.as_u16()
-        )),
+        Ok(e) => Err(ServerError {
+            code: e.code,
+            message: e.message,
+            status: status.as_u16(),
+        }
+        .into()),
         Err(_) => Err(anyhow!("server answered HTTP {status}: {}", text.trim())),
     }
 }
@@ -56,6 +83,95 @@ impl ApiClient {
             endpoint,
             token: server.token.clone(),
         })
+    }
+
+    /// The same server, calling with another token (or none).
+    pub fn with_token(&self, token: Option<String>) -> ApiClient {
+        ApiClient {
+            token,
+            ..self.clone()
+        }
+    }
+
+    pub async fn audience(&self) -> Result<AudienceResponse> {
+        self.json(self.request(Method::GET, "_api/v1/oidc/audience"))
+            .await
+    }
+
+    pub async fn exchange(&self, req: &ExchangeRequest) -> Result<ExchangeResponse> {
+        self.json(
+            self.request(Method::POST, "_api/v1/keys/exchange")
+                .json(req),
+        )
+        .await
+    }
+
+    pub async fn whoami(&self) -> Result<serde_json::Value> {
+        self.json(self.request(Method::GET, "_api/v1/whoami")).await
+    }
+
+    pub async fn publishers(&self, cache: &str) -> Result<Vec<RegisteredPublisher>> {
+        self.json(self.request(
+            Method::GET,
+            &format!("_api/v1/cache-config/{cache}/publishers"),
+        ))
+        .await
+    }
+
+    pub async fn add_publisher(&self, cache: &str, p: &Publisher) -> Result<RegisteredPublisher> {
+        self.json(
+            self.request(
+                Method::POST,
+                &format!("_api/v1/cache-config/{cache}/publishers"),
+            )
+            .json(p),
+        )
+        .await
+    }
+
+    pub async fn remove_publisher(&self, cache: &str, id: i64) -> Result<()> {
+        let _: serde_json::Value = self
+            .json(self.request(
+                Method::DELETE,
+                &format!("_api/v1/cache-config/{cache}/publishers/{id}"),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// GitHub Actions' OIDC token for `audience`: GET
+    /// `$ACTIONS_ID_TOKEN_REQUEST_URL&audience=...` with the request token.
+    pub async fn github_oidc_token(
+        &self,
+        request_url: &str,
+        request_token: &str,
+        audience: &str,
+    ) -> Result<String> {
+        #[derive(Deserialize)]
+        struct TokenAnswer {
+            value: String,
+        }
+        let mut url = reqwest::Url::parse(request_url)
+            .context("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL")?;
+        url.query_pairs_mut().append_pair("audience", audience);
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(request_token)
+            .send()
+            .await
+            .context("cannot reach GitHub Actions' OIDC token endpoint")?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!(
+                "GitHub Actions' OIDC token endpoint answered HTTP {status} (does the job have `permissions: id-token: write`?)"
+            );
+        }
+        let answer: TokenAnswer = resp
+            .json()
+            .await
+            .context("GitHub Actions' OIDC token endpoint answered no token")?;
+        Ok(answer.value)
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {

@@ -2,6 +2,7 @@
 
 mod api;
 mod config;
+mod exchange;
 mod files;
 mod nix;
 mod push;
@@ -53,6 +54,69 @@ enum Cmd {
     /// Manage caches.
     #[command(subcommand)]
     Cache(CacheCmd),
+    /// Manage the CI workflows trusted to push to a cache (trusted publishers).
+    #[command(subcommand)]
+    Publisher(PublisherCmd),
+    /// Show who you are to a server. With a cache: exchange for a signing
+    /// key (as `push` does) and show its identity and validity.
+    Whoami {
+        /// `[SERVER:]CACHE`, or `SERVER:` alone for the token's identity.
+        cache: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum PublisherCmd {
+    /// Trust a GitHub Actions workflow (`--github`) or any OIDC issuer's
+    /// tokens (`--issuer NAME --claim NAME=GLOB ...`) to push to a cache.
+    Add {
+        cache: String,
+        /// OWNER/REPO of the repository whose workflow pushes.
+        #[arg(long, requires_all = ["repository_id", "owner_id", "workflow"])]
+        github: Option<String>,
+        /// The repository's numeric id (`gh api repos/OWNER/REPO --jq .id`).
+        #[arg(long)]
+        repository_id: Option<u64>,
+        /// The owner's numeric id (`gh api repos/OWNER/REPO --jq .owner.id`).
+        #[arg(long)]
+        owner_id: Option<u64>,
+        /// The workflow file under .github/workflows/, e.g. build.yml.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Require this deployment environment.
+        #[arg(long)]
+        environment: Option<String>,
+        /// Require the git ref to match this glob, e.g. 'refs/heads/main' or 'refs/tags/v*'.
+        #[arg(long = "ref")]
+        ref_glob: Option<String>,
+        /// The reusable workflow the job runs in: OWNER/REPO/PATH@REF (REF may be a glob).
+        #[arg(long)]
+        reusable_workflow: Option<String>,
+        /// Accept an event refused by default (pull_request_target). Repeatable.
+        #[arg(long = "allow-event")]
+        allow_events: Vec<String>,
+        /// Accept self-hosted runners (default: GitHub-hosted only).
+        #[arg(long)]
+        allow_self_hosted: bool,
+        /// The server's name for the issuer ([[oidc.issuers]] name).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// For a generic issuer: a claim that must match a glob, NAME=GLOB. Repeatable.
+        #[arg(long = "claim", conflicts_with = "github")]
+        claims: Vec<String>,
+    },
+    /// List a cache's trusted publishers.
+    List {
+        cache: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting a publisher (by the id `list` shows).
+    Remove { cache: String, id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -251,10 +315,12 @@ async fn run(cli: Cli) -> Result<()> {
             no_closure,
             store,
         } => {
-            let (api, _, cache) = client_for(&cache)?;
+            let (api, server, cache) = client_for(&cache)?;
+            let credential = exchange::Credential::for_server(&server)?;
             let store = nix::LocalStore { store };
             push::push(
                 &api,
+                credential,
                 &store,
                 &cache,
                 &paths,
@@ -266,6 +332,187 @@ async fn run(cli: Cli) -> Result<()> {
             .await?;
         }
         Cmd::Cache(cmd) => cache_command(cmd).await?,
+        Cmd::Publisher(cmd) => publisher_command(cmd).await?,
+        Cmd::Whoami { cache, json } => whoami(cache, json).await?,
+    }
+    Ok(())
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+pub fn format_time(unix: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+async fn whoami(reference: Option<String>, as_json: bool) -> Result<()> {
+    let cfg = ClientConfig::load()?;
+    let reference = reference.unwrap_or_default();
+    if reference.is_empty() || reference.ends_with(':') {
+        // The token's own identity, no key involved.
+        let name = match reference.strip_suffix(':') {
+            Some(n) => n.to_string(),
+            None => cfg
+                .default_server
+                .clone()
+                .context("no default server: run `provenix login NAME URL [TOKEN]` first")?,
+        };
+        let server = cfg
+            .servers
+            .get(&name)
+            .with_context(|| format!("no server named {name:?}"))?;
+        if server.token.is_none() {
+            bail!("no token for {name:?}: inside CI, name a cache (`provenix whoami CACHE`) to exchange the job's OIDC token");
+        }
+        let me = ApiClient::new(server)?.whoami().await?;
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&me)?);
+        } else {
+            println!(
+                "Subject: {}",
+                me["subject"].as_str().unwrap_or("(anonymous)")
+            );
+            if let Some(exp) = me["expires_at"].as_i64() {
+                println!("Token expires: {}", format_time(exp));
+            }
+            if let Some(caches) = me["caches"].as_object() {
+                for (pattern, perms) in caches {
+                    println!("Cache {pattern}: {perms}");
+                }
+            }
+        }
+        return Ok(());
+    }
+    let (api, server, cache) = client_for(&reference)?;
+    let credential = exchange::Credential::for_server(&server)?;
+    let session = exchange::exchange(&api, &credential, &cache).await?;
+    let a = &session.answer;
+    if as_json {
+        let mut v = serde_json::to_value(a)?;
+        // The session token is a credential: never print it.
+        v.as_object_mut().map(|o| o.remove("access_token"));
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("Identity: {}", a.identity.subject);
+    println!("Issuer: {}", a.identity.issuer);
+    for claim in [
+        "repository",
+        "repository_id",
+        "workflow_ref",
+        "job_workflow_ref",
+        "ref",
+        "sha",
+        "event_name",
+        "environment",
+        "run_id",
+        "run_attempt",
+        "runner_environment",
+        "actor",
+    ] {
+        if let Some(v) = provenix_policy::publisher::claim_text(&a.identity.claims, claim) {
+            println!("  {claim}: {v}");
+        }
+    }
+    println!("Cache: {}", a.cache);
+    println!("Key: {}", a.key_id);
+    println!(
+        "Valid: {} to {} ({} seconds)",
+        format_time(a.not_before),
+        format_time(a.not_after),
+        a.not_after - a.not_before
+    );
+    Ok(())
+}
+
+async fn publisher_command(cmd: PublisherCmd) -> Result<()> {
+    use provenix_policy::publisher::{GenericPublisher, GithubPublisher, DEFAULT_GITHUB_ISSUER};
+    use provenix_policy::Publisher;
+    match cmd {
+        PublisherCmd::Add {
+            cache,
+            github,
+            repository_id,
+            owner_id,
+            workflow,
+            environment,
+            ref_glob,
+            reusable_workflow,
+            allow_events,
+            allow_self_hosted,
+            issuer,
+            claims,
+        } => {
+            let (api, _, cache) = client_for(&cache)?;
+            let publisher = match github {
+                Some(repository) => Publisher::Github(GithubPublisher {
+                    issuer: issuer.unwrap_or_else(|| DEFAULT_GITHUB_ISSUER.into()),
+                    repository,
+                    repository_id: repository_id.context("--repository-id is required")?,
+                    owner_id: owner_id.context("--owner-id is required")?,
+                    workflow: workflow.context("--workflow is required")?,
+                    environment,
+                    ref_glob,
+                    reusable_workflow,
+                    allow_events,
+                    allow_self_hosted,
+                }),
+                None => {
+                    let issuer = issuer.context(
+                        "give --github OWNER/REPO ..., or --issuer NAME --claim NAME=GLOB ...",
+                    )?;
+                    if environment.is_some()
+                        || ref_glob.is_some()
+                        || reusable_workflow.is_some()
+                        || !allow_events.is_empty()
+                        || allow_self_hosted
+                    {
+                        bail!("--environment, --ref, --reusable-workflow, --allow-event and --allow-self-hosted go with --github; for other issuers use --claim NAME=GLOB");
+                    }
+                    let claims = claims
+                        .iter()
+                        .map(|c| {
+                            c.split_once('=')
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                                .with_context(|| format!("--claim {c:?} is not NAME=GLOB"))
+                        })
+                        .collect::<Result<_>>()?;
+                    Publisher::Generic(GenericPublisher { issuer, claims })
+                }
+            };
+            // The server checks too; checking here saves a round trip.
+            publisher.validate()?;
+            let added = api.add_publisher(&cache, &publisher).await?;
+            println!(
+                "✅ Trusted publisher {} added to \"{cache}\": {}",
+                added.id,
+                added.publisher.describe()
+            );
+        }
+        PublisherCmd::List { cache, json } => {
+            let (api, _, cache) = client_for(&cache)?;
+            let list = api.publishers(&cache).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("Cache \"{cache}\" has no trusted publishers.");
+            } else {
+                println!("{:>4}  {:<20}  {:<20}  PUBLISHER", "ID", "ADDED", "BY");
+                for p in list {
+                    println!(
+                        "{:>4}  {:<20}  {:<20}  {}",
+                        p.id,
+                        format_time(p.created_at),
+                        p.created_by,
+                        p.publisher.describe()
+                    );
+                }
+            }
+        }
+        PublisherCmd::Remove { cache, id } => {
+            let (api, _, cache) = client_for(&cache)?;
+            api.remove_publisher(&cache, id).await?;
+            println!("🗑️ Removed trusted publisher {id} from \"{cache}\"");
+        }
     }
     Ok(())
 }

@@ -9,7 +9,8 @@ use provenix_provenance::StorePath;
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
 
-use crate::api::ApiClient;
+use crate::api::{error_code, ApiClient};
+use crate::exchange::{Credential, Session, Signer};
 use crate::nix::{LocalStore, PathInfo};
 
 pub struct PushOptions {
@@ -34,13 +35,23 @@ fn signed_by_upstream(info: &PathInfo, upstream: &[String]) -> bool {
 }
 
 pub async fn push(
-    api: &ApiClient,
+    server: &ApiClient,
+    credential: Credential,
     store: &LocalStore,
     cache: &str,
     paths: &[String],
     opts: PushOptions,
 ) -> Result<PushSummary> {
-    let info = api.cache_info(cache).await?;
+    // Every upload is signed by a short-term key: get one first.
+    let signer = Signer::start(server, credential, cache).await?;
+    let session = signer.session().await?;
+    eprintln!(
+        "Signing as {} with key {} (valid until {}).",
+        session.answer.identity.subject,
+        session.key_id(),
+        crate::format_time(session.answer.not_after)
+    );
+    let info = signer.api_for(&session).cache_info(cache).await?;
     let mut summary = PushSummary::default();
     let all = store.path_infos(paths, opts.closure).await?;
     let (upstream, candidates): (Vec<_>, Vec<_>) = all
@@ -57,6 +68,7 @@ pub async fn push(
     let mut missing = Vec::new();
     let hashes: Vec<String> = by_hash.keys().cloned().collect();
     for batch in hashes.chunks(1000) {
+        let api = signer.api_for(&*signer.session().await?);
         missing.extend(api.missing_paths(cache, batch.to_vec()).await?);
     }
     summary.already_cached = by_hash.len() - missing.len();
@@ -91,8 +103,9 @@ pub async fn push(
         .map(|p| {
             let multi = multi.clone();
             let overall = overall.clone();
+            let signer = &signer;
             async move {
-                let r = push_one(api, store, cache, &p, &multi).await;
+                let r = push_one(signer, store, cache, &p, &multi).await;
                 overall.inc(1);
                 r.map(|o| (o, p.nar_size))
                     .with_context(|| format!("pushing {}", p.path))
@@ -125,14 +138,46 @@ pub async fn push(
     Ok(summary)
 }
 
+/// One path, signed by the current key; once more with a fresh key if the
+/// server says the key expired meanwhile (a slow upload, a skewed clock).
 async fn push_one(
-    api: &ApiClient,
+    signer: &Signer,
     store: &LocalStore,
     cache: &str,
     p: &PathInfo,
     multi: &MultiProgress,
 ) -> Result<UploadOutcome> {
-    let info = UploadPathNarInfo {
+    let mut session = signer.session().await?;
+    loop {
+        match push_signed(signer, &session, store, cache, p, multi).await {
+            Err(e) if error_code(&e) == Some("key-expired") && !session_is_fresh(&session) => {
+                session = signer.renew(&session).await?;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// A session renewed moments ago is not renewed again: a server that keeps
+/// refusing fresh keys (a badly wrong clock) must not loop forever.
+fn session_is_fresh(s: &Session) -> bool {
+    let age = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+        - s.answer.not_before;
+    age < 2
+}
+
+async fn push_signed(
+    signer: &Signer,
+    session: &Session,
+    store: &LocalStore,
+    cache: &str,
+    p: &PathInfo,
+    multi: &MultiProgress,
+) -> Result<UploadOutcome> {
+    let api = signer.api_for(session);
+    let mut info = UploadPathNarInfo {
         cache: cache.to_string(),
         store_path: p.path.clone(),
         nar_hash: p.nar_hash,
@@ -140,7 +185,10 @@ async fn push_one(
         references: p.references.clone(),
         deriver: p.deriver.clone(),
         ca: p.ca.clone(),
+        key_id: None,
+        signature: None,
     };
+    info.sign(session.key_id(), &session.key);
     let claim = api.record_existing_nar(&info).await?;
     if claim.outcome != UploadOutcome::NarRequired {
         return Ok(claim.outcome);

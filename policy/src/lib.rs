@@ -3,6 +3,8 @@
 
 pub mod cache_name;
 pub mod permissions;
+pub mod publisher;
 
 pub use cache_name::{validate_cache_name, CacheNameError};
 pub use permissions::{CachePermissions, Permission};
+pub use publisher::{find_match, Mismatch, Publisher};

@@ -4,6 +4,8 @@
 //! returns values, so each format is tested with vectors produced by Nix.
 
 pub mod cache_info;
+pub mod certificate_identity;
+pub mod exchange;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;

@@ -25,7 +25,29 @@ pub struct UploadPathNarInfo {
     pub deriver: Option<String>,
     #[serde(default)]
     pub ca: Option<String>,
+    /// The short-term key that signed this statement (from the exchange).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// That key's signature over [`UploadPathNarInfo::statement`], base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
+
+/// The signed form of an upload: every field but the signature, in a fixed
+/// order, JSON-escaped so no field can spill into another.
+#[derive(Serialize)]
+struct Statement<'a> {
+    cache: &'a str,
+    store_path: &'a str,
+    nar_hash: String,
+    nar_size: u64,
+    references: Vec<&'a str>,
+    deriver: Option<&'a str>,
+    ca: Option<&'a str>,
+    key_id: Option<&'a str>,
+}
+
+pub const STATEMENT_PREFIX: &str = "provenix-upload-statement-v1\n";
 
 pub const UPLOAD_HEADER: &str = "x-provenix-nar-info";
 /// More references than any real derivation output has; bounds the header.
@@ -56,6 +78,33 @@ pub struct ValidUpload {
 }
 
 impl UploadPathNarInfo {
+    /// The bytes a short-term key signs. References are sorted and
+    /// deduplicated so their order on the wire does not matter.
+    pub fn statement(&self) -> Vec<u8> {
+        let mut references: Vec<&str> = self.references.iter().map(String::as_str).collect();
+        references.sort_unstable();
+        references.dedup();
+        let st = Statement {
+            cache: &self.cache,
+            store_path: &self.store_path,
+            nar_hash: self.nar_hash.to_nix_string(),
+            nar_size: self.nar_size,
+            references,
+            deriver: self.deriver.as_deref(),
+            ca: self.ca.as_deref(),
+            key_id: self.key_id.as_deref(),
+        };
+        let json = serde_json::to_string(&st).expect("statement serializes");
+        format!("{STATEMENT_PREFIX}{json}").into_bytes()
+    }
+
+    /// Sets `key_id` and signs the statement with the short-term key.
+    pub fn sign(&mut self, key_id: &str, key: &ed25519_dalek::SigningKey) {
+        self.key_id = Some(key_id.to_string());
+        self.signature = None;
+        self.signature = Some(crate::exchange::sign(key, &self.statement()));
+    }
+
     pub fn validate(&self, store_dir: &str) -> Result<ValidUpload, UploadInfoError> {
         let store_path = StorePath::parse(store_dir, &self.store_path)
             .map_err(|e| UploadInfoError::StorePath(e.to_string()))?;
@@ -143,6 +192,8 @@ mod tests {
             ],
             deriver: Some("/nix/store/g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-x.drv".into()),
             ca: None,
+            key_id: None,
+            signature: None,
         }
     }
 
@@ -177,6 +228,60 @@ mod tests {
         i.nar_size = 0;
         assert_eq!(i.validate("/nix/store"), Err(UploadInfoError::BadSize(0)));
         assert!(info().validate("/gnu/store").is_err());
+    }
+
+    #[test]
+    fn the_statement_covers_every_field() {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let mut signed = info();
+        signed.sign("k1", &key);
+        let sig = signed.signature.clone().unwrap();
+        let vk = key.verifying_key();
+        assert!(crate::exchange::verify(&vk, &signed.statement(), &sig).is_ok());
+        // Reordered references sign the same statement.
+        let mut reordered = signed.clone();
+        reordered.references.reverse();
+        assert_eq!(reordered.statement(), signed.statement());
+        let tampered: Vec<UploadPathNarInfo> = vec![
+            UploadPathNarInfo {
+                cache: "other".into(),
+                ..signed.clone()
+            },
+            UploadPathNarInfo {
+                nar_size: 345,
+                ..signed.clone()
+            },
+            UploadPathNarInfo {
+                nar_hash: NarHash::of(b"y"),
+                ..signed.clone()
+            },
+            UploadPathNarInfo {
+                references: vec![],
+                ..signed.clone()
+            },
+            UploadPathNarInfo {
+                deriver: None,
+                ..signed.clone()
+            },
+            UploadPathNarInfo {
+                ca: Some("fixed:r:sha256:x".into()),
+                ..signed.clone()
+            },
+            UploadPathNarInfo {
+                key_id: Some("k2".into()),
+                ..signed.clone()
+            },
+            UploadPathNarInfo {
+                store_path: "/nix/store/baaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-ia-ref".into(),
+                ..signed.clone()
+            },
+        ];
+        for t in tampered {
+            assert!(
+                crate::exchange::verify(&vk, &t.statement(), &sig).is_err(),
+                "{t:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,9 @@ use crate::token::TokenClaims;
 
 pub struct Auth {
     pub claims: Option<TokenClaims>,
+    /// `sha256:HEX` of the presented token: what a person's proof of
+    /// possession binds in place of a `jti`.
+    pub token_id: Option<String>,
 }
 
 impl Auth {
@@ -53,7 +56,10 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Ok(Auth { claims: None });
+            return Ok(Auth {
+                claims: None,
+                token_id: None,
+            });
         };
         let token = value
             .to_str()
@@ -63,6 +69,7 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         match state.tokens.verify(&token) {
             Ok(claims) => Ok(Auth {
                 claims: Some(claims),
+                token_id: Some(provenix_provenance::exchange::access_token_id(&token)),
             }),
             Err(e) => {
                 use jsonwebtoken::errors::ErrorKind;

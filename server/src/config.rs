@@ -39,6 +39,71 @@ pub struct Config {
     pub garbage_collection: GcConfig,
     #[serde(default)]
     pub jwt: JwtConfig,
+    #[serde(default)]
+    pub oidc: OidcConfig,
+    #[serde(default, rename = "signing-keys")]
+    pub signing_keys: SigningKeysConfig,
+}
+
+/// `[oidc]`: the identity providers whose tokens exchange for signing keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OidcConfig {
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// What trusted publishers call this issuer (`github`).
+    pub name: String,
+    /// The `iss` claim, exactly; discovery is fetched from
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The `aud` tokens must carry; default: the api-endpoint.
+    pub audience: Option<String>,
+    /// PEM file of a CA trusted (besides the system's) for this issuer's
+    /// HTTPS: private issuers and tests.
+    pub ca_cert: Option<PathBuf>,
+    /// How long a fetched JWKS is used before it is fetched again. An
+    /// unknown `kid` refetches at once (rate-limited).
+    #[serde(default = "default_jwks_lifetime", with = "humantime_serde_compat")]
+    pub jwks_cache_lifetime: Duration,
+    /// Base of the URIs in certificates for GitHub-shaped claims.
+    #[serde(default = "default_server_url")]
+    pub server_url: String,
+}
+
+fn default_jwks_lifetime() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_server_url() -> String {
+    "https://github.com".into()
+}
+
+/// The longest a short-term signing key lives.
+pub const MAX_KEY_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// `[signing-keys]`: the short-term keys the exchange certifies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SigningKeysConfig {
+    /// At most 15 minutes.
+    #[serde(default = "default_key_lifetime", with = "humantime_serde_compat")]
+    pub lifetime: Duration,
+}
+
+fn default_key_lifetime() -> Duration {
+    MAX_KEY_LIFETIME
+}
+
+impl Default for SigningKeysConfig {
+    fn default() -> Self {
+        SigningKeysConfig {
+            lifetime: default_key_lifetime(),
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -255,6 +320,34 @@ impl Config {
         {
             bail!("[database] url must start with sqlite:// or postgres://");
         }
+        let lifetime = self.signing_keys.lifetime;
+        if lifetime > MAX_KEY_LIFETIME || lifetime < Duration::from_secs(1) {
+            bail!("[signing-keys] lifetime must be between 1 second and 15 minutes");
+        }
+        let mut names = std::collections::HashSet::new();
+        for i in &self.oidc.issuers {
+            if !names.insert(i.name.as_str()) {
+                bail!("[[oidc.issuers]]: the name {:?} is used twice", i.name);
+            }
+            if i.name.is_empty()
+                || !i
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                bail!(
+                    "[[oidc.issuers]]: name {:?} must be letters, digits, - _ .",
+                    i.name
+                );
+            }
+            // Discovery over plain HTTP would let the network choose the keys.
+            if !i.issuer.starts_with("https://") {
+                bail!(
+                    "[[oidc.issuers]] {}: issuer must be an https:// URL",
+                    i.name
+                );
+            }
+        }
         Ok(())
     }
 
@@ -350,6 +443,16 @@ level = 3
 [garbage-collection]
 interval = "12 hours"
 default-retention-period = "0"
+
+# CI jobs exchange their OIDC token for a short-term signing key when a
+# trusted publisher of the cache matches (provenix publisher add ...).
+[[oidc.issuers]]
+name = "github"
+issuer = "https://token.actions.githubusercontent.com"
+# audience = "https://cache.example.com/"   # default: api-endpoint
+
+[signing-keys]
+lifetime = "15 minutes"
 "#
     )
 }

@@ -15,6 +15,7 @@ pub struct GcReport {
     pub deleted_nars: u64,
     pub deleted_chunks: u64,
     pub swept_objects: u64,
+    pub forgotten_token_ids: u64,
 }
 
 pub async fn run_once(state: &AppState) -> Result<GcReport> {
@@ -44,6 +45,9 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
     // belong to no upload in progress.
     let sweep_cutoff = now - 2 * MAX_UPLOAD_DURATION.as_secs() as i64;
     report.swept_objects = sweep(state, sweep_cutoff).await?;
+    // A token past exp (and the leeway, added when it was spent) is refused
+    // by its exp check, so its jti no longer needs remembering.
+    report.forgotten_token_ids = state.db.purge_used_tokens(now).await?;
     tracing::info!(?report, "garbage collection done");
     Ok(report)
 }

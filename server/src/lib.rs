@@ -3,11 +3,13 @@
 pub mod api;
 pub mod auth;
 pub mod binary_cache;
+pub mod ca;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod gc;
 pub mod ingest;
+pub mod oidc;
 pub mod state;
 pub mod storage;
 pub mod token;

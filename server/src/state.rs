@@ -3,9 +3,11 @@
 use anyhow::Result;
 use std::sync::Arc;
 
+use crate::ca::CertificateAuthority;
 use crate::config::Config;
 use crate::db::Db;
 use crate::ingest::Ingestor;
+use crate::oidc::OidcVerifier;
 use crate::storage::Storage;
 use crate::token::TokenAuthority;
 
@@ -17,6 +19,10 @@ pub struct AppState {
     pub ingestor: Ingestor,
     /// Canonical base URL, always ending in '/'.
     pub api_endpoint: String,
+    pub oidc: OidcVerifier,
+    /// Loaded on first use: the database may not be migrated when the
+    /// state is built (the `db-migrations` mode runs separately).
+    ca: tokio::sync::OnceCell<CertificateAuthority>,
 }
 
 impl AppState {
@@ -39,6 +45,7 @@ impl AppState {
         if !api_endpoint.ends_with('/') {
             api_endpoint.push('/');
         }
+        let oidc = OidcVerifier::new(&config.oidc.issuers, &api_endpoint)?;
         Ok(Arc::new(AppState {
             config,
             db,
@@ -46,7 +53,15 @@ impl AppState {
             tokens,
             ingestor,
             api_endpoint,
+            oidc,
+            ca: tokio::sync::OnceCell::new(),
         }))
+    }
+
+    pub async fn ca(&self) -> Result<&CertificateAuthority> {
+        self.ca
+            .get_or_try_init(|| CertificateAuthority::load_or_create(&self.db))
+            .await
     }
 
     pub fn substituter_endpoint(&self) -> String {

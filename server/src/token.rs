@@ -13,6 +13,11 @@ use crate::config::{Config, TokenSecret};
 pub struct ProvenixClaim {
     #[serde(default)]
     pub caches: CachePermissions,
+    /// Set on the session token an exchange hands out with a key: such a
+    /// token expires with its key and can never be exchanged for another
+    /// (or a 15-minute key could be renewed forever without the CI token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +97,22 @@ impl TokenAuthority {
         validity: std::time::Duration,
         caches: CachePermissions,
     ) -> Result<String> {
+        self.mint_with(
+            sub,
+            validity,
+            ProvenixClaim {
+                caches,
+                key_id: None,
+            },
+        )
+    }
+
+    pub fn mint_with(
+        &self,
+        sub: &str,
+        validity: std::time::Duration,
+        provenix: ProvenixClaim,
+    ) -> Result<String> {
         if sub.is_empty() {
             bail!("--sub must not be empty");
         }
@@ -103,7 +124,7 @@ impl TokenAuthority {
             exp: now.saturating_add(validity.as_secs().min(i64::MAX as u64) as i64),
             iss: self.bound_issuer.clone(),
             aud: self.bound_audiences.clone(),
-            provenix: ProvenixClaim { caches },
+            provenix,
         };
         Ok(jsonwebtoken::encode(
             &Header::new(self.alg),

@@ -1,7 +1,34 @@
 //! Raw HTTP against a test server, for what the CLI would never send.
 
-use provenix_provenance::upload::UPLOAD_HEADER;
-use serde_json::Value;
+use ed25519_dalek::SigningKey;
+use provenix_provenance::exchange::{access_token_id, encode_public_key, proof_message, sign};
+use provenix_provenance::upload::{UploadPathNarInfo, UPLOAD_HEADER};
+use serde_json::{json, Value};
+
+/// A short-term key the server certified, as a client holds it.
+pub struct UploadKey {
+    pub key: SigningKey,
+    pub key_id: String,
+    pub access_token: String,
+    pub answer: Value,
+}
+
+impl UploadKey {
+    /// Signs an upload statement (left as is when it is not one).
+    pub fn sign(&self, info: &Value) -> Value {
+        match serde_json::from_value::<UploadPathNarInfo>(info.clone()) {
+            Ok(mut i) => {
+                i.sign(&self.key_id, &self.key);
+                serde_json::to_value(i).unwrap()
+            }
+            Err(_) => info.clone(),
+        }
+    }
+}
+
+pub fn new_key() -> SigningKey {
+    SigningKey::generate(&mut rand::rngs::OsRng)
+}
 
 pub struct Http {
     pub base: String,
@@ -45,6 +72,54 @@ impl Http {
             token,
         )
         .await
+    }
+
+    /// The server's answer to `GET /_api/v1/oidc/audience`.
+    pub async fn audience(&self) -> String {
+        let (status, body, text) = self.get("/_api/v1/oidc/audience", None).await;
+        assert_eq!(status, 200, "{text}");
+        body["audience"].as_str().unwrap().to_string()
+    }
+
+    /// Exchanges an OIDC token (proof over `aud`, `jti`, cache and key).
+    pub async fn exchange_oidc(
+        &self,
+        token: &str,
+        aud: &str,
+        jti: &str,
+        cache: &str,
+        key: &SigningKey,
+    ) -> Answer {
+        let pk = encode_public_key(&key.verifying_key());
+        let proof = sign(key, &proof_message(aud, jti, cache, &pk));
+        let body = json!({"cache": cache, "public_key": pk, "oidc_token": token, "proof": proof});
+        self.post_json("/_api/v1/keys/exchange", None, &body).await
+    }
+
+    /// Exchanges this server's access token for a key.
+    pub async fn exchange_token(&self, token: &str, cache: &str, key: &SigningKey) -> Answer {
+        let aud = self.audience().await;
+        let pk = encode_public_key(&key.verifying_key());
+        let proof = sign(
+            key,
+            &proof_message(&aud, &access_token_id(token), cache, &pk),
+        );
+        let body = json!({"cache": cache, "public_key": pk, "proof": proof});
+        self.post_json("/_api/v1/keys/exchange", Some(token), &body)
+            .await
+    }
+
+    /// A certified key for `cache` through `token`; panics if refused.
+    pub async fn key_for(&self, token: &str, cache: &str) -> UploadKey {
+        let key = new_key();
+        let (status, answer, text) = self.exchange_token(token, cache, &key).await;
+        assert_eq!(status, 200, "exchange refused: {text}");
+        UploadKey {
+            key,
+            key_id: answer["key_id"].as_str().unwrap().to_string(),
+            access_token: answer["access_token"].as_str().unwrap().to_string(),
+            answer,
+        }
     }
 
     pub async fn upload(&self, token: Option<&str>, info: &Value, nar: Vec<u8>) -> Answer {

@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod nix;
+pub mod oidc;
 pub mod server;
 
 pub use nix::NixStore;

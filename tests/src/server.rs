@@ -242,7 +242,10 @@ impl Client {
         let mut c = Command::new(bin("provenix"));
         c.env("XDG_CONFIG_HOME", self.config_home())
             .env("HOME", self.home.path())
-            .env_remove("NIX_REMOTE");
+            .env_remove("NIX_REMOTE")
+            // Only tests that mean to be inside GitHub Actions are.
+            .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
+            .env_remove("ACTIONS_ID_TOKEN_REQUEST_TOKEN");
         c
     }
 

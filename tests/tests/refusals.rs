@@ -1,8 +1,9 @@
 //! Bad input gets a clear `{code, message}` and changes nothing visible.
 
 use provenix_provenance::nar::{self, Node};
+use provenix_provenance::upload::UploadPathNarInfo;
 use provenix_provenance::{NarHash, NarInfo, StorePath, DEFAULT_STORE_DIR};
-use provenix_tests::http::Http;
+use provenix_tests::http::{new_key, Http};
 use provenix_tests::{Backend, TestServer};
 use serde_json::{json, Value};
 
@@ -60,6 +61,7 @@ async fn bad_uploads_are_refused(backend: Backend) {
     let root = server.root_token.clone();
     server.client().ok(&["cache", "create", "main"]);
     let http = Http::new(&server.url);
+    let key = http.key_for(&root, "main").await;
     let good = sample_nar("#!/bin/sh\necho hello\n");
 
     // A NAR that is not a NAR, with a hash and size that match its bytes.
@@ -67,8 +69,8 @@ async fn bad_uploads_are_refused(backend: Backend) {
     corrupt[10] ^= 0xff;
     let a = http
         .upload(
-            Some(&root),
-            &info_for("main", PATH, &corrupt),
+            None,
+            &key.sign(&info_for("main", PATH, &corrupt)),
             corrupt.clone(),
         )
         .await;
@@ -93,7 +95,11 @@ async fn bad_uploads_are_refused(backend: Backend) {
         }
     }
     let a = http
-        .upload(Some(&root), &info_for("main", PATH, &evil), evil.clone())
+        .upload(
+            None,
+            &key.sign(&info_for("main", PATH, &evil)),
+            evil.clone(),
+        )
         .await;
     assert_refused(&a, 400, "malformed-nar");
     assert!(
@@ -109,7 +115,7 @@ async fn bad_uploads_are_refused(backend: Backend) {
     let mut info = info_for("main", PATH, &good);
     info["nar_hash"] = json!(NarHash::of(b"other").to_nix_string());
     assert_refused(
-        &http.upload(Some(&root), &info, good.clone()).await,
+        &http.upload(None, &key.sign(&info), good.clone()).await,
         400,
         "nar-hash-mismatch",
     );
@@ -118,28 +124,32 @@ async fn bad_uploads_are_refused(backend: Backend) {
     let mut info = info_for("main", PATH, &good);
     info["nar_size"] = json!(good.len() + 8);
     assert_refused(
-        &http.upload(Some(&root), &info, good.clone()).await,
+        &http.upload(None, &key.sign(&info), good.clone()).await,
         400,
         "nar-size-mismatch",
     );
     let mut info = info_for("main", PATH, &good);
     info["nar_size"] = json!(good.len() - 8);
     assert_refused(
-        &http.upload(Some(&root), &info, good.clone()).await,
+        &http.upload(None, &key.sign(&info), good.clone()).await,
         400,
         "nar-size-mismatch",
     );
 
     // Bad cache names and store paths.
     let a = http
-        .upload(Some(&root), &info_for("../etc", PATH, &good), good.clone())
+        .upload(
+            None,
+            &key.sign(&info_for("../etc", PATH, &good)),
+            good.clone(),
+        )
         .await;
     assert_refused(&a, 400, "invalid-cache-name");
     let traversal = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-../../etc/passwd";
     let a = http
         .upload(
-            Some(&root),
-            &info_for("main", traversal, &good),
+            None,
+            &key.sign(&info_for("main", traversal, &good)),
             good.clone(),
         )
         .await;
@@ -147,36 +157,62 @@ async fn bad_uploads_are_refused(backend: Backend) {
     let mut info = info_for("main", PATH, &good);
     info["references"] = json!(["/etc/passwd"]);
     assert_refused(
-        &http.upload(Some(&root), &info, good.clone()).await,
+        &http.upload(None, &key.sign(&info), good.clone()).await,
         400,
         "invalid-nar-info",
     );
     let a = http
-        .upload(Some(&root), &json!({"cache": "main"}), good.clone())
+        .upload(None, &json!({"cache": "main"}), good.clone())
         .await;
     assert_refused(&a, 400, "invalid-nar-info");
 
-    // No permission: a pull-only token, no token, a forged token.
-    let reader = server.make_token(&["--sub", "reader", "--validity", "1h", "--pull", "main"]);
+    // No valid short-term signature: none, a pull-only token (it gets no
+    // key), a forged token, another key's signature, a key for another cache.
     let a = http
-        .upload(Some(&reader), &info_for("main", PATH, &good), good.clone())
+        .upload(Some(&root), &info_for("main", PATH, &good), good.clone())
+        .await;
+    assert_refused(&a, 401, "unsigned-upload");
+    let reader = server.make_token(&["--sub", "reader", "--validity", "1h", "--pull", "main"]);
+    let a = http.exchange_token(&reader, "main", &new_key()).await;
+    assert_refused(&a, 403, "permission-denied");
+    let forged = format!("{}x", &root[..root.len() - 1]);
+    let a = http.exchange_token(&forged, "main", &new_key()).await;
+    assert_refused(&a, 401, "invalid-token");
+    let mut by_other_key =
+        serde_json::from_value::<UploadPathNarInfo>(info_for("main", PATH, &good)).unwrap();
+    by_other_key.sign(&key.key_id, &new_key());
+    let a = http
+        .upload(
+            None,
+            &serde_json::to_value(&by_other_key).unwrap(),
+            good.clone(),
+        )
+        .await;
+    assert_refused(&a, 401, "invalid-signature");
+    let mut tampered = key.sign(&info_for("main", PATH, &good));
+    tampered["references"] = json!(["/nix/store/g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-tree"]);
+    let a = http.upload(None, &tampered, good.clone()).await;
+    assert_refused(&a, 401, "invalid-signature");
+    server.client().ok(&["cache", "create", "other"]);
+    let other_key = http.key_for(&root, "other").await;
+    let a = http
+        .upload(
+            None,
+            &other_key.sign(&info_for("main", PATH, &good)),
+            good.clone(),
+        )
         .await;
     assert_refused(&a, 403, "permission-denied");
-    let a = http
-        .upload(None, &info_for("main", PATH, &good), good.clone())
-        .await;
-    assert_refused(&a, 401, "unauthorized");
-    let forged = format!("{}x", &root[..root.len() - 1]);
-    let a = http
-        .upload(Some(&forged), &info_for("main", PATH, &good), good.clone())
-        .await;
-    assert_refused(&a, 401, "invalid-token");
 
     assert_not_visible(&http, &root, "main").await;
 
     // The good upload then works and is served signed.
     let a = http
-        .upload(Some(&root), &info_for("main", PATH, &good), good.clone())
+        .upload(
+            None,
+            &key.sign(&info_for("main", PATH, &good)),
+            good.clone(),
+        )
         .await;
     assert_eq!(a.0, 200, "{}", a.2);
     assert_eq!(a.1["outcome"], "uploaded");
@@ -191,7 +227,7 @@ async fn bad_uploads_are_refused(backend: Backend) {
     // Same path, other NAR: 409, and the first stays served.
     let other = sample_nar("#!/bin/sh\necho tampered\n");
     let a = http
-        .upload(Some(&root), &info_for("main", PATH, &other), other)
+        .upload(None, &key.sign(&info_for("main", PATH, &other)), other)
         .await;
     assert_refused(&a, 409, "nar-hash-conflict");
     let (_, _, text) = http
@@ -200,7 +236,11 @@ async fn bad_uploads_are_refused(backend: Backend) {
     assert_eq!(NarInfo::parse(&text).unwrap().nar_hash, NarHash::of(&good));
     // Same path, same NAR: idempotent.
     let a = http
-        .upload(Some(&root), &info_for("main", PATH, &good), good.clone())
+        .upload(
+            None,
+            &key.sign(&info_for("main", PATH, &good)),
+            good.clone(),
+        )
         .await;
     assert_eq!(a.1["outcome"], "exists", "{}", a.2);
 }
@@ -221,11 +261,12 @@ async fn private_cache_does_not_leak_what_it_holds() {
     let root = server.root_token.clone();
     server.client().ok(&["cache", "create", "secret"]);
     let http = Http::new(&server.url);
+    let key = http.key_for(&root, "secret").await;
     let nar_bytes = sample_nar("x");
     let a = http
         .upload(
-            Some(&root),
-            &info_for("secret", PATH, &nar_bytes),
+            None,
+            &key.sign(&info_for("secret", PATH, &nar_bytes)),
             nar_bytes,
         )
         .await;

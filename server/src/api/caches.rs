@@ -139,7 +139,11 @@ async fn info_of(state: &AppState, c: &CacheRow) -> ApiResult<CacheInfo> {
 
 /// The cache if it exists and the caller holds some permission on it or it
 /// is public; otherwise the uniform "no such cache".
-async fn visible_cache(state: &AppState, auth: &Auth, cache: &str) -> ApiResult<CacheRow> {
+pub(crate) async fn visible_cache(
+    state: &AppState,
+    auth: &Auth,
+    cache: &str,
+) -> ApiResult<CacheRow> {
     check_name(cache)?;
     match state.db.cache_by_name(cache).await? {
         Some(c) if c.is_public || !auth.permission(cache).is_empty() => Ok(c),

@@ -1,6 +1,8 @@
 //! The JSON API under `/_api/v1/`.
 
 pub mod caches;
+pub mod exchange;
+pub mod publishers;
 pub mod upload;
 
 use axum::routing::{delete, get, post, put};
@@ -21,6 +23,21 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(
             "/_api/v1/cache/{cache}/paths/{hash}",
             delete(caches::delete_path),
+        )
+        .route(
+            "/_api/v1/cache-config/{cache}/publishers",
+            get(publishers::list).post(publishers::add),
+        )
+        .route(
+            "/_api/v1/cache-config/{cache}/publishers/{id}",
+            delete(publishers::remove),
+        )
+        .route("/_api/v1/oidc/audience", get(exchange::audience))
+        .route("/_api/v1/keys/exchange", post(exchange::exchange))
+        .route("/_api/v1/whoami", get(exchange::whoami))
+        .route(
+            "/.well-known/provenix/ca.pem",
+            get(exchange::ca_certificate),
         )
         .route("/_api/v1/get-missing-paths", post(upload::missing_paths))
         .route("/_api/v1/upload-path", put(upload::upload_path))

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use futures::TryStreamExt;
 use provenix_policy::validate_cache_name;
+use provenix_provenance::exchange::{decode_public_key, verify};
 use provenix_provenance::store_path::validate_hash_part;
 use provenix_provenance::upload::{
     MissingPathsRequest, MissingPathsResponse, UploadOutcome, UploadPathNarInfo, UploadResult,
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use crate::auth::Auth;
 use crate::db::caches::CacheRow;
+use crate::db::identity::KeyRow;
 use crate::db::objects::{CommitOutcome, NewObject};
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::IngestError;
@@ -40,6 +42,58 @@ async fn cache_for_push(state: &AppState, auth: &Auth, cache: &str) -> ApiResult
         ))),
         _ if auth.is_anonymous() => Err(ApiError::unauthorized("pushing needs a token")),
         _ => Err(ApiError::no_such_cache(cache)),
+    }
+}
+
+fn unauthorized(code: &'static str, message: String) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+/// The cache an upload goes to, if its statement is signed by a short-term
+/// key that is valid now (server clock) and certified for that cache.
+/// Nothing else authorizes an upload: a bearer token alone never does.
+async fn cache_for_signed_upload(
+    state: &AppState,
+    info: &UploadPathNarInfo,
+) -> ApiResult<(CacheRow, KeyRow)> {
+    validate_cache_name(&info.cache)
+        .map_err(|e| ApiError::bad_request("invalid-cache-name", e.to_string()))?;
+    let (Some(key_id), Some(signature)) = (&info.key_id, &info.signature) else {
+        return Err(unauthorized(
+            "unsigned-upload",
+            "uploads must be signed by a short-term key from /_api/v1/keys/exchange (provenix push does this)".into(),
+        ));
+    };
+    let key = state.db.key_by_id(key_id).await?.ok_or_else(|| {
+        unauthorized(
+            "unknown-key",
+            format!("no signing key {key_id:?} was issued by this server"),
+        )
+    })?;
+    let now = crate::now();
+    if now > key.not_after || now < key.not_before {
+        return Err(unauthorized(
+            "key-expired",
+            format!(
+                "signing key {key_id} was valid until {} (server time now {now}); exchange for a fresh key",
+                key.not_after
+            ),
+        ));
+    }
+    let public_key = decode_public_key(&key.public_key).map_err(ApiError::internal)?;
+    verify(&public_key, &info.statement(), signature).map_err(|e| {
+        unauthorized(
+            "invalid-signature",
+            format!("the upload statement's signature does not verify with key {key_id}: {e}"),
+        )
+    })?;
+    let cache = state.db.cache_by_name(&info.cache).await?;
+    match cache {
+        Some(c) if c.id == key.cache_id => Ok((c, key)),
+        _ => Err(ApiError::forbidden(format!(
+            "signing key {key_id} was issued for another cache, not {:?}",
+            info.cache
+        ))),
     }
 }
 
@@ -119,7 +173,7 @@ pub async fn record_existing_nar(
     auth: Auth,
     Json(info): Json<UploadPathNarInfo>,
 ) -> ApiResult<Json<UploadResult>> {
-    let c = cache_for_push(&state, &auth, &info.cache).await?;
+    let (c, _key) = cache_for_signed_upload(&state, &info).await?;
     let obj = new_object(&c, &info)?;
     if let Some(done) = precheck(&state, &obj, &info).await? {
         return Ok(done);
@@ -145,7 +199,6 @@ pub async fn record_existing_nar(
 
 pub async fn upload_path(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<UploadResult>> {
@@ -161,7 +214,7 @@ pub async fn upload_path(
             format!("{UPLOAD_HEADER} is not valid: {e}"),
         )
     })?;
-    let c = cache_for_push(&state, &auth, &info.cache).await?;
+    let (c, key) = cache_for_signed_upload(&state, &info).await?;
     let obj = new_object(&c, &info)?;
     if let Some(done) = precheck(&state, &obj, &info).await? {
         return Ok(done);
@@ -185,7 +238,7 @@ pub async fn upload_path(
                 IngestError::Io(_) => "upload-interrupted",
                 IngestError::Storage(_) | IngestError::Db(_) => return Err(ApiError::internal(e)),
             };
-            tracing::info!(path = %info.store_path, by = auth.subject(), "upload refused: {e}");
+            tracing::info!(path = %info.store_path, key = %key.key_id, "upload refused: {e}");
             return Err(ApiError::bad_request(code, e.to_string()));
         }
         Ok(Ok(i)) => i,
@@ -195,7 +248,7 @@ pub async fn upload_path(
         .commit_upload(&obj, ingested.compression, &ingested.chunks)
         .await?;
     if outcome == CommitOutcome::Created {
-        tracing::info!(path = %info.store_path, cache = %c.name, by = auth.subject(), size = info.nar_size, "uploaded");
+        tracing::info!(path = %info.store_path, cache = %c.name, key = %key.key_id, sub = %key.subject, size = info.nar_size, "uploaded");
     }
     outcome_to_result(outcome, UploadOutcome::Uploaded, &info)
 }

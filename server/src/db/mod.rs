@@ -4,6 +4,7 @@
 
 pub mod caches;
 pub mod chunks;
+pub mod identity;
 pub mod objects;
 
 use anyhow::{Context, Result};
@@ -25,8 +26,14 @@ pub struct Db {
 
 /// Written in the SQL both databases share; `for_backend` swaps the one
 /// construct they spell differently (auto-increment keys).
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "core", include_str!("../../migrations/0001_core.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "core", include_str!("../../migrations/0001_core.sql")),
+    (
+        2,
+        "identity",
+        include_str!("../../migrations/0002_identity.sql"),
+    ),
+];
 
 fn for_backend(sql: &str, backend: Backend) -> String {
     match backend {

@@ -1,0 +1,220 @@
+//! Getting and keeping a short-term signing key: a fresh ed25519 key made in
+//! memory (never written anywhere), certified by the server in exchange for
+//! the CI job's OIDC token or the user's access token, renewed before it
+//! expires during a long push.
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use ed25519_dalek::SigningKey;
+use provenix_provenance::exchange::{
+    access_token_id, encode_public_key, proof_message, sign, ExchangeRequest, ExchangeResponse,
+};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+use crate::api::ApiClient;
+use crate::config::ServerConfig;
+
+pub const ENV_REQUEST_URL: &str = "ACTIONS_ID_TOKEN_REQUEST_URL";
+pub const ENV_REQUEST_TOKEN: &str = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";
+
+/// What the client exchanges for a key.
+#[derive(Clone)]
+pub enum Credential {
+    /// An access token given to `provenix login`.
+    AccessToken(String),
+    /// Inside GitHub Actions, with `permissions: id-token: write`.
+    GithubActions {
+        request_url: String,
+        request_token: String,
+    },
+}
+
+impl Credential {
+    /// The server's saved token first; without one, GitHub Actions' OIDC.
+    pub fn for_server(server: &ServerConfig) -> Result<Credential> {
+        if let Some(t) = &server.token {
+            return Ok(Credential::AccessToken(t.clone()));
+        }
+        match (
+            std::env::var(ENV_REQUEST_URL),
+            std::env::var(ENV_REQUEST_TOKEN),
+        ) {
+            (Ok(request_url), Ok(request_token)) => Ok(Credential::GithubActions {
+                request_url,
+                request_token,
+            }),
+            _ => bail!(
+                "no token for {} and not inside GitHub Actions ({ENV_REQUEST_URL} is unset; the job needs `permissions: id-token: write`): run `provenix login NAME URL TOKEN`",
+                server.endpoint
+            ),
+        }
+    }
+
+    pub fn is_oidc(&self) -> bool {
+        matches!(self, Credential::GithubActions { .. })
+    }
+}
+
+/// A certified key and what came with it.
+pub struct Session {
+    pub key: SigningKey,
+    pub answer: ExchangeResponse,
+}
+
+impl Session {
+    pub fn key_id(&self) -> &str {
+        &self.answer.key_id
+    }
+}
+
+/// Renew when less than a third of the lifetime (at most two minutes) is
+/// left: an upload started just before expiry must still be accepted.
+pub fn needs_renewal(now: i64, not_before: i64, not_after: i64) -> bool {
+    let margin = ((not_after - not_before) / 3).min(120);
+    now + margin >= not_after
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The `jti` of a JWT we were handed (to bind the proof to it; the server
+/// verifies the token itself).
+fn token_jti(jwt: &str) -> Result<String> {
+    let payload = jwt
+        .split('.')
+        .nth(1)
+        .context("the OIDC token is not a JWT")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .context("the OIDC token is not a JWT")?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&bytes).context("the OIDC token is not a JWT")?;
+    claims["jti"]
+        .as_str()
+        .map(str::to_string)
+        .context("the OIDC token has no jti")
+}
+
+pub async fn exchange(api: &ApiClient, credential: &Credential, cache: &str) -> Result<Session> {
+    let audience = api.audience().await?;
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    let public_key = encode_public_key(&key.verifying_key());
+    let (bearer, oidc_token, proof) = match credential {
+        Credential::AccessToken(token) => {
+            let msg = proof_message(
+                &audience.audience,
+                &access_token_id(token),
+                cache,
+                &public_key,
+            );
+            (Some(token.clone()), None, sign(&key, &msg))
+        }
+        Credential::GithubActions {
+            request_url,
+            request_token,
+        } => {
+            // The audience of the issuer GitHub's tokens are checked against.
+            let aud = audience
+                .issuers
+                .iter()
+                .find(|i| i.name == provenix_policy::publisher::DEFAULT_GITHUB_ISSUER)
+                .map_or(audience.audience.clone(), |i| i.audience.clone());
+            let jwt = api
+                .github_oidc_token(request_url, request_token, &aud)
+                .await?;
+            let msg = proof_message(&aud, &token_jti(&jwt)?, cache, &public_key);
+            (None, Some(jwt), sign(&key, &msg))
+        }
+    };
+    let answer = api
+        .with_token(bearer)
+        .exchange(&ExchangeRequest {
+            cache: cache.to_string(),
+            public_key,
+            oidc_token,
+            proof,
+        })
+        .await
+        .context("exchanging for a signing key")?;
+    Ok(Session { key, answer })
+}
+
+/// Hands out a valid session to concurrent uploads, renewing it once when
+/// it nears expiry (or the server says it expired).
+pub struct Signer {
+    api: ApiClient,
+    credential: Credential,
+    cache: String,
+    current: Mutex<Arc<Session>>,
+}
+
+impl Signer {
+    pub async fn start(api: &ApiClient, credential: Credential, cache: &str) -> Result<Signer> {
+        let session = exchange(api, &credential, cache).await?;
+        Ok(Signer {
+            api: api.clone(),
+            credential,
+            cache: cache.to_string(),
+            current: Mutex::new(Arc::new(session)),
+        })
+    }
+
+    pub async fn session(&self) -> Result<Arc<Session>> {
+        let mut current = self.current.lock().await;
+        let a = &current.answer;
+        if needs_renewal(now(), a.not_before, a.not_after) {
+            *current = Arc::new(exchange(&self.api, &self.credential, &self.cache).await?);
+        }
+        Ok(current.clone())
+    }
+
+    /// Replaces `stale` (refused by the server) unless another upload
+    /// already did.
+    pub async fn renew(&self, stale: &Session) -> Result<Arc<Session>> {
+        let mut current = self.current.lock().await;
+        if current.key_id() == stale.key_id() {
+            *current = Arc::new(exchange(&self.api, &self.credential, &self.cache).await?);
+        }
+        Ok(current.clone())
+    }
+
+    /// The API client for calls around uploads: in CI the session's token
+    /// (it expires with the key), otherwise the user's own.
+    pub fn api_for(&self, session: &Session) -> ApiClient {
+        if self.credential.is_oidc() {
+            self.api
+                .with_token(Some(session.answer.access_token.clone()))
+        } else {
+            self.api.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renews_before_expiry() {
+        // A 15-minute key: renewed in its last two minutes.
+        assert!(!needs_renewal(1000, 1000, 1900));
+        assert!(!needs_renewal(1779, 1000, 1900));
+        assert!(needs_renewal(1780, 1000, 1900));
+        assert!(needs_renewal(2000, 1000, 1900));
+        // A 6-second key (tests): renewed in its last two seconds.
+        assert!(!needs_renewal(103, 100, 106));
+        assert!(needs_renewal(104, 100, 106));
+    }
+
+    #[test]
+    fn reads_the_jti() {
+        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let jwt = format!("{}.{}.sig", b("{}"), b(r#"{"jti":"abc"}"#));
+        assert_eq!(token_jti(&jwt).unwrap(), "abc");
+        assert!(token_jti("nope").is_err());
+    }
+}

@@ -1,0 +1,662 @@
+//! Trusted publishers: which CI identities may obtain a signing key for a
+//! cache. Matching is a pure function of the publisher and the verified
+//! token's claims, so every rule (ids over names, workflow files, reusable
+//! workflows, events, runners) is unit-tested here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use thiserror::Error;
+
+use crate::cache_name::pattern_matches;
+
+/// Events refused unless a publisher names them: they run with the base
+/// repository's privileges on code an outsider controls.
+pub const EVENTS_REFUSED_BY_DEFAULT: &[&str] = &["pull_request_target"];
+
+/// The config name of GitHub Actions' issuer unless a publisher says otherwise.
+pub const DEFAULT_GITHUB_ISSUER: &str = "github";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Publisher {
+    Github(GithubPublisher),
+    Generic(GenericPublisher),
+}
+
+/// A GitHub Actions workflow, identified by numeric ids (names are shown,
+/// never trusted: a renamed or re-registered account gets new ids).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct GithubPublisher {
+    /// `name` of the `[[oidc.issuers]]` entry whose tokens this accepts.
+    #[serde(default = "default_github_issuer")]
+    pub issuer: String,
+    /// `OWNER/REPO`, for people reading the list.
+    pub repository: String,
+    pub repository_id: u64,
+    pub owner_id: u64,
+    /// File name under `.github/workflows/` of the workflow that runs.
+    pub workflow: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Glob over the `ref` claim (`refs/heads/main`, `refs/tags/v*`).
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub ref_glob: Option<String>,
+    /// `OWNER/REPO/PATH@REF` (REF may be a glob): the reusable workflow the
+    /// job must run in, read from `job_workflow_ref`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reusable_workflow: Option<String>,
+    /// Events otherwise refused (`pull_request_target`) that are accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_events: Vec<String>,
+    #[serde(default)]
+    pub allow_self_hosted: bool,
+}
+
+fn default_github_issuer() -> String {
+    DEFAULT_GITHUB_ISSUER.into()
+}
+
+/// Any OIDC issuer (GitLab, Forgejo, ...): every named claim must match its glob.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct GenericPublisher {
+    pub issuer: String,
+    pub claims: BTreeMap<String, String>,
+}
+
+/// A publisher as registered on a cache (the API's list entries).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegisteredPublisher {
+    pub id: i64,
+    pub publisher: Publisher,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid publisher: {0}")]
+pub struct PublisherError(pub String);
+
+/// Why a publisher did not match: the claim, what it was, what was wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub code: &'static str,
+    pub claim: String,
+    pub found: String,
+    pub wanted: String,
+    /// How many checks passed before this one: the deepest mismatch over all
+    /// publishers is the one worth reporting.
+    pub depth: u8,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "claim {} is {:?}, publisher wants {}",
+            self.claim, self.found, self.wanted
+        )
+    }
+}
+
+/// A claim as text: GitHub sends ids as strings, other issuers as numbers.
+pub fn claim_text(claims: &Map<String, Value>, name: &str) -> Option<String> {
+    match claims.get(name)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn valid_glob(g: &str) -> bool {
+    !g.is_empty() && g.len() <= 500 && !g.chars().any(char::is_control)
+}
+
+impl Publisher {
+    pub fn issuer(&self) -> &str {
+        match self {
+            Publisher::Github(g) => &g.issuer,
+            Publisher::Generic(g) => &g.issuer,
+        }
+    }
+
+    /// One line for lists and error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Publisher::Github(g) => {
+                let mut s = format!(
+                    "github {} (repository id {}, owner id {}) workflow {}",
+                    g.repository, g.repository_id, g.owner_id, g.workflow
+                );
+                if let Some(e) = &g.environment {
+                    s.push_str(&format!(" environment {e}"));
+                }
+                if let Some(r) = &g.ref_glob {
+                    s.push_str(&format!(" ref {r}"));
+                }
+                if let Some(r) = &g.reusable_workflow {
+                    s.push_str(&format!(" reusable {r}"));
+                }
+                for e in &g.allow_events {
+                    s.push_str(&format!(" +event {e}"));
+                }
+                if g.allow_self_hosted {
+                    s.push_str(" +self-hosted");
+                }
+                s
+            }
+            Publisher::Generic(g) => {
+                let claims: Vec<String> =
+                    g.claims.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{} {}", g.issuer, claims.join(" "))
+            }
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), PublisherError> {
+        let err = |m: &str| Err(PublisherError(m.to_string()));
+        if !valid_glob(self.issuer()) {
+            return err("the issuer name is empty or not printable");
+        }
+        match self {
+            Publisher::Github(g) => {
+                let parts: Vec<&str> = g.repository.split('/').collect();
+                let name_ok = |s: &str| {
+                    !s.is_empty()
+                        && s.len() <= 100
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                };
+                if parts.len() != 2 || !parts.iter().all(|p| name_ok(p)) {
+                    return err("--github must be OWNER/REPO");
+                }
+                if g.repository_id == 0 || g.owner_id == 0 {
+                    return err("--repository-id and --owner-id must be GitHub's numeric ids (see docs/github-actions.md)");
+                }
+                let w = &g.workflow;
+                if !(w.ends_with(".yml") || w.ends_with(".yaml")) || w.contains('/') || !name_ok(w)
+                {
+                    return err(
+                        "--workflow must be a file name under .github/workflows/, like build.yml",
+                    );
+                }
+                for glob in [&g.environment, &g.ref_glob].into_iter().flatten() {
+                    if !valid_glob(glob) {
+                        return err("--environment and --ref must be non-empty and printable");
+                    }
+                }
+                if let Some(r) = &g.reusable_workflow {
+                    let ok = valid_glob(r)
+                        && r.split_once('@').is_some_and(|(path, rf)| {
+                            path.split('/').count() >= 3 && !rf.is_empty()
+                        });
+                    if !ok {
+                        return err("--reusable-workflow must be OWNER/REPO/PATH@REF");
+                    }
+                }
+                if g.allow_events.iter().any(|e| !name_ok(e)) {
+                    return err("--allow-event takes an event name like pull_request_target");
+                }
+                Ok(())
+            }
+            Publisher::Generic(g) => {
+                if g.claims.is_empty() {
+                    return err("a generic publisher needs at least one --claim NAME=GLOB");
+                }
+                if g.claims
+                    .iter()
+                    .any(|(k, v)| !valid_glob(k) || !valid_glob(v))
+                {
+                    return err("claim names and globs must be non-empty and printable");
+                }
+                // A publisher of only `*` globs would accept every token the
+                // issuer signs for anyone (gitlab.com signs for all projects).
+                if g.claims.values().all(|v| v.chars().all(|c| c == '*')) {
+                    return err("at least one --claim must pin a value (not only '*')");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Does a verified token from issuer `issuer_name` match this publisher?
+    pub fn matches(&self, issuer_name: &str, claims: &Map<String, Value>) -> Result<(), Mismatch> {
+        if self.issuer() != issuer_name {
+            return Err(Mismatch {
+                code: "no-matching-publisher",
+                claim: "iss".into(),
+                found: issuer_name.into(),
+                wanted: format!("issuer {:?}", self.issuer()),
+                depth: 0,
+            });
+        }
+        match self {
+            Publisher::Github(g) => g.matches(claims),
+            Publisher::Generic(g) => g.matches(claims),
+        }
+    }
+}
+
+struct Checker<'a> {
+    claims: &'a Map<String, Value>,
+    depth: u8,
+}
+
+impl Checker<'_> {
+    fn get(&self, claim: &str) -> String {
+        claim_text(self.claims, claim).unwrap_or_default()
+    }
+
+    fn fail(&self, code: &'static str, claim: &str, found: &str, wanted: String) -> Mismatch {
+        Mismatch {
+            code,
+            claim: claim.into(),
+            found: found.into(),
+            wanted,
+            depth: self.depth,
+        }
+    }
+
+    fn equal(&mut self, claim: &str, wanted: &str) -> Result<(), Mismatch> {
+        self.depth += 1;
+        let found = self.get(claim);
+        if found == wanted {
+            Ok(())
+        } else {
+            Err(self.fail(
+                "no-matching-publisher",
+                claim,
+                &found,
+                format!("{wanted:?}"),
+            ))
+        }
+    }
+
+    fn glob(&mut self, claim: &str, glob: &str) -> Result<(), Mismatch> {
+        self.depth += 1;
+        match claim_text(self.claims, claim) {
+            Some(found) if pattern_matches(glob, &found) => Ok(()),
+            found => Err(self.fail(
+                "no-matching-publisher",
+                claim,
+                &found.unwrap_or_default(),
+                format!("a match for {glob:?}"),
+            )),
+        }
+    }
+}
+
+/// `OWNER/REPO/PATH@REF` into (`OWNER/REPO/PATH`, `REF`).
+fn split_workflow_ref(r: &str) -> Option<(&str, &str)> {
+    r.rsplit_once('@')
+}
+
+impl GithubPublisher {
+    fn matches(&self, claims: &Map<String, Value>) -> Result<(), Mismatch> {
+        let mut c = Checker { claims, depth: 1 };
+        c.equal("repository_owner_id", &self.owner_id.to_string())?;
+        c.equal("repository_id", &self.repository_id.to_string())?;
+
+        // Both `sub` formats name the repository; it must be this token's.
+        c.depth += 1;
+        let sub = c.get("sub");
+        let repository = c.get("repository");
+        if let Some(rest) = sub.strip_prefix("repo:") {
+            let repo_part = rest.split(':').next().unwrap_or_default();
+            let consistent = match repo_part.split_once('/') {
+                Some((o, r)) if o.contains('@') || r.contains('@') => {
+                    // repo:OWNER@OWNER_ID/REPO@REPO_ID
+                    let (o_name, o_id) = o.split_once('@').unwrap_or((o, ""));
+                    let (r_name, r_id) = r.split_once('@').unwrap_or((r, ""));
+                    o_id == self.owner_id.to_string()
+                        && r_id == self.repository_id.to_string()
+                        && format!("{o_name}/{r_name}").eq_ignore_ascii_case(&repository)
+                }
+                Some(_) => repo_part.eq_ignore_ascii_case(&repository),
+                None => false,
+            };
+            if !consistent {
+                return Err(c.fail(
+                    "no-matching-publisher",
+                    "sub",
+                    &sub,
+                    format!(
+                        "repo:{repository}:... or repo:OWNER@{}/REPO@{}:...",
+                        self.owner_id, self.repository_id
+                    ),
+                ));
+            }
+        }
+
+        // The workflow that runs, read from workflow_ref: REPO/.github/workflows/FILE@REF.
+        c.depth += 1;
+        let workflow_ref = c.get("workflow_ref");
+        let expected_prefix = format!("{repository}/.github/workflows/");
+        let file = split_workflow_ref(&workflow_ref)
+            .and_then(|(path, _)| path.strip_prefix(&expected_prefix))
+            .unwrap_or_default();
+        if file != self.workflow {
+            return Err(c.fail(
+                "no-matching-publisher",
+                "workflow_ref",
+                &workflow_ref,
+                format!("workflow file {:?}", self.workflow),
+            ));
+        }
+
+        // A job running in a reusable workflow signs with that workflow's
+        // identity: accept it only where the publisher names it.
+        c.depth += 1;
+        let job_workflow_ref = c.get("job_workflow_ref");
+        match &self.reusable_workflow {
+            Some(reusable) => {
+                if !pattern_matches(reusable, &job_workflow_ref) {
+                    return Err(c.fail(
+                        "no-matching-publisher",
+                        "job_workflow_ref",
+                        &job_workflow_ref,
+                        format!("reusable workflow {reusable:?}"),
+                    ));
+                }
+            }
+            None => {
+                if !job_workflow_ref.is_empty() && job_workflow_ref != workflow_ref {
+                    return Err(c.fail(
+                        "no-matching-publisher",
+                        "job_workflow_ref",
+                        &job_workflow_ref,
+                        format!("{workflow_ref:?} (the job runs in a reusable workflow; name it with --reusable-workflow)"),
+                    ));
+                }
+            }
+        }
+
+        c.depth += 1;
+        let event = c.get("event_name");
+        if EVENTS_REFUSED_BY_DEFAULT.contains(&event.as_str())
+            && !self.allow_events.contains(&event)
+        {
+            return Err(c.fail(
+                "event-not-allowed",
+                "event_name",
+                &event,
+                format!("an event other than {event} (add --allow-event {event} to accept it)"),
+            ));
+        }
+
+        c.depth += 1;
+        let runner = c.get("runner_environment");
+        if runner != "github-hosted" && !self.allow_self_hosted {
+            return Err(c.fail(
+                "self-hosted-runner-not-allowed",
+                "runner_environment",
+                &runner,
+                "\"github-hosted\" (add --allow-self-hosted to accept self-hosted runners)".into(),
+            ));
+        }
+
+        if let Some(env) = &self.environment {
+            c.equal("environment", env)?;
+        }
+        if let Some(glob) = &self.ref_glob {
+            c.glob("ref", glob)?;
+        }
+        Ok(())
+    }
+}
+
+impl GenericPublisher {
+    fn matches(&self, claims: &Map<String, Value>) -> Result<(), Mismatch> {
+        let mut c = Checker { claims, depth: 1 };
+        for (claim, glob) in &self.claims {
+            c.glob(claim, glob)?;
+        }
+        Ok(())
+    }
+}
+
+/// The first publisher (by position) that matches, or the most telling
+/// mismatch: the one that got furthest, so the error names the claim a user
+/// most likely got wrong.
+pub fn find_match<'a, T>(
+    publishers: &'a [(T, Publisher)],
+    issuer_name: &str,
+    claims: &Map<String, Value>,
+) -> Result<&'a T, Option<(&'a T, Mismatch)>> {
+    let mut best: Option<(&T, Mismatch)> = None;
+    for (id, p) in publishers {
+        match p.matches(issuer_name, claims) {
+            Ok(()) => return Ok(id),
+            Err(m) => {
+                if best.as_ref().is_none_or(|(_, b)| m.depth > b.depth) {
+                    best = Some((id, m));
+                }
+            }
+        }
+    }
+    Err(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn publisher() -> GithubPublisher {
+        GithubPublisher {
+            issuer: "github".into(),
+            repository: "octo-org/octo-repo".into(),
+            repository_id: 42,
+            owner_id: 7,
+            workflow: "build.yml".into(),
+            environment: None,
+            ref_glob: None,
+            reusable_workflow: None,
+            allow_events: vec![],
+            allow_self_hosted: false,
+        }
+    }
+
+    /// The claim set GitHub documents for a push on main.
+    fn claims() -> Map<String, Value> {
+        json!({
+            "sub": "repo:octo-org/octo-repo:ref:refs/heads/main",
+            "repository": "octo-org/octo-repo",
+            "repository_id": "42",
+            "repository_owner": "octo-org",
+            "repository_owner_id": "7",
+            "workflow_ref": "octo-org/octo-repo/.github/workflows/build.yml@refs/heads/main",
+            "job_workflow_ref": "octo-org/octo-repo/.github/workflows/build.yml@refs/heads/main",
+            "ref": "refs/heads/main",
+            "event_name": "push",
+            "runner_environment": "github-hosted",
+            "environment": "prod",
+        })
+        .as_object()
+        .unwrap()
+        .clone()
+    }
+
+    fn check(p: &GithubPublisher, c: &Map<String, Value>) -> Result<(), Mismatch> {
+        Publisher::Github(p.clone()).matches("github", c)
+    }
+
+    fn with(key: &str, value: &str) -> Map<String, Value> {
+        let mut c = claims();
+        c.insert(key.into(), Value::String(value.into()));
+        c
+    }
+
+    #[test]
+    fn the_registered_workflow_matches() {
+        assert_eq!(check(&publisher(), &claims()), Ok(()));
+        // The id-bearing sub format.
+        let c = with("sub", "repo:octo-org@7/octo-repo@42:ref:refs/heads/main");
+        assert_eq!(check(&publisher(), &c), Ok(()));
+        // Ids as JSON numbers (other issuers' habit).
+        let mut c = claims();
+        c.insert("repository_id".into(), json!(42));
+        assert_eq!(check(&publisher(), &c), Ok(()));
+    }
+
+    #[test]
+    fn ids_decide_not_names() {
+        // Same name, another repository (deleted and re-created, or resurrected account).
+        let m = check(&publisher(), &with("repository_id", "43")).unwrap_err();
+        assert_eq!(
+            (m.claim.as_str(), m.found.as_str()),
+            ("repository_id", "43")
+        );
+        let m = check(&publisher(), &with("repository_owner_id", "8")).unwrap_err();
+        assert_eq!(m.claim, "repository_owner_id");
+        // A sub naming other ids than the claims is refused.
+        let c = with("sub", "repo:octo-org@7/octo-repo@99:ref:refs/heads/main");
+        assert_eq!(check(&publisher(), &c).unwrap_err().claim, "sub");
+        let c = with("sub", "repo:evil/octo-repo:ref:refs/heads/main");
+        assert_eq!(check(&publisher(), &c).unwrap_err().claim, "sub");
+    }
+
+    #[test]
+    fn the_workflow_file_is_read_from_workflow_ref() {
+        let c = with(
+            "workflow_ref",
+            "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main",
+        );
+        let m = check(&publisher(), &c).unwrap_err();
+        assert_eq!(m.claim, "workflow_ref");
+        assert!(m.wanted.contains("build.yml"));
+        // A file of the same name in another repository's workflow_ref.
+        let c = with(
+            "workflow_ref",
+            "other/octo-repo/.github/workflows/build.yml@refs/heads/main",
+        );
+        assert_eq!(check(&publisher(), &c).unwrap_err().claim, "workflow_ref");
+    }
+
+    #[test]
+    fn reusable_workflows_must_be_named() {
+        let reusable = "shared-org/ci/.github/workflows/nix.yml@refs/tags/v1";
+        let c = with("job_workflow_ref", reusable);
+        let m = check(&publisher(), &c).unwrap_err();
+        assert_eq!(m.claim, "job_workflow_ref");
+        assert!(m.wanted.contains("--reusable-workflow"));
+        let mut p = publisher();
+        p.reusable_workflow = Some("shared-org/ci/.github/workflows/nix.yml@refs/tags/v*".into());
+        assert_eq!(check(&p, &c), Ok(()));
+        let c = with(
+            "job_workflow_ref",
+            "shared-org/ci/.github/workflows/nix.yml@refs/heads/dev",
+        );
+        assert_eq!(check(&p, &c).unwrap_err().claim, "job_workflow_ref");
+    }
+
+    #[test]
+    fn pull_request_target_and_self_hosted_are_opt_in() {
+        let c = with("event_name", "pull_request_target");
+        assert_eq!(
+            check(&publisher(), &c).unwrap_err().code,
+            "event-not-allowed"
+        );
+        let mut p = publisher();
+        p.allow_events = vec!["pull_request_target".into()];
+        assert_eq!(check(&p, &c), Ok(()));
+
+        let c = with("runner_environment", "self-hosted");
+        let m = check(&publisher(), &c).unwrap_err();
+        assert_eq!(m.code, "self-hosted-runner-not-allowed");
+        let mut c2 = claims();
+        c2.remove("runner_environment");
+        assert_eq!(
+            check(&publisher(), &c2).unwrap_err().code,
+            "self-hosted-runner-not-allowed"
+        );
+        let mut p = publisher();
+        p.allow_self_hosted = true;
+        assert_eq!(check(&p, &c), Ok(()));
+    }
+
+    #[test]
+    fn environment_and_ref_restrict() {
+        let mut p = publisher();
+        p.environment = Some("prod".into());
+        p.ref_glob = Some("refs/tags/v*".into());
+        let m = check(&p, &claims()).unwrap_err();
+        assert_eq!(
+            (m.claim.as_str(), m.found.as_str()),
+            ("ref", "refs/heads/main")
+        );
+        assert_eq!(check(&p, &with("ref", "refs/tags/v1.2")), Ok(()));
+        let m = check(&p, &with("environment", "staging")).unwrap_err();
+        assert_eq!(m.claim, "environment");
+    }
+
+    #[test]
+    fn another_issuer_never_matches() {
+        let m = Publisher::Github(publisher())
+            .matches("gitlab", &claims())
+            .unwrap_err();
+        assert_eq!(m.claim, "iss");
+    }
+
+    #[test]
+    fn generic_publishers_match_claim_globs() {
+        let p = Publisher::Generic(GenericPublisher {
+            issuer: "gitlab".into(),
+            claims: [
+                ("project_path".to_string(), "group/*".to_string()),
+                ("ref_protected".to_string(), "true".to_string()),
+            ]
+            .into(),
+        });
+        p.validate().unwrap();
+        let c = json!({"project_path": "group/app", "ref_protected": "true"});
+        assert_eq!(p.matches("gitlab", c.as_object().unwrap()), Ok(()));
+        let c = json!({"project_path": "other/app", "ref_protected": "true"});
+        let m = p.matches("gitlab", c.as_object().unwrap()).unwrap_err();
+        assert_eq!(m.claim, "project_path");
+        let c = json!({"project_path": "group/app"});
+        assert!(p.matches("gitlab", c.as_object().unwrap()).is_err());
+    }
+
+    #[test]
+    fn validation_refuses_loose_or_malformed_publishers() {
+        let only_stars = Publisher::Generic(GenericPublisher {
+            issuer: "gitlab".into(),
+            claims: [("sub".to_string(), "*".to_string())].into(),
+        });
+        assert!(only_stars.validate().is_err());
+        let mut p = publisher();
+        p.repository = "no-slash".into();
+        assert!(Publisher::Github(p).validate().is_err());
+        let mut p = publisher();
+        p.workflow = ".github/workflows/build.yml".into();
+        assert!(Publisher::Github(p).validate().is_err());
+        let mut p = publisher();
+        p.repository_id = 0;
+        assert!(Publisher::Github(p).validate().is_err());
+        let mut p = publisher();
+        p.reusable_workflow = Some("o/r".into());
+        assert!(Publisher::Github(p).validate().is_err());
+        assert!(Publisher::Github(publisher()).validate().is_ok());
+    }
+
+    #[test]
+    fn the_deepest_mismatch_is_reported() {
+        let mut other_repo = publisher();
+        other_repo.repository_id = 1000;
+        let mut other_workflow = publisher();
+        other_workflow.workflow = "release.yml".into();
+        let list = vec![
+            (1, Publisher::Github(other_repo)),
+            (2, Publisher::Github(other_workflow)),
+        ];
+        let (id, m) = find_match(&list, "github", &claims()).unwrap_err().unwrap();
+        assert_eq!((*id, m.claim.as_str()), (2, "workflow_ref"));
+        let list = vec![(3, Publisher::Github(publisher()))];
+        assert_eq!(find_match(&list, "github", &claims()), Ok(&3));
+    }
+}

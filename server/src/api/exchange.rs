@@ -1,0 +1,325 @@
+//! The identity exchange: an OIDC token (or a person's access token), a
+//! fresh public key and a proof of possession become a short-lived
+//! certificate for that key, recorded with the identity it was issued to.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use provenix_policy::{find_match, validate_cache_name, CachePermissions, Permission, Publisher};
+use provenix_provenance::certificate_identity::{self, CertificateIdentity};
+use provenix_provenance::exchange::{
+    decode_public_key, key_id, proof_message, verify, AudienceResponse, ExchangeRequest,
+    ExchangeResponse, Identity, IssuerInfo,
+};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::Auth;
+use crate::db::identity::{KeyRecorded, NewKey, SpentToken};
+use crate::error::{ApiError, ApiResult};
+use crate::oidc::LEEWAY_SECS;
+use crate::state::AppState;
+use crate::token::ProvenixClaim;
+
+pub async fn audience(State(state): State<Arc<AppState>>) -> Json<AudienceResponse> {
+    Json(AudienceResponse {
+        audience: state.api_endpoint.clone(),
+        issuers: state
+            .oidc
+            .issuers
+            .iter()
+            .map(|i| IssuerInfo {
+                name: i.config.name.clone(),
+                issuer: i.config.issuer.clone(),
+                audience: i.audience.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// `GET /.well-known/provenix/ca.pem`: what certificates chain to.
+pub async fn ca_certificate(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
+    let ca = state.ca().await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        ca.cert_pem.clone(),
+    ))
+}
+
+#[derive(serde::Serialize)]
+pub struct WhoAmI {
+    subject: Option<String>,
+    /// Set for a session token handed out with a key.
+    key_id: Option<String>,
+    expires_at: Option<i64>,
+    caches: CachePermissions,
+}
+
+pub async fn whoami(auth: Auth) -> Json<WhoAmI> {
+    Json(match auth.claims {
+        Some(c) => WhoAmI {
+            subject: Some(c.sub),
+            key_id: c.provenix.key_id,
+            expires_at: Some(c.exp),
+            caches: c.provenix.caches,
+        },
+        None => WhoAmI {
+            subject: None,
+            key_id: None,
+            expires_at: None,
+            caches: CachePermissions::default(),
+        },
+    })
+}
+
+fn forbidden(code: &'static str, message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, code, message)
+}
+
+/// Who the key will belong to, once the caller is verified.
+struct Grant {
+    identity: Identity,
+    certificate_identity: CertificateIdentity,
+    publisher_id: Option<i64>,
+    spent: Option<(String, String, i64)>,
+}
+
+async fn grant_for_oidc(
+    state: &AppState,
+    req: &ExchangeRequest,
+    token: &str,
+    public_key: &ed25519_dalek::VerifyingKey,
+) -> ApiResult<(i64, Grant)> {
+    let verified = state.oidc.verify(token).await?;
+    let msg = proof_message(
+        &verified.audience,
+        &verified.jti,
+        &req.cache,
+        &req.public_key,
+    );
+    verify(public_key, &msg, &req.proof).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-proof",
+            format!("the proof of possession is not public_key's signature over this token's jti, aud and the cache: {e}"),
+        )
+    })?;
+    let no_match = |why: String| {
+        forbidden(
+            "no-matching-publisher",
+            format!(
+                "no trusted publisher of cache {:?} matches this token: {why}",
+                req.cache
+            ),
+        )
+    };
+    let cache = match state.db.cache_by_name(&req.cache).await? {
+        Some(c) => c,
+        // The same answer as a cache without publishers: existence does not leak.
+        None => return Err(no_match("the cache has no trusted publishers".into())),
+    };
+    let rows = state.db.publishers(cache.id).await?;
+    let list: Vec<(i64, Publisher)> = rows.into_iter().map(|r| (r.id, r.publisher)).collect();
+    let publisher_id = match find_match(&list, &verified.issuer_name, &verified.claims) {
+        Ok(id) => *id,
+        Err(None) => return Err(no_match("the cache has no trusted publishers".into())),
+        Err(Some((id, mismatch))) => {
+            let p = list
+                .iter()
+                .find(|(i, _)| i == id)
+                .map(|(_, p)| p.describe());
+            let why = format!(
+                "closest is publisher {id} ({}): {mismatch}",
+                p.unwrap_or_default()
+            );
+            tracing::info!(cache = %req.cache, sub = %verified.subject, "exchange refused: {why}");
+            return Err(if mismatch.code == "no-matching-publisher" {
+                no_match(why)
+            } else {
+                forbidden(mismatch.code, format!("cache {:?}: {why}", req.cache))
+            });
+        }
+    };
+    let is_github = list
+        .iter()
+        .any(|(i, p)| *i == publisher_id && matches!(p, Publisher::Github(_)));
+    let certificate_identity = if is_github {
+        certificate_identity::github(&verified.issuer_url, &verified.server_url, &verified.claims)
+    } else {
+        certificate_identity::subject(&verified.issuer_url, &verified.subject)
+    };
+    let mut claims = verified.claims.clone();
+    // Kept for provenance; the token's replay-relevant parts are not identity.
+    for k in ["aud", "exp", "iat", "nbf"] {
+        claims.remove(k);
+    }
+    Ok((
+        cache.id,
+        Grant {
+            identity: Identity {
+                kind: "oidc".into(),
+                issuer: verified.issuer_url.clone(),
+                subject: verified.subject.clone(),
+                claims,
+            },
+            certificate_identity,
+            publisher_id: Some(publisher_id),
+            spent: Some((
+                verified.issuer_url,
+                verified.jti,
+                verified.exp + LEEWAY_SECS as i64,
+            )),
+        },
+    ))
+}
+
+async fn grant_for_access_token(
+    state: &AppState,
+    req: &ExchangeRequest,
+    auth: &Auth,
+    public_key: &ed25519_dalek::VerifyingKey,
+) -> ApiResult<(i64, Grant)> {
+    let (Some(claims), Some(token_id)) = (&auth.claims, &auth.token_id) else {
+        return Err(ApiError::unauthorized(
+            "an exchange needs an oidc_token, or an access token in the Authorization header",
+        ));
+    };
+    if claims.provenix.key_id.is_some() {
+        return Err(forbidden(
+            "session-token",
+            "a key's session token cannot be exchanged for another key; exchange the CI's OIDC token again".into(),
+        ));
+    }
+    let msg = proof_message(&state.api_endpoint, token_id, &req.cache, &req.public_key);
+    verify(public_key, &msg, &req.proof).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-proof",
+            format!("the proof of possession is not public_key's signature over this token and the cache: {e}"),
+        )
+    })?;
+    let perm = auth.permission(&req.cache);
+    let cache = state.db.cache_by_name(&req.cache).await?;
+    let cache = match cache {
+        Some(c) if perm.push => c,
+        Some(c) if c.is_public || !perm.is_empty() => {
+            return Err(ApiError::forbidden(format!(
+                "your token ({}) may not push to cache {:?} (needs --push)",
+                claims.sub, req.cache
+            )))
+        }
+        _ => return Err(ApiError::no_such_cache(&req.cache)),
+    };
+    let mut token_claims = Map::new();
+    token_claims.insert("sub".into(), Value::String(claims.sub.clone()));
+    Ok((
+        cache.id,
+        Grant {
+            identity: Identity {
+                kind: "token".into(),
+                issuer: state.api_endpoint.clone(),
+                subject: claims.sub.clone(),
+                claims: token_claims,
+            },
+            certificate_identity: certificate_identity::subject(&state.api_endpoint, &claims.sub),
+            publisher_id: None,
+            spent: None,
+        },
+    ))
+}
+
+pub async fn exchange(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Json(req): Json<ExchangeRequest>,
+) -> ApiResult<Json<ExchangeResponse>> {
+    validate_cache_name(&req.cache)
+        .map_err(|e| ApiError::bad_request("invalid-cache-name", e.to_string()))?;
+    let public_key = decode_public_key(&req.public_key)
+        .map_err(|e| ApiError::bad_request("invalid-key", e.to_string()))?;
+    let (cache_id, grant) = match &req.oidc_token {
+        Some(token) => grant_for_oidc(&state, &req, token, &public_key).await?,
+        None => grant_for_access_token(&state, &req, &auth, &public_key).await?,
+    };
+
+    let lifetime = state.config.signing_keys.lifetime.as_secs() as i64;
+    let not_before = crate::now();
+    let not_after = not_before + lifetime;
+    let ca = state.ca().await?;
+    let certificate = ca.issue(
+        public_key.to_bytes(),
+        not_before,
+        not_after,
+        &grant.certificate_identity,
+    )?;
+    let kid = key_id(&public_key);
+    let claims_json = serde_json::to_string(&grant.identity.claims).expect("claims serialize");
+    let recorded = state
+        .db
+        .record_key(
+            &NewKey {
+                key_id: &kid,
+                public_key: &req.public_key,
+                cache_id,
+                kind: &grant.identity.kind,
+                issuer: &grant.identity.issuer,
+                subject: &grant.identity.subject,
+                publisher_id: grant.publisher_id,
+                claims: &claims_json,
+                certificate: &certificate,
+                not_before,
+                not_after,
+            },
+            grant.spent.as_ref().map(|(issuer, jti, exp)| SpentToken {
+                issuer,
+                jti,
+                expires_at: *exp,
+            }),
+        )
+        .await?;
+    match recorded {
+        KeyRecorded::Recorded => {}
+        KeyRecorded::TokenReused => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token-reused",
+                "this OIDC token (its jti) was already exchanged; request a fresh token",
+            ))
+        }
+        KeyRecorded::KeyReused => {
+            return Err(ApiError::conflict(
+                "key-reused",
+                "this public key was already certified; generate a fresh key for every exchange",
+            ))
+        }
+    }
+    let mut caches = CachePermissions::default();
+    caches.0.insert(
+        req.cache.clone(),
+        Permission {
+            pull: true,
+            push: true,
+            ..Permission::default()
+        },
+    );
+    let access_token = state.tokens.mint_with(
+        &grant.identity.subject,
+        Duration::from_secs(lifetime as u64),
+        ProvenixClaim {
+            caches,
+            key_id: Some(kid.clone()),
+        },
+    )?;
+    tracing::info!(cache = %req.cache, key = %kid, kind = %grant.identity.kind, sub = %grant.identity.subject, not_after, "signing key issued");
+    Ok(Json(ExchangeResponse {
+        key_id: kid,
+        cache: req.cache,
+        certificate,
+        not_before,
+        not_after,
+        identity: grant.identity,
+        access_token,
+    }))
+}
