@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need (Nix from Debian's nix-bin, PostgreSQL), starts
+# Installs what the tests need (Nix from Debian's nix-bin, PostgreSQL, openssl), starts
 # a throwaway PostgreSQL server on loopback, builds the workspace and runs
 # every test. Usage: scripts/test-all.sh [extra nextest/cargo test args]
 set -euo pipefail
@@ -11,6 +11,8 @@ need=()
 command -v nix-store >/dev/null 2>&1 || need+=(nix-bin)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+# The certificate tests parse and verify with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   as_root apt-get update -qq

@@ -31,20 +31,22 @@ pub enum Credential {
 }
 
 impl Credential {
-    /// The server's saved token first; without one, GitHub Actions' OIDC.
+    /// Inside GitHub Actions the job's own identity signs: every CI upload
+    /// then carries its provenance, even when a token was saved for reading
+    /// a private cache. Elsewhere the saved token is exchanged.
     pub fn for_server(server: &ServerConfig) -> Result<Credential> {
-        if let Some(t) = &server.token {
-            return Ok(Credential::AccessToken(t.clone()));
-        }
-        match (
+        if let (Ok(request_url), Ok(request_token)) = (
             std::env::var(ENV_REQUEST_URL),
             std::env::var(ENV_REQUEST_TOKEN),
         ) {
-            (Ok(request_url), Ok(request_token)) => Ok(Credential::GithubActions {
+            return Ok(Credential::GithubActions {
                 request_url,
                 request_token,
-            }),
-            _ => bail!(
+            });
+        }
+        match &server.token {
+            Some(t) => Ok(Credential::AccessToken(t.clone())),
+            None => bail!(
                 "no token for {} and not inside GitHub Actions ({ENV_REQUEST_URL} is unset; the job needs `permissions: id-token: write`): run `provenix login NAME URL TOKEN`",
                 server.endpoint
             ),

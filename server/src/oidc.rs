@@ -242,12 +242,14 @@ impl OidcVerifier {
         let alg = match alg.as_str() {
             "RS256" => Algorithm::RS256,
             "ES256" => Algorithm::ES256,
-            other => return Err(refuse(
-                "invalid-token",
-                format!(
+            other => {
+                return Err(refuse(
+                    "invalid-token",
+                    format!(
                     "the OIDC token's algorithm {other:?} is not accepted (only RS256 and ES256)"
                 ),
-            )),
+                ))
+            }
         };
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             refuse(

@@ -328,7 +328,12 @@ impl OidcIssuer {
 
     /// A token signed by a key the issuer never published, under its kid.
     pub fn sign_with_stranger_key(&self, claims: &Map<String, Value>) -> String {
-        let kid = self.shared.keys.lock().unwrap().last().unwrap().kid.clone();
+        let kid = self.current_kid();
+        self.sign_with_kid(claims, &kid)
+    }
+
+    /// A token signed by a stranger key under any kid.
+    pub fn sign_with_kid(&self, claims: &Map<String, Value>, kid: &str) -> String {
         let stranger = new_key(999);
         sign_with(
             &stranger.pair,
@@ -337,10 +342,8 @@ impl OidcIssuer {
         )
     }
 
-    /// The current public key as a PEM-less JWK (what an attacker would
-    /// misuse as an HMAC secret).
-    pub fn public_jwk(&self) -> Value {
-        jwk(self.shared.keys.lock().unwrap().last().unwrap())
+    pub fn current_kid(&self) -> String {
+        self.shared.keys.lock().unwrap().last().unwrap().kid.clone()
     }
 
     /// The DER of the current public key (PKCS#1), for HS256 confusion.

@@ -1,0 +1,681 @@
+//! The identity exchange, end to end: an OIDC issuer fixture shaped like
+//! GitHub Actions' (discovery and JWKS over HTTPS), a real provenixd trusting
+//! it through `ca-cert`, the provenix CLI inside a simulated Actions job, and
+//! the real Nix client pulling what the job pushed.
+
+use provenix_tests::http::{new_key, Answer, Http};
+use provenix_tests::oidc::{sign_hs256, unsigned, OidcIssuer};
+use provenix_tests::{host_of, Backend, Client, NixStore, TestServer};
+use serde_json::{json, Map, Value};
+
+const REPO_ID: &str = "42000001";
+const OWNER_ID: &str = "7000001";
+
+struct World {
+    issuer: OidcIssuer,
+    server: TestServer,
+    http: Http,
+    aud: String,
+}
+
+/// A server trusting the fixture issuer as `github`, a cache `main`, and
+/// build.yml of octo-org/octo-repo registered as its trusted publisher.
+fn world(extra: &str) -> World {
+    world_on(Backend::Sqlite, extra, None)
+}
+
+/// `audience`: the issuer's configured audience (default: the api-endpoint).
+fn world_on(backend: Backend, extra: &str, audience: Option<&str>) -> World {
+    let issuer = OidcIssuer::start();
+    let mut issuer_toml = issuer.server_toml("github");
+    if let Some(a) = audience {
+        issuer_toml.push_str(&format!("audience = \"{a}\"\n"));
+    }
+    let server = TestServer::start_with(backend, &format!("{extra}\n{issuer_toml}"));
+    let admin = server.client();
+    admin.ok(&["cache", "create", "main"]);
+    let out = admin.ok(&[
+        "publisher",
+        "add",
+        "main",
+        "--github",
+        "octo-org/octo-repo",
+        "--repository-id",
+        REPO_ID,
+        "--owner-id",
+        OWNER_ID,
+        "--workflow",
+        "build.yml",
+    ]);
+    assert!(out.contains("Trusted publisher 1 added"), "{out}");
+    let http = Http::new(&server.url);
+    let aud = audience.map_or_else(|| format!("{}/", server.url), str::to_string);
+    World {
+        issuer,
+        server,
+        http,
+        aud,
+    }
+}
+
+impl World {
+    fn claims(&self) -> Map<String, Value> {
+        self.issuer.claims(&self.aud)
+    }
+
+    fn with(&self, changes: Value) -> Map<String, Value> {
+        let mut c = self.claims();
+        for (k, v) in changes.as_object().unwrap() {
+            c.insert(k.clone(), v.clone());
+        }
+        c
+    }
+
+    /// Exchanges a token made from `claims`, signed by the issuer.
+    async fn exchange(&self, claims: &Map<String, Value>) -> Answer {
+        let token = self.issuer.sign(claims);
+        self.exchange_raw(&token, claims).await
+    }
+
+    async fn exchange_raw(&self, token: &str, claims: &Map<String, Value>) -> Answer {
+        let jti = claims["jti"].as_str().unwrap();
+        let aud = claims["aud"].as_str().unwrap_or_default();
+        self.http
+            .exchange_oidc(token, aud, jti, "main", &new_key())
+            .await
+    }
+
+    /// A client logged in without a token, inside a simulated Actions job.
+    fn ci_client(&self) -> (Client, Vec<(&'static str, String)>) {
+        self.ci_client_with(None)
+    }
+
+    fn ci_client_with(&self, token: Option<&str>) -> (Client, Vec<(&'static str, String)>) {
+        let c = Client::new();
+        let mut args = vec!["login", "ci", &self.server.url];
+        args.extend(token);
+        c.ok(&args);
+        let env = vec![
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_URL",
+                self.issuer.request_url.clone(),
+            ),
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                self.issuer.request_token.clone(),
+            ),
+        ];
+        (c, env)
+    }
+}
+
+fn run_ci(c: &Client, env: &[(&str, String)], args: &[&str]) -> (bool, String, String) {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    c.run_with(args, &env)
+}
+
+fn assert_refused(a: &Answer, status: u16, code: &str, mentions: &str) {
+    assert_eq!(a.0, status, "{}", a.2);
+    assert_eq!(a.1["code"], code, "{}", a.2);
+    let message = a.1["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(mentions),
+        "message lacks {mentions:?}: {message}"
+    );
+}
+
+#[test]
+fn a_github_actions_job_pushes_without_a_token_and_nix_pulls() {
+    let w = world("");
+    // The job holds only a pull token (to read the private cache); the push
+    // is signed by its own identity.
+    let pull = w
+        .server
+        .make_token(&["--sub", "ci-reader", "--validity", "1h", "--pull", "main"]);
+    let (ci, env) = w.ci_client_with(Some(&pull));
+    let src = NixStore::new();
+    let lib = src.add_input_addressed("ci-lib", &[("lib/a.so", b"library bytes")], &[]);
+    let text = format!("links {lib}\n");
+    let app = src.add_input_addressed("ci-app", &[("bin/app", text.as_bytes())], &[&lib]);
+
+    let (ok, _, err) = run_ci(&ci, &env, &["push", "main", &app, "--store", &src.root()]);
+    assert!(ok, "push from CI failed: {err}");
+    assert!(err.contains("Pushed 2 paths"), "{err}");
+    assert!(
+        err.contains("Signing as repo:octo-org/octo-repo:ref:refs/heads/main"),
+        "{err}"
+    );
+
+    // whoami inside the job: the identity and the key's validity.
+    let (ok, out, err) = run_ci(&ci, &env, &["whoami", "main"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Identity: repo:octo-org/octo-repo:ref:refs/heads/main"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("repository_id: {REPO_ID}")), "{out}");
+    assert!(
+        out.contains(
+            "workflow_ref: octo-org/octo-repo/.github/workflows/build.yml@refs/heads/main"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("(900 seconds)"), "{out}");
+
+    // The real Nix client substitutes what the job pushed, signed by the cache key.
+    let admin = w.server.client();
+    let key = admin.public_key("main");
+    let dst = NixStore::new();
+    let netrc = (host_of(&w.server.url), w.server.root_token.clone());
+    let (ok, err) = dst.copy_from(
+        &format!("{}/main", w.server.url),
+        &app,
+        &[&key],
+        Some((&netrc.0, &netrc.1)),
+    );
+    assert!(ok, "nix copy failed: {err}");
+    assert_eq!(dst.read(&lib, "lib/a.so"), b"library bytes");
+
+    // Outside Actions the pull token is what gets exchanged: refused.
+    let err = ci.fails(&["push", "main", &app, "--store", &src.root()]);
+    assert!(err.contains("permission-denied"), "{err}");
+    // Outside Actions and without a token, push says what is missing.
+    let (bare, _) = w.ci_client();
+    let err = bare.fails(&["push", "main", &app, "--store", &src.root()]);
+    assert!(err.contains("ACTIONS_ID_TOKEN_REQUEST_URL"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // A refused exchange is one line naming the code.
+    w.issuer
+        .set_claims(json!({"event_name": "pull_request_target"}));
+    let (ok, _, err) = run_ci(&ci, &env, &["push", "main", &app, "--store", &src.root()]);
+    assert!(!ok);
+    assert!(err.contains("event-not-allowed"), "{err}");
+    assert!(err.contains("pull_request_target"), "{err}");
+}
+
+#[tokio::test]
+async fn the_certificate_is_fulcio_shaped_and_chains_to_the_ca() {
+    let w = world("");
+    let a = w
+        .exchange(&w.with(json!({"environment": "production"})))
+        .await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    assert_eq!(
+        a.1["not_after"].as_i64().unwrap() - a.1["not_before"].as_i64().unwrap(),
+        900
+    );
+    assert_eq!(a.1["identity"]["claims"]["repository_id"], REPO_ID);
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, a.1["certificate"].as_str().unwrap()).unwrap();
+    let (status, _, ca_pem) = w.http.get("/.well-known/provenix/ca.pem", None).await;
+    assert_eq!(status, 200);
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
+
+    let (ok, text, err) = provenix_tests::run(
+        std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(&cert),
+    );
+    assert!(ok, "openssl cannot parse the certificate: {err}");
+    for expected in [
+        "ED25519",
+        "Code Signing",
+        "URI:https://github.com/octo-org/octo-repo/.github/workflows/build.yml@refs/heads/main",
+        "provenix signing-key CA",
+        "CA:FALSE",
+    ] {
+        assert!(
+            text.contains(expected),
+            "certificate lacks {expected:?}:\n{text}"
+        );
+    }
+    for n in 8..=24 {
+        let oid = format!("1.3.6.1.4.1.57264.1.{n}");
+        assert!(text.contains(&oid), "certificate lacks {oid}:\n{text}");
+    }
+    for value in [
+        "https://github.com/octo-org/octo-repo/actions/runs/5386839201/attempts/1",
+        "github-hosted",
+        "production",
+        &w.issuer.issuer,
+    ] {
+        assert!(text.contains(value), "certificate lacks {value:?}:\n{text}");
+    }
+    // It verifies against the published CA (OpenSSL 3.0 has no codesign purpose; the EKU is checked above).
+    let (ok, out, err) = provenix_tests::run(
+        std::process::Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(&ca)
+            .arg(&cert),
+    );
+    assert!(ok && out.contains("OK"), "openssl verify: {out}{err}");
+}
+
+#[tokio::test]
+async fn forged_expired_and_mismatched_tokens_are_refused() {
+    let w = world("");
+    let now = provenix_tests::unix_now();
+
+    let c = w.claims();
+    assert_refused(
+        &w.exchange_raw(&w.issuer.sign_with_stranger_key(&c), &c)
+            .await,
+        401,
+        "invalid-token",
+        "signature",
+    );
+    let c = w.claims();
+    assert_refused(
+        &w.exchange_raw(&unsigned(&c), &c).await,
+        401,
+        "invalid-token",
+        "\"none\"",
+    );
+    // HS256 keyed with the issuer's public key: the algorithm-confusion attack.
+    let c = w.claims();
+    let kid = w.issuer.current_kid();
+    let hs = sign_hs256(&w.issuer.public_key_der(), &c, &kid);
+    assert_refused(
+        &w.exchange_raw(&hs, &c).await,
+        401,
+        "invalid-token",
+        "HS256",
+    );
+    let c = w.with(json!({"iss": "https://token.actions.githubusercontent.com.evil.example"}));
+    assert_refused(&w.exchange(&c).await, 401, "unknown-issuer", "evil.example");
+    let c = w.with(json!({"aud": "https://another-cache.example/"}));
+    assert_refused(&w.exchange(&c).await, 401, "wrong-audience", &w.aud);
+    let c = w.with(json!({"exp": now - 120, "iat": now - 600, "nbf": now - 600}));
+    assert_refused(&w.exchange(&c).await, 401, "expired", "exp");
+    let c = w.with(json!({"nbf": now + 600, "iat": now}));
+    assert_refused(&w.exchange(&c).await, 401, "not-yet-valid", "nbf");
+    let mut c = w.claims();
+    c.remove("jti");
+    let token = w.issuer.sign(&c);
+    c.insert("jti".into(), json!(""));
+    assert_refused(
+        &w.exchange_raw(&token, &c).await,
+        401,
+        "invalid-token",
+        "jti",
+    );
+
+    // A proof of possession made by another key than the one presented.
+    let c = w.claims();
+    let token = w.issuer.sign(&c);
+    let presented = new_key();
+    let pk = provenix_provenance::exchange::encode_public_key(&presented.verifying_key());
+    let msg = provenix_provenance::exchange::proof_message(
+        &w.aud,
+        c["jti"].as_str().unwrap(),
+        "main",
+        &pk,
+    );
+    let proof = provenix_provenance::exchange::sign(&new_key(), &msg);
+    let a = w
+        .http
+        .post_json(
+            "/_api/v1/keys/exchange",
+            None,
+            &json!({"cache": "main", "public_key": pk, "oidc_token": token, "proof": proof}),
+        )
+        .await;
+    assert_refused(&a, 401, "invalid-proof", "proof of possession");
+    // The token was not spent by the refusal: the honest proof still works once...
+    let a = w.exchange_raw(&token, &c).await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    // ...and only once.
+    assert_refused(
+        &w.exchange_raw(&token, &c).await,
+        401,
+        "token-reused",
+        "already",
+    );
+}
+
+#[tokio::test]
+async fn publishers_match_on_ids_workflow_event_and_runner() {
+    let w = world("");
+    // Same repository name, another repository (deleted and re-created).
+    let a = w.exchange(&w.with(json!({"repository_id": "99"}))).await;
+    assert_refused(&a, 403, "no-matching-publisher", "repository_id");
+    // Same owner name, another account (resurrected login).
+    let a = w
+        .exchange(&w.with(json!({"repository_owner_id": "99"})))
+        .await;
+    assert_refused(&a, 403, "no-matching-publisher", "repository_owner_id");
+    // Another workflow file of the same repository.
+    let release = "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main";
+    let a = w
+        .exchange(&w.with(json!({"workflow_ref": release, "job_workflow_ref": release})))
+        .await;
+    assert_refused(&a, 403, "no-matching-publisher", "build.yml");
+    // pull_request_target and self-hosted runners need opting in.
+    let prt = w.with(json!({"event_name": "pull_request_target"}));
+    assert_refused(
+        &w.exchange(&prt).await,
+        403,
+        "event-not-allowed",
+        "pull_request_target",
+    );
+    let self_hosted = w.with(json!({"runner_environment": "self-hosted"}));
+    assert_refused(
+        &w.exchange(&self_hosted).await,
+        403,
+        "self-hosted-runner-not-allowed",
+        "self-hosted",
+    );
+    // A reusable workflow from another repository must be named.
+    let reusable =
+        w.with(json!({"job_workflow_ref": "shared-org/ci/.github/workflows/nix.yml@refs/tags/v1"}));
+    assert_refused(
+        &w.exchange(&reusable).await,
+        403,
+        "no-matching-publisher",
+        "--reusable-workflow",
+    );
+    // The id-bearing sub format is accepted; a sub naming other ids is not.
+    let a = w
+        .exchange(&w.with(json!({"sub": format!("repo:octo-org@{OWNER_ID}/octo-repo@{REPO_ID}:ref:refs/heads/main")})))
+        .await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    let a = w
+        .exchange(&w.with(json!({"sub": "repo:octo-org@1/octo-repo@2:ref:refs/heads/main"})))
+        .await;
+    assert_refused(&a, 403, "no-matching-publisher", "sub");
+
+    // Publishers that opt in accept exactly those.
+    let admin = w.server.client();
+    let github = [
+        "publisher",
+        "add",
+        "main",
+        "--github",
+        "octo-org/octo-repo",
+        "--repository-id",
+        REPO_ID,
+        "--owner-id",
+        OWNER_ID,
+        "--workflow",
+        "build.yml",
+    ];
+    admin.ok(&[
+        &github[..],
+        &[
+            "--allow-event",
+            "pull_request_target",
+            "--allow-self-hosted",
+            "--ref",
+            "refs/heads/main",
+        ],
+    ]
+    .concat());
+    admin.ok(&[
+        &github[..],
+        &[
+            "--reusable-workflow",
+            "shared-org/ci/.github/workflows/nix.yml@refs/tags/v*",
+        ],
+    ]
+    .concat());
+    for claims in [prt, self_hosted, reusable] {
+        let fresh = w.with(Value::Object(
+            claims.into_iter().filter(|(k, _)| k != "jti").collect(),
+        ));
+        let a = w.exchange(&fresh).await;
+        assert_eq!(a.0, 200, "{}", a.2);
+    }
+    // Its ref restriction holds.
+    let a = w
+        .exchange(&w.with(json!({"ref": "refs/heads/dev", "runner_environment": "self-hosted"})))
+        .await;
+    assert_refused(&a, 403, "no-matching-publisher", "ref");
+
+    // A cache without publishers, and one that does not exist, answer alike.
+    admin.ok(&["cache", "create", "empty"]);
+    let c = w.claims();
+    let token = w.issuer.sign(&c);
+    let jti = c["jti"].as_str().unwrap();
+    let a = w
+        .http
+        .exchange_oidc(&token, &w.aud, jti, "empty", &new_key())
+        .await;
+    let b = w
+        .http
+        .exchange_oidc(&token, &w.aud, jti, "nosuch", &new_key())
+        .await;
+    assert_refused(&a, 403, "no-matching-publisher", "no trusted publishers");
+    assert_eq!(
+        a.1["message"].as_str().unwrap().replace("empty", "X"),
+        b.1["message"].as_str().unwrap().replace("nosuch", "X")
+    );
+}
+
+#[tokio::test]
+async fn an_issuer_that_rotates_its_key_still_works() {
+    let w = world("");
+    let a = w.exchange(&w.claims()).await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    assert_eq!(w.issuer.jwks_fetches(), 1);
+    // The cached JWKS is reused while fresh.
+    let a = w.exchange(&w.claims()).await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    assert_eq!(w.issuer.jwks_fetches(), 1);
+    // A new kid makes the server fetch the JWKS again at once.
+    w.issuer.rotate_key();
+    let a = w.exchange(&w.claims()).await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    assert_eq!(w.issuer.jwks_fetches(), 2);
+    // Random kids do not make it hammer the issuer.
+    for n in 0..3 {
+        let c = w.claims();
+        let token = w.issuer.sign_with_kid(&c, &format!("random-kid-{n}"));
+        assert_refused(
+            &w.exchange_raw(&token, &c).await,
+            401,
+            "invalid-token",
+            "random-kid",
+        );
+    }
+    assert!(w.issuer.jwks_fetches() <= 3, "{}", w.issuer.jwks_fetches());
+}
+
+#[tokio::test]
+async fn a_key_past_its_lifetime_is_refused() {
+    let w = world("[signing-keys]\nlifetime = \"2s\"\n");
+    let root = w.server.root_token.clone();
+    let key = w.http.key_for(&root, "main").await;
+    assert_eq!(
+        key.answer["not_after"].as_i64().unwrap() - key.answer["not_before"].as_i64().unwrap(),
+        2
+    );
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    let nar = provenix_provenance::nar::write(&provenix_provenance::nar::Node::Regular {
+        executable: false,
+        contents: b"late".to_vec(),
+    });
+    let path = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-late";
+    let info = json!({
+        "cache": "main", "store_path": path,
+        "nar_hash": provenix_provenance::NarHash::of(&nar).to_nix_string(),
+        "nar_size": nar.len(), "references": [],
+    });
+    let a = w.http.upload(None, &key.sign(&info), nar).await;
+    assert_refused(&a, 401, "key-expired", "valid until");
+    let (status, _, _) = w
+        .http
+        .get(
+            "/main/7rjj86a15146cq1d3qy068lml7n8ykzm.narinfo",
+            Some(&root),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn people_exchange_their_token_and_session_tokens_do_not_chain() {
+    let w = world("");
+    let root = w.server.root_token.clone();
+    let key = w.http.key_for(&root, "main").await;
+    assert_eq!(key.answer["identity"]["kind"], "token");
+    assert_eq!(key.answer["identity"]["subject"], "root");
+    // The session token handed out with a key cannot buy another key.
+    let a = w
+        .http
+        .exchange_token(&key.access_token, "main", &new_key())
+        .await;
+    assert_refused(&a, 403, "session-token", "OIDC");
+    // A public key is certified once.
+    let reused = w.http.exchange_token(&root, "main", &key.key).await;
+    assert_refused(&reused, 409, "key-reused", "fresh key");
+    // A token for another cache gets no key for this one.
+    let other = w
+        .server
+        .make_token(&["--sub", "o", "--validity", "1h", "--push", "other"]);
+    let a = w.http.exchange_token(&other, "main", &new_key()).await;
+    assert_refused(&a, 404, "no-such-cache", "main");
+}
+
+#[test]
+fn publishers_are_managed_with_configure_cache() {
+    let w = world("");
+    let admin = w.server.client();
+    let out = admin.ok(&["publisher", "list", "main"]);
+    assert!(out.contains("github octo-org/octo-repo (repository id 42000001, owner id 7000001) workflow build.yml"), "{out}");
+    let json: Value =
+        serde_json::from_str(&admin.ok(&["publisher", "list", "main", "--json"])).unwrap();
+    assert_eq!(json[0]["publisher"]["repository-id"], 42000001);
+    assert_eq!(json[0]["created_by"], "root");
+
+    // Push permission does not manage publishers.
+    let pusher = w.server.make_token(&[
+        "--sub",
+        "p",
+        "--validity",
+        "1h",
+        "--push",
+        "main",
+        "--pull",
+        "main",
+    ]);
+    let p = w.server.client_with_token(&pusher);
+    let err = p.fails(&[
+        "publisher",
+        "add",
+        "main",
+        "--github",
+        "evil/repo",
+        "--repository-id",
+        "1",
+        "--owner-id",
+        "1",
+        "--workflow",
+        "x.yml",
+    ]);
+    assert!(
+        err.contains("permission-denied") && err.contains("--configure-cache"),
+        "{err}"
+    );
+    let err = p.fails(&["publisher", "remove", "main", "1"]);
+    assert!(err.contains("permission-denied"), "{err}");
+    let err = p.fails(&["publisher", "list", "main"]);
+    assert!(err.contains("permission-denied"), "{err}");
+
+    // Bad publishers are refused with a reason, before and at the server.
+    let err = admin.fails(&[
+        "publisher",
+        "add",
+        "main",
+        "--github",
+        "no-slash",
+        "--repository-id",
+        "1",
+        "--owner-id",
+        "1",
+        "--workflow",
+        "x.yml",
+    ]);
+    assert!(err.contains("OWNER/REPO"), "{err}");
+    let err = admin.fails(&[
+        "publisher",
+        "add",
+        "main",
+        "--issuer",
+        "gitlab",
+        "--claim",
+        "project_path=group/*",
+    ]);
+    assert!(
+        err.contains("unknown-issuer") && err.contains("gitlab"),
+        "{err}"
+    );
+    let err = admin.fails(&[
+        "publisher",
+        "add",
+        "main",
+        "--issuer",
+        "github",
+        "--claim",
+        "sub=*",
+    ]);
+    assert!(err.contains("pin a value"), "{err}");
+
+    // A generic publisher on the same issuer matches by claim globs.
+    admin.ok(&[
+        "publisher",
+        "add",
+        "main",
+        "--issuer",
+        "github",
+        "--claim",
+        "repository=other-org/*",
+        "--claim",
+        "ref=refs/tags/*",
+    ]);
+
+    // Removing the publisher stops the exchange.
+    admin.ok(&["publisher", "remove", "main", "1"]);
+    let err = admin.fails(&["publisher", "remove", "main", "1"]);
+    assert!(err.contains("no-such-publisher"), "{err}");
+    let (ci, env) = w.ci_client();
+    let (ok, _, err) = run_ci(&ci, &env, &["whoami", "main"]);
+    assert!(!ok);
+    assert!(err.contains("no-matching-publisher"), "{err}");
+    w.issuer
+        .set_claims(json!({"repository": "other-org/tool", "ref": "refs/tags/v2"}));
+    let (ok, out, err) = run_ci(&ci, &env, &["whoami", "main"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("repository: other-org/tool"), "{out}");
+}
+
+/// jti single use lives in the database: another replica (and a restarted
+/// server) refuses a token one of them already exchanged.
+#[tokio::test]
+async fn a_replayed_token_is_refused_by_another_replica() {
+    // Both replicas must expect the same audience: configure it.
+    let w = world_on(Backend::Postgres, "", Some("provenix-replicas-test"));
+    let replica = provenix_tests::server::spawn_server(
+        &w.server.config_path,
+        w.server.dir.path(),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let mut child = replica.0;
+    let other = Http::new(&replica.1);
+    let c = w.claims();
+    let token = w.issuer.sign(&c);
+    let jti = c["jti"].as_str().unwrap();
+    let a = w
+        .http
+        .exchange_oidc(&token, &w.aud, jti, "main", &new_key())
+        .await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    let b = other
+        .exchange_oidc(&token, &w.aud, jti, "main", &new_key())
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_refused(&b, 401, "token-reused", "already");
+}
