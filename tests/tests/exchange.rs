@@ -421,12 +421,12 @@ async fn publishers_match_on_ids_workflow_event_and_runner() {
         ],
     ]
     .concat());
-    for claims in [prt, self_hosted, reusable] {
-        let fresh = w.with(Value::Object(
-            claims.into_iter().filter(|(k, _)| k != "jti").collect(),
-        ));
-        let a = w.exchange(&fresh).await;
+    // The very tokens refused above (same jti: a refusal spends nothing).
+    for claims in [&prt, &self_hosted, &reusable] {
+        let a = w.exchange(claims).await;
         assert_eq!(a.0, 200, "{}", a.2);
+        // Now spent.
+        assert_refused(&w.exchange(claims).await, 401, "token-reused", "already");
     }
     // Its ref restriction holds.
     let a = w
