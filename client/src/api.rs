@@ -4,6 +4,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use provenix_policy::publisher::RegisteredPublisher;
 use provenix_policy::Publisher;
+use provenix_provenance::audit::{AuditQuery, Page, Provenance};
 pub use provenix_provenance::cache_info::CacheInfo;
 use provenix_provenance::exchange::{AudienceResponse, ExchangeRequest, ExchangeResponse};
 use provenix_provenance::upload::{
@@ -137,6 +138,52 @@ impl ApiClient {
             ))
             .await?;
         Ok(())
+    }
+
+    pub async fn provenance(&self, cache: &str, path: &str) -> Result<Provenance> {
+        let base = path.rsplit('/').next().unwrap_or(path);
+        self.json(self.request(
+            Method::GET,
+            &format!("_api/v1/cache/{cache}/provenance/{base}"),
+        ))
+        .await
+    }
+
+    pub async fn in_toto(&self, cache: &str, path: &str) -> Result<serde_json::Value> {
+        let base = path.rsplit('/').next().unwrap_or(path);
+        self.json(self.request(
+            Method::GET,
+            &format!("_api/v1/cache/{cache}/provenance/{base}/in-toto"),
+        ))
+        .await
+    }
+
+    /// `what`: `uploads`, `keys` or `divergences`.
+    pub async fn audit<T: DeserializeOwned>(
+        &self,
+        cache: &str,
+        what: &str,
+        q: &AuditQuery,
+    ) -> Result<Page<T>> {
+        let mut path = format!("_api/v1/cache/{cache}/{what}");
+        let pairs: Vec<(String, String)> = serde_json::to_value(q)?
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                        (k.clone(), v)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !pairs.is_empty() {
+            let mut url = reqwest::Url::parse("http://x/").expect("static URL");
+            url.query_pairs_mut().extend_pairs(pairs);
+            path.push('?');
+            path.push_str(url.query().unwrap_or_default());
+        }
+        self.json(self.request(Method::GET, &path)).await
     }
 
     /// GitHub Actions' OIDC token for `audience`: GET

@@ -1,6 +1,7 @@
 //! provenix: the command-line client. Mirrors Attic's CLI.
 
 mod api;
+mod audit;
 mod config;
 mod exchange;
 mod files;
@@ -57,6 +58,38 @@ enum Cmd {
     /// Manage the CI workflows trusted to push to a cache (trusted publishers).
     #[command(subcommand)]
     Publisher(PublisherCmd),
+    /// Every upload record of a store path: who pushed it, with what key,
+    /// certificate and claims; divergent claims too.
+    Provenance {
+        /// `[SERVER:]CACHE`
+        cache: String,
+        /// A store path, its base name or its hash.
+        path: String,
+        #[arg(long)]
+        json: bool,
+        /// Print an in-toto Statement v1 in a DSSE envelope signed by the cache key.
+        #[arg(long)]
+        in_toto: bool,
+    },
+    /// Search a cache's upload records (or divergences) by identity and time.
+    Audit {
+        cache: String,
+        #[command(flatten)]
+        filters: AuditFilters,
+        /// List refused uploads that claimed another NAR for a cached path.
+        #[arg(long)]
+        divergences: bool,
+    },
+    /// Keys issued for a cache.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Verify an exported attestation offline with the cache's public key.
+    VerifyAttestation {
+        file: std::path::PathBuf,
+        /// The cache's public key, NAME:BASE64 (`provenix cache info` prints it).
+        #[arg(long)]
+        key: String,
+    },
     /// Show who you are to a server. With a cache: exchange for a signing
     /// key (as `push` does) and show its identity and validity.
     Whoami {
@@ -117,6 +150,64 @@ enum PublisherCmd {
     },
     /// Stop trusting a publisher (by the id `list` shows).
     Remove { cache: String, id: i64 },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// List the short-term keys issued for a cache, newest first.
+    List {
+        cache: String,
+        #[command(flatten)]
+        filters: AuditFilters,
+    },
+}
+
+#[derive(Args)]
+struct AuditFilters {
+    /// OWNER/REPO or the numeric repository id.
+    #[arg(long)]
+    repository: Option<String>,
+    /// Workflow file name (build.yml) or a full workflow_ref.
+    #[arg(long)]
+    workflow: Option<String>,
+    #[arg(long)]
+    run_id: Option<String>,
+    /// A key id.
+    #[arg(long)]
+    key: Option<String>,
+    /// The identity's subject (a person's token `sub`, or the OIDC `sub`).
+    #[arg(long)]
+    subject: Option<String>,
+    /// From this time (RFC 3339 or Unix seconds).
+    #[arg(long)]
+    since: Option<String>,
+    /// Until this time (RFC 3339 or Unix seconds).
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    #[arg(long)]
+    limit: Option<i64>,
+    /// Continue after a previous page (the `--cursor` it printed).
+    #[arg(long)]
+    cursor: Option<i64>,
+    #[arg(long)]
+    json: bool,
+}
+
+impl AuditFilters {
+    fn query(&self) -> Result<provenix_provenance::audit::AuditQuery> {
+        Ok(provenix_provenance::audit::AuditQuery {
+            repository: self.repository.clone(),
+            workflow: self.workflow.clone(),
+            run_id: self.run_id.clone(),
+            key: self.key.clone(),
+            subject: self.subject.clone(),
+            since: self.since.as_deref().map(audit::parse_time).transpose()?,
+            until: self.until.as_deref().map(audit::parse_time).transpose()?,
+            limit: self.limit,
+            cursor: self.cursor,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -334,6 +425,33 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Cache(cmd) => cache_command(cmd).await?,
         Cmd::Publisher(cmd) => publisher_command(cmd).await?,
         Cmd::Whoami { cache, json } => whoami(cache, json).await?,
+        Cmd::Provenance {
+            cache,
+            path,
+            json,
+            in_toto,
+        } => {
+            let (api, _, cache) = client_for(&cache)?;
+            audit::provenance(&api, &cache, &path, json, in_toto).await?;
+        }
+        Cmd::Audit {
+            cache,
+            filters,
+            divergences,
+        } => {
+            let (api, _, cache) = client_for(&cache)?;
+            let q = filters.query()?;
+            if divergences {
+                audit::divergences(&api, &cache, &q, filters.json).await?;
+            } else {
+                audit::uploads(&api, &cache, &q, filters.json).await?;
+            }
+        }
+        Cmd::Keys(KeysCmd::List { cache, filters }) => {
+            let (api, _, cache) = client_for(&cache)?;
+            audit::keys(&api, &cache, &filters.query()?, filters.json).await?;
+        }
+        Cmd::VerifyAttestation { file, key } => audit::verify_attestation(&file, &key)?,
     }
     Ok(())
 }

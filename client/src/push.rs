@@ -75,6 +75,27 @@ pub async fn push(
     let mut todo: Vec<PathInfo> = missing.iter().filter_map(|h| by_hash.remove(h)).collect();
     // References first, so a referrer rarely becomes visible before its closure.
     todo.sort_by_key(|p| p.references.len());
+
+    // Paths the cache already has: this push still vouches for them (a
+    // signed statement, no NAR), so provenance shows every builder.
+    let present: Vec<PathInfo> = by_hash.into_values().collect();
+    futures::stream::iter(present)
+        .map(|p| {
+            let signer = &signer;
+            async move {
+                let session = signer.session().await?;
+                let info = signed_statement(cache, &p, &session);
+                signer
+                    .api_for(&session)
+                    .record_existing_nar(&info)
+                    .await
+                    .with_context(|| format!("recording {}", p.path))
+            }
+        })
+        .buffer_unordered(opts.jobs.max(1) * 4)
+        .try_collect::<Vec<_>>()
+        .await?;
+
     if todo.is_empty() {
         eprintln!(
             "Nothing to push: {} already cached, {} from upstream caches.",
@@ -177,18 +198,7 @@ async fn push_signed(
     multi: &MultiProgress,
 ) -> Result<UploadOutcome> {
     let api = signer.api_for(session);
-    let mut info = UploadPathNarInfo {
-        cache: cache.to_string(),
-        store_path: p.path.clone(),
-        nar_hash: p.nar_hash,
-        nar_size: p.nar_size,
-        references: p.references.clone(),
-        deriver: p.deriver.clone(),
-        ca: p.ca.clone(),
-        key_id: None,
-        signature: None,
-    };
-    info.sign(session.key_id(), &session.key);
+    let info = signed_statement(cache, p, session);
     let claim = api.record_existing_nar(&info).await?;
     if claim.outcome != UploadOutcome::NarRequired {
         return Ok(claim.outcome);
@@ -219,6 +229,23 @@ async fn push_signed(
         bail!("nix store dump-path failed: {}", err.trim());
     }
     Ok(result?.outcome)
+}
+
+/// The statement for `p`, signed by the session's key.
+fn signed_statement(cache: &str, p: &PathInfo, session: &Session) -> UploadPathNarInfo {
+    let mut info = UploadPathNarInfo {
+        cache: cache.to_string(),
+        store_path: p.path.clone(),
+        nar_hash: p.nar_hash,
+        nar_size: p.nar_size,
+        references: p.references.clone(),
+        deriver: p.deriver.clone(),
+        ca: p.ca.clone(),
+        key_id: None,
+        signature: None,
+    };
+    info.sign(session.key_id(), &session.key);
+    info
 }
 
 pub fn human_bytes(n: u64) -> String {

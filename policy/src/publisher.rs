@@ -290,6 +290,14 @@ impl Checker<'_> {
     }
 }
 
+/// The workflow file name in a `workflow_ref`
+/// (`OWNER/REPO/.github/workflows/FILE@REF` → `FILE`).
+pub fn workflow_file(workflow_ref: &str) -> Option<String> {
+    let (path, _) = split_workflow_ref(workflow_ref)?;
+    let (_, file) = path.split_once("/.github/workflows/")?;
+    (!file.is_empty() && !file.contains('/')).then(|| file.to_string())
+}
+
 /// `OWNER/REPO/PATH@REF` into (`OWNER/REPO/PATH`, `REF`).
 fn split_workflow_ref(r: &str) -> Option<(&str, &str)> {
     r.rsplit_once('@')
@@ -592,6 +600,16 @@ mod tests {
         assert_eq!(check(&p, &with("ref", "refs/tags/v1.2")), Ok(()));
         let m = check(&p, &with("environment", "staging")).unwrap_err();
         assert_eq!(m.claim, "environment");
+    }
+
+    #[test]
+    fn workflow_files_are_read_from_refs() {
+        assert_eq!(
+            workflow_file("o/r/.github/workflows/build.yml@refs/heads/main").as_deref(),
+            Some("build.yml")
+        );
+        assert_eq!(workflow_file("o/r/other/build.yml@x"), None);
+        assert_eq!(workflow_file("no-ref"), None);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! Nothing in this crate does I/O: every function takes bytes or strings and
 //! returns values, so each format is tested with vectors produced by Nix.
 
+pub mod attestation;
+pub mod audit;
 pub mod cache_info;
 pub mod certificate_identity;
 pub mod exchange;

@@ -20,7 +20,9 @@ CREATE TABLE trusted_publishers (
 CREATE INDEX trusted_publishers_cache ON trusted_publishers(cache_id);
 
 -- Short-term signing keys, one per exchange. Kept after expiry: provenance
--- records name them. kind is 'oidc' or 'token'; claims is JSON.
+-- records name them. kind is 'oidc' or 'token'; claims is JSON. repository,
+-- repository_id, workflow (file name), workflow_ref and run_id are copied
+-- out of the claims so audits can filter on them in SQL.
 CREATE TABLE signing_keys (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     key_id TEXT NOT NULL UNIQUE,
@@ -31,12 +33,18 @@ CREATE TABLE signing_keys (
     subject TEXT NOT NULL,
     publisher_id BIGINT,
     claims TEXT NOT NULL,
+    repository TEXT,
+    repository_id TEXT,
+    workflow TEXT,
+    workflow_ref TEXT,
+    run_id TEXT,
     certificate TEXT NOT NULL,
     not_before BIGINT NOT NULL,
     not_after BIGINT NOT NULL,
     created_at BIGINT NOT NULL
 );
 CREATE INDEX signing_keys_cache ON signing_keys(cache_id, created_at);
+CREATE INDEX signing_keys_repository ON signing_keys(repository_id);
 
 -- An OIDC token exchanges once: its jti is kept until it expires, in the
 -- database, so neither a restart nor another replica reopens a replay.

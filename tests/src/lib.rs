@@ -3,6 +3,7 @@
 //! directory, private Nix stores driven by Debian's nix-bin, and a fresh
 //! PostgreSQL database per test.
 
+pub mod ci;
 pub mod http;
 pub mod nix;
 pub mod oidc;

@@ -255,7 +255,6 @@ pub async fn exchange(
         &grant.certificate_identity,
     )?;
     let kid = key_id(&public_key);
-    let claims_json = serde_json::to_string(&grant.identity.claims).expect("claims serialize");
     let recorded = state
         .db
         .record_key(
@@ -267,7 +266,7 @@ pub async fn exchange(
                 issuer: &grant.identity.issuer,
                 subject: &grant.identity.subject,
                 publisher_id: grant.publisher_id,
-                claims: &claims_json,
+                claims: &grant.identity.claims,
                 certificate: &certificate,
                 not_before,
                 not_after,

@@ -1,5 +1,6 @@
 //! The JSON API under `/_api/v1/`.
 
+pub mod audit;
 pub mod caches;
 pub mod exchange;
 pub mod publishers;
@@ -31,6 +32,20 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(
             "/_api/v1/cache-config/{cache}/publishers/{id}",
             delete(publishers::remove),
+        )
+        .route(
+            "/_api/v1/cache/{cache}/provenance/{path}",
+            get(audit::provenance),
+        )
+        .route(
+            "/_api/v1/cache/{cache}/provenance/{path}/in-toto",
+            get(audit::in_toto),
+        )
+        .route("/_api/v1/cache/{cache}/uploads", get(audit::uploads))
+        .route("/_api/v1/cache/{cache}/keys", get(audit::keys))
+        .route(
+            "/_api/v1/cache/{cache}/divergences",
+            get(audit::divergences),
         )
         .route("/_api/v1/oidc/audience", get(exchange::audience))
         .route("/_api/v1/keys/exchange", post(exchange::exchange))

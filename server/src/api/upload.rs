@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::auth::Auth;
 use crate::db::caches::CacheRow;
 use crate::db::identity::KeyRow;
-use crate::db::objects::{CommitOutcome, NewObject};
+use crate::db::objects::{CommitOutcome, NewObject, Witness};
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::IngestError;
 use crate::state::AppState;
@@ -111,7 +111,7 @@ pub async fn missing_paths(
     Ok(Json(MissingPathsResponse { missing_paths }))
 }
 
-fn new_object(c: &CacheRow, info: &UploadPathNarInfo) -> ApiResult<NewObject> {
+fn new_object(c: &CacheRow, key: &KeyRow, info: &UploadPathNarInfo) -> ApiResult<NewObject> {
     let v = info
         .validate(&c.store_dir)
         .map_err(|e| ApiError::bad_request("invalid-nar-info", e.to_string()))?;
@@ -125,6 +125,12 @@ fn new_object(c: &CacheRow, info: &UploadPathNarInfo) -> ApiResult<NewObject> {
         refs: v.references,
         deriver: v.deriver,
         ca: info.ca.clone(),
+        witness: Witness {
+            signing_key_row: key.id,
+            // The statement is JSON after an ASCII prefix: always UTF-8.
+            statement: String::from_utf8_lossy(&info.statement()).into_owned(),
+            signature: info.signature.clone().unwrap_or_default(),
+        },
     })
 }
 
@@ -173,8 +179,8 @@ pub async fn record_existing_nar(
     auth: Auth,
     Json(info): Json<UploadPathNarInfo>,
 ) -> ApiResult<Json<UploadResult>> {
-    let (c, _key) = cache_for_signed_upload(&state, &info).await?;
-    let obj = new_object(&c, &info)?;
+    let (c, key) = cache_for_signed_upload(&state, &info).await?;
+    let obj = new_object(&c, &key, &info)?;
     if let Some(done) = precheck(&state, &obj, &info).await? {
         return Ok(done);
     }
@@ -215,7 +221,7 @@ pub async fn upload_path(
         )
     })?;
     let (c, key) = cache_for_signed_upload(&state, &info).await?;
-    let obj = new_object(&c, &info)?;
+    let obj = new_object(&c, &key, &info)?;
     if let Some(done) = precheck(&state, &obj, &info).await? {
         return Ok(done);
     }

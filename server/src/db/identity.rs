@@ -22,7 +22,7 @@ pub struct NewKey<'a> {
     pub issuer: &'a str,
     pub subject: &'a str,
     pub publisher_id: Option<i64>,
-    pub claims: &'a str,
+    pub claims: &'a serde_json::Map<String, serde_json::Value>,
     pub certificate: &'a str,
     pub not_before: i64,
     pub not_after: i64,
@@ -153,10 +153,16 @@ impl Db {
                 return Ok(KeyRecorded::TokenReused);
             }
         }
+        let claim = |name: &str| provenix_policy::publisher::claim_text(key.claims, name);
+        let workflow_ref = claim("workflow_ref");
+        let workflow = workflow_ref
+            .as_deref()
+            .and_then(provenix_policy::publisher::workflow_file);
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO signing_keys (key_id, public_key, cache_id, kind, issuer, subject,
-                 publisher_id, claims, certificate, not_before, not_after, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 publisher_id, claims, repository, repository_id, workflow, workflow_ref, run_id,
+                 certificate, not_before, not_after, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
              ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(key.key_id)
@@ -166,7 +172,12 @@ impl Db {
         .bind(key.issuer)
         .bind(key.subject)
         .bind(key.publisher_id)
-        .bind(key.claims)
+        .bind(serde_json::to_string(key.claims).expect("claims serialize"))
+        .bind(claim("repository"))
+        .bind(claim("repository_id"))
+        .bind(workflow)
+        .bind(workflow_ref)
+        .bind(claim("run_id"))
         .bind(key.certificate)
         .bind(key.not_before)
         .bind(key.not_after)

@@ -6,6 +6,7 @@ pub mod caches;
 pub mod chunks;
 pub mod identity;
 pub mod objects;
+pub mod provenance;
 
 use anyhow::{Context, Result};
 use sqlx::any::AnyPoolOptions;
@@ -32,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "identity",
         include_str!("../../migrations/0002_identity.sql"),
+    ),
+    (
+        3,
+        "provenance",
+        include_str!("../../migrations/0003_provenance.sql"),
     ),
 ];
 

@@ -48,6 +48,16 @@ pub struct NewObject {
     pub refs: Vec<String>,
     pub deriver: Option<String>,
     pub ca: Option<String>,
+    pub witness: Witness,
+}
+
+/// Who vouches for an upload: the short-term key (its row id) and the
+/// exact statement it signed. Recorded with every outcome.
+#[derive(Debug, Clone)]
+pub struct Witness {
+    pub signing_key_row: i64,
+    pub statement: String,
+    pub signature: String,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -185,15 +195,26 @@ impl Db {
         Ok(r.rows_affected() > 0)
     }
 
-    /// What committing `obj` would answer because the cache already has the
-    /// path (same NAR: present; other NAR: conflict), or None if it has not.
+    /// If the cache already has the path, records this statement as another
+    /// witness (same NAR) or as a divergence (other NAR) and says which.
     /// The same rule the commit applies, asked before any NAR is read.
     pub async fn path_outcome(
         &self,
         obj: &NewObject,
     ) -> Result<Option<CommitOutcome>, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        existing_outcome(&mut conn, obj).await
+        {
+            let mut conn = self.pool.acquire().await?;
+            if existing_outcome(&mut conn, obj).await?.is_none() {
+                return Ok(None);
+            }
+        }
+        let mut tx = self.begin_write().await?;
+        let outcome = existing_outcome(&mut tx, obj).await?;
+        if let Some(o) = &outcome {
+            record_existing(&mut tx, obj, o).await?;
+            tx.commit().await?;
+        }
+        Ok(outcome)
     }
 
     /// Records a path whose NAR the server already holds: no chunks move.
@@ -204,9 +225,11 @@ impl Db {
     ) -> Result<CommitOutcome, sqlx::Error> {
         let mut tx = self.begin_write().await?;
         if let Some(outcome) = existing_outcome(&mut tx, obj).await? {
+            record_existing(&mut tx, obj, &outcome).await?;
+            tx.commit().await?;
             return Ok(outcome);
         }
-        let outcome = insert_object(&mut tx, obj, nar_id).await?;
+        let outcome = insert_object(&mut tx, obj, nar_id, "deduplicated").await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -223,6 +246,8 @@ impl Db {
         let now = crate::now();
         let mut tx = self.begin_write().await?;
         if let Some(outcome) = existing_outcome(&mut tx, obj).await? {
+            record_existing(&mut tx, obj, &outcome).await?;
+            tx.commit().await?;
             return Ok(outcome);
         }
         let existing_nar: Option<i64> =
@@ -232,7 +257,7 @@ impl Db {
                 .await?;
         if let Some(nar_id) = existing_nar {
             // Another upload stored this NAR meanwhile: ours becomes garbage.
-            let outcome = insert_object(&mut tx, obj, nar_id).await?;
+            let outcome = insert_object(&mut tx, obj, nar_id, "uploaded").await?;
             tx.commit().await?;
             return Ok(outcome);
         }
@@ -337,7 +362,7 @@ impl Db {
             }
             q.execute(&mut *tx).await?;
         }
-        let outcome = insert_object(&mut tx, obj, nar_id).await?;
+        let outcome = insert_object(&mut tx, obj, nar_id, "uploaded").await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -366,10 +391,70 @@ async fn existing_outcome(
     }))
 }
 
+/// Appends the statement to the path's provenance (`outcome`: uploaded,
+/// deduplicated or exists).
+async fn record_upload(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    obj: &NewObject,
+    outcome: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO uploads (cache_id, store_path_hash, store_path, nar_hash, nar_size,
+             signing_key_id, statement, signature, outcome, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(obj.cache_id)
+    .bind(&obj.store_path_hash)
+    .bind(&obj.store_path)
+    .bind(&obj.nar_hash)
+    .bind(obj.nar_size)
+    .bind(obj.witness.signing_key_row)
+    .bind(&obj.witness.statement)
+    .bind(&obj.witness.signature)
+    .bind(outcome)
+    .bind(crate::now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The cache already has the path: a second witness, or a divergence.
+async fn record_existing(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    obj: &NewObject,
+    outcome: &CommitOutcome,
+) -> Result<(), sqlx::Error> {
+    match outcome {
+        CommitOutcome::AlreadyPresent => record_upload(tx, obj, "exists").await,
+        CommitOutcome::Conflict { existing_nar_hash } => {
+            sqlx::query(
+                "INSERT INTO divergences (cache_id, store_path_hash, store_path, existing_nar_hash,
+                     nar_hash, nar_size, signing_key_id, statement, signature, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(obj.cache_id)
+            .bind(&obj.store_path_hash)
+            .bind(&obj.store_path)
+            .bind(existing_nar_hash)
+            .bind(&obj.nar_hash)
+            .bind(obj.nar_size)
+            .bind(obj.witness.signing_key_row)
+            .bind(&obj.witness.statement)
+            .bind(&obj.witness.signature)
+            .bind(crate::now())
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 async fn insert_object(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     obj: &NewObject,
     nar_id: i64,
+    outcome: &str,
 ) -> Result<CommitOutcome, sqlx::Error> {
     let now = crate::now();
     let id: Option<i64> = sqlx::query_scalar(
@@ -390,10 +475,13 @@ async fn insert_object(
     .fetch_optional(&mut **tx)
     .await?;
     if id.is_some() {
+        record_upload(tx, obj, outcome).await?;
         return Ok(CommitOutcome::Created);
     }
     // A concurrent upload of the same path won the race.
-    Ok(existing_outcome(tx, obj)
+    let existing = existing_outcome(tx, obj)
         .await?
-        .unwrap_or(CommitOutcome::AlreadyPresent))
+        .unwrap_or(CommitOutcome::AlreadyPresent);
+    record_existing(tx, obj, &existing).await?;
+    Ok(existing)
 }

@@ -1,0 +1,162 @@
+//! Provenance for auditors: the records of one store path, uploads and keys
+//! filtered by identity and time, divergences, and an in-toto export signed
+//! by the cache key. Needs the audit permission or configure-cache: a public
+//! cache's contents are public, who pushed them is not.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use provenix_provenance::attestation;
+use provenix_provenance::audit::{
+    AuditQuery, DivergenceRecord, KeyRecord, Page, Provenance, UploadRecord,
+};
+use provenix_provenance::store_path::validate_hash_part;
+use provenix_provenance::{NarHash, SecretKey};
+use std::sync::Arc;
+
+use crate::api::caches::visible_cache;
+use crate::auth::Auth;
+use crate::db::caches::CacheRow;
+use crate::db::provenance::page_size;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+async fn cache_to_audit(state: &AppState, auth: &Auth, cache: &str) -> ApiResult<CacheRow> {
+    let c = visible_cache(state, auth, cache).await?;
+    let perm = auth.permission(cache);
+    if !(perm.audit || perm.configure_cache) {
+        return Err(ApiError::forbidden(format!(
+            "your token may not read the provenance of cache {cache:?} (needs --audit or --configure-cache)"
+        )));
+    }
+    Ok(c)
+}
+
+/// Accepts a store path, its base name or its 32-character hash.
+fn hash_of(path: &str) -> ApiResult<String> {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let hash = base.get(..32).unwrap_or(base);
+    validate_hash_part(hash)
+        .map_err(|e| ApiError::bad_request("invalid-store-path", e.to_string()))?;
+    Ok(hash.to_string())
+}
+
+fn next_cursor<T>(items: &[T], q: &AuditQuery, id: impl Fn(&T) -> i64) -> Option<i64> {
+    (items.len() as i64 == page_size(q))
+        .then(|| items.last().map(id))
+        .flatten()
+}
+
+async fn provenance_of(state: &AppState, c: &CacheRow, hash: &str) -> ApiResult<Provenance> {
+    let all = AuditQuery {
+        limit: Some(provenix_provenance::audit::MAX_PAGE),
+        ..AuditQuery::default()
+    };
+    let uploads = state
+        .db
+        .upload_records(c.id, Some(hash), &all, true)
+        .await?;
+    let divergences = state.db.divergence_records(c.id, Some(hash), &all).await?;
+    let store_path = uploads
+        .first()
+        .map(|u| u.store_path.clone())
+        .or_else(|| divergences.first().map(|d| d.store_path.clone()));
+    Ok(Provenance {
+        store_path,
+        uploads,
+        divergences,
+    })
+}
+
+pub async fn provenance(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path((cache, path)): Path<(String, String)>,
+) -> ApiResult<Json<Provenance>> {
+    let c = cache_to_audit(&state, &auth, &cache).await?;
+    let hash = hash_of(&path)?;
+    let p = provenance_of(&state, &c, &hash).await?;
+    if p.store_path.is_none() {
+        return Err(ApiError::not_found(
+            "no-provenance",
+            format!("cache {cache:?} has no upload record for {path}"),
+        ));
+    }
+    Ok(Json(p))
+}
+
+/// The path's provenance as an in-toto Statement v1 in a DSSE envelope,
+/// signed by the cache's current key: verifiable offline with the key Nix
+/// users already trust.
+pub async fn in_toto(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path((cache, path)): Path<(String, String)>,
+) -> ApiResult<Json<attestation::Envelope>> {
+    let c = cache_to_audit(&state, &auth, &cache).await?;
+    let hash = hash_of(&path)?;
+    let p = provenance_of(&state, &c, &hash).await?;
+    // The subject is what the cache serves: the NAR of the first upload
+    // (a path's NAR never changes; divergent claims are listed apart).
+    let Some(first) = p.uploads.first() else {
+        return Err(ApiError::not_found(
+            "no-provenance",
+            format!("cache {cache:?} has no upload record for {path}"),
+        ));
+    };
+    let nar_hash = NarHash::parse(&first.nar_hash).map_err(ApiError::internal)?;
+    let predicate = serde_json::json!({
+        "cache": c.name,
+        "server": state.api_endpoint,
+        "storePath": first.store_path,
+        "narHash": first.nar_hash,
+        "narSize": first.nar_size,
+        "uploads": p.uploads,
+        "divergences": p.divergences,
+    });
+    let st = attestation::statement(&first.store_path, &nar_hash, predicate);
+    let keys = state.db.signing_keys(c.id, crate::now()).await?;
+    let key = keys
+        .first()
+        .ok_or_else(|| ApiError::internal("cache has no signing key"))?;
+    let secret = SecretKey::parse(&key.secret).map_err(ApiError::internal)?;
+    Ok(Json(attestation::sign(&st, &secret)))
+}
+
+pub async fn uploads(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(cache): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Page<UploadRecord>>> {
+    let c = cache_to_audit(&state, &auth, &cache).await?;
+    let items = state.db.upload_records(c.id, None, &q, false).await?;
+    let next_cursor = next_cursor(&items, &q, |u| u.id);
+    Ok(Json(Page { items, next_cursor }))
+}
+
+pub async fn keys(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(cache): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Page<KeyRecord>>> {
+    let c = cache_to_audit(&state, &auth, &cache).await?;
+    let rows = state.db.key_records(c.id, &q).await?;
+    let next_cursor = next_cursor(&rows, &q, |(id, _)| *id);
+    Ok(Json(Page {
+        items: rows.into_iter().map(|(_, k)| k).collect(),
+        next_cursor,
+    }))
+}
+
+pub async fn divergences(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(cache): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Page<DivergenceRecord>>> {
+    let c = cache_to_audit(&state, &auth, &cache).await?;
+    let items = state.db.divergence_records(c.id, None, &q).await?;
+    let next_cursor = next_cursor(&items, &q, |d| d.id);
+    Ok(Json(Page { items, next_cursor }))
+}

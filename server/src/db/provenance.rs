@@ -1,0 +1,256 @@
+//! Reading provenance for auditors: upload records, keys issued and
+//! divergences, filtered by identity and time, paged by id.
+
+use provenix_provenance::audit::{
+    AuditQuery, DivergenceRecord, KeyRecord, UploadRecord, DEFAULT_PAGE, MAX_PAGE,
+};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::Db;
+
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// WHERE clauses and their values, numbered as they are added.
+struct Filter {
+    clauses: Vec<String>,
+    binds: Vec<Bind>,
+}
+
+impl Filter {
+    fn new() -> Filter {
+        Filter {
+            clauses: Vec::new(),
+            binds: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, clause: &str, value: Bind) {
+        self.binds.push(value);
+        self.clauses
+            .push(clause.replace('?', &format!("${}", self.binds.len())));
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            "TRUE".into()
+        } else {
+            self.clauses.join(" AND ")
+        }
+    }
+
+    fn query<'q>(&self, sql: String) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in &self.binds {
+            q = match b {
+                Bind::Int(i) => q.bind(*i),
+                Bind::Text(s) => q.bind(s.clone()),
+            };
+        }
+        q
+    }
+}
+
+/// The identity filters, on the signing key `k`.
+fn identity_filters(f: &mut Filter, q: &AuditQuery) {
+    if let Some(r) = &q.repository {
+        if !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()) {
+            f.add("k.repository_id = ?", Bind::Text(r.clone()));
+        } else {
+            // GitHub names are case-insensitive.
+            f.add("LOWER(k.repository) = LOWER(?)", Bind::Text(r.clone()));
+        }
+    }
+    if let Some(w) = &q.workflow {
+        if w.contains('@') {
+            f.add("k.workflow_ref = ?", Bind::Text(w.clone()));
+        } else {
+            f.add("k.workflow = ?", Bind::Text(w.clone()));
+        }
+    }
+    if let Some(r) = &q.run_id {
+        f.add("k.run_id = ?", Bind::Text(r.clone()));
+    }
+    if let Some(k) = &q.key {
+        f.add("k.key_id = ?", Bind::Text(k.clone()));
+    }
+    if let Some(s) = &q.subject {
+        f.add("k.subject = ?", Bind::Text(s.clone()));
+    }
+}
+
+pub fn page_size(q: &AuditQuery) -> i64 {
+    q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
+}
+
+const KEY_COLUMNS: &str = "k.key_id, k.kind, k.issuer, k.subject, k.claims, k.certificate,
+    k.not_before, k.not_after, c.name AS cache_name";
+
+fn key_from_row(r: &AnyRow, now: i64) -> Result<KeyRecord, sqlx::Error> {
+    let claims: String = r.try_get("claims")?;
+    let not_after: i64 = r.try_get("not_after")?;
+    Ok(KeyRecord {
+        key_id: r.try_get("key_id")?,
+        cache: r.try_get("cache_name")?,
+        kind: r.try_get("kind")?,
+        issuer: r.try_get("issuer")?,
+        subject: r.try_get("subject")?,
+        claims: serde_json::from_str(&claims).unwrap_or_default(),
+        certificate: r.try_get("certificate")?,
+        not_before: r.try_get("not_before")?,
+        not_after,
+        status: if now > not_after { "expired" } else { "valid" }.into(),
+    })
+}
+
+fn upload_from_row(r: &AnyRow, now: i64) -> Result<UploadRecord, sqlx::Error> {
+    Ok(UploadRecord {
+        id: r.try_get("id")?,
+        cache: r.try_get("cache_name")?,
+        store_path: r.try_get("store_path")?,
+        nar_hash: r.try_get("nar_hash")?,
+        nar_size: r.try_get("nar_size")?,
+        outcome: r.try_get("outcome")?,
+        uploaded_at: r.try_get("created_at")?,
+        statement: r.try_get("statement")?,
+        signature: r.try_get("signature")?,
+        key: key_from_row(r, now)?,
+    })
+}
+
+impl Db {
+    /// Upload records of a cache, newest first (or oldest first), after the
+    /// filters; `store_path_hash` narrows to one path.
+    pub async fn upload_records(
+        &self,
+        cache_id: i64,
+        store_path_hash: Option<&str>,
+        q: &AuditQuery,
+        oldest_first: bool,
+    ) -> Result<Vec<UploadRecord>, sqlx::Error> {
+        let mut f = Filter::new();
+        f.add("u.cache_id = ?", Bind::Int(cache_id));
+        if let Some(h) = store_path_hash {
+            f.add("u.store_path_hash = ?", Bind::Text(h.into()));
+        }
+        identity_filters(&mut f, q);
+        if let Some(t) = q.since {
+            f.add("u.created_at >= ?", Bind::Int(t));
+        }
+        if let Some(t) = q.until {
+            f.add("u.created_at <= ?", Bind::Int(t));
+        }
+        if let Some(c) = q.cursor {
+            let op = if oldest_first { ">" } else { "<" };
+            f.add(&format!("u.id {op} ?"), Bind::Int(c));
+        }
+        let order = if oldest_first { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT u.id, u.store_path, u.nar_hash, u.nar_size, u.outcome, u.created_at,
+                    u.statement, u.signature, {KEY_COLUMNS}
+             FROM uploads u JOIN signing_keys k ON u.signing_key_id = k.id
+                  JOIN caches c ON u.cache_id = c.id
+             WHERE {} ORDER BY u.id {order} LIMIT {}",
+            f.sql(),
+            page_size(q)
+        );
+        let now = crate::now();
+        f.query(sql)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| upload_from_row(r, now))
+            .collect()
+    }
+
+    /// Keys issued for a cache, newest first.
+    pub async fn key_records(
+        &self,
+        cache_id: i64,
+        q: &AuditQuery,
+    ) -> Result<Vec<(i64, KeyRecord)>, sqlx::Error> {
+        let mut f = Filter::new();
+        f.add("k.cache_id = ?", Bind::Int(cache_id));
+        identity_filters(&mut f, q);
+        if let Some(t) = q.since {
+            f.add("k.created_at >= ?", Bind::Int(t));
+        }
+        if let Some(t) = q.until {
+            f.add("k.created_at <= ?", Bind::Int(t));
+        }
+        if let Some(c) = q.cursor {
+            f.add("k.id < ?", Bind::Int(c));
+        }
+        let sql = format!(
+            "SELECT k.id, {KEY_COLUMNS} FROM signing_keys k JOIN caches c ON k.cache_id = c.id
+             WHERE {} ORDER BY k.id DESC LIMIT {}",
+            f.sql(),
+            page_size(q)
+        );
+        let now = crate::now();
+        f.query(sql)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, key_from_row(r, now)?)))
+            .collect()
+    }
+
+    /// Divergences of a cache (or one path), newest first, each with the
+    /// records of what the cache serves.
+    pub async fn divergence_records(
+        &self,
+        cache_id: i64,
+        store_path_hash: Option<&str>,
+        q: &AuditQuery,
+    ) -> Result<Vec<DivergenceRecord>, sqlx::Error> {
+        let mut f = Filter::new();
+        f.add("d.cache_id = ?", Bind::Int(cache_id));
+        if let Some(h) = store_path_hash {
+            f.add("d.store_path_hash = ?", Bind::Text(h.into()));
+        }
+        identity_filters(&mut f, q);
+        if let Some(c) = q.cursor {
+            f.add("d.id < ?", Bind::Int(c));
+        }
+        let sql = format!(
+            "SELECT d.id, d.store_path, d.store_path_hash, d.existing_nar_hash, d.nar_hash,
+                    d.nar_size, d.created_at, d.statement, d.signature, {KEY_COLUMNS}
+             FROM divergences d JOIN signing_keys k ON d.signing_key_id = k.id
+                  JOIN caches c ON d.cache_id = c.id
+             WHERE {} ORDER BY d.id DESC LIMIT {}",
+            f.sql(),
+            page_size(q)
+        );
+        let now = crate::now();
+        let rows = f.query(sql).fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let hash: String = r.try_get("store_path_hash")?;
+            let existing_nar_hash: String = r.try_get("existing_nar_hash")?;
+            let existing = self
+                .upload_records(cache_id, Some(&hash), &AuditQuery::default(), true)
+                .await?
+                .into_iter()
+                .filter(|u| u.nar_hash == existing_nar_hash)
+                .collect();
+            out.push(DivergenceRecord {
+                id: r.try_get("id")?,
+                cache: r.try_get("cache_name")?,
+                store_path: r.try_get("store_path")?,
+                existing_nar_hash,
+                nar_hash: r.try_get("nar_hash")?,
+                nar_size: r.try_get("nar_size")?,
+                at: r.try_get("created_at")?,
+                statement: r.try_get("statement")?,
+                signature: r.try_get("signature")?,
+                key: key_from_row(r, now)?,
+                existing,
+            });
+        }
+        Ok(out)
+    }
+}
