@@ -27,6 +27,10 @@ pub struct Config {
     /// again if the uploader can already read it (see docs/threat-model.md).
     #[serde(default = "yes")]
     pub require_proof_of_possession: bool,
+    /// When true, anyone may read the provenance of public caches (as with
+    /// public transparency logs). Default: the audit permission is needed.
+    #[serde(default)]
+    pub public_audit: bool,
     pub token_hs256_secret_base64: Option<String>,
     pub token_rs256_secret_base64: Option<String>,
     pub database: DatabaseConfig,

@@ -1,7 +1,8 @@
 //! Provenance for auditors: the records of one store path, uploads and keys
 //! filtered by identity and time, divergences, and an in-toto export signed
 //! by the cache key. Needs the audit permission or configure-cache: a public
-//! cache's contents are public, who pushed them is not.
+//! cache's contents are public, who pushed them is not (unless the server
+//! sets `public-audit = true`).
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -23,7 +24,8 @@ use crate::state::AppState;
 async fn cache_to_audit(state: &AppState, auth: &Auth, cache: &str) -> ApiResult<CacheRow> {
     let c = visible_cache(state, auth, cache).await?;
     let perm = auth.permission(cache);
-    if !(perm.audit || perm.configure_cache) {
+    let public = c.is_public && state.config.public_audit;
+    if !(perm.audit || perm.configure_cache || public) {
         return Err(ApiError::forbidden(format!(
             "your token may not read the provenance of cache {cache:?} (needs --audit or --configure-cache)"
         )));
