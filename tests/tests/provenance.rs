@@ -5,9 +5,9 @@
 
 use provenix_provenance::nar::{self, Node};
 use provenix_provenance::NarHash;
-use provenix_tests::ci::{assert_refused, run_ci, world, World, REPO_ID};
+use provenix_tests::ci::{assert_refused, run_ci, world, world_on, World, REPO_ID};
 use provenix_tests::http::{new_key, Http};
-use provenix_tests::{host_of, NixStore};
+use provenix_tests::{host_of, Backend, NixStore};
 use serde_json::{json, Value};
 
 fn audit_json(w: &World, args: &[&str]) -> Value {
@@ -33,8 +33,17 @@ fn ci_push(w: &World) -> (NixStore, String, String) {
 }
 
 #[test]
-fn a_ci_upload_is_audited_and_pulled_by_nix() {
-    let w = world("");
+fn a_ci_upload_is_audited_and_pulled_by_nix_sqlite() {
+    audited_and_pulled(Backend::Sqlite);
+}
+
+#[test]
+fn a_ci_upload_is_audited_and_pulled_by_nix_postgres() {
+    audited_and_pulled(Backend::Postgres);
+}
+
+fn audited_and_pulled(backend: Backend) {
+    let w = world_on(backend, "", None);
     let (src, lib, app) = ci_push(&w);
 
     // Nix pulls it, verifying the cache key's signature on the narinfo.
@@ -122,6 +131,11 @@ fn a_ci_upload_is_audited_and_pulled_by_nix() {
         .to_string();
     let second = audit_json(&w, &["--limit", "1", "--cursor", &cursor]);
     assert_ne!(items(&first)[0]["id"], items(&second)[0]["id"]);
+
+    // Destroying the cache takes its records with it (and nothing blocks it).
+    admin.ok(&["cache", "destroy", "main", "--no-confirm"]);
+    let err = admin.fails(&["audit", "main"]);
+    assert!(err.contains("no-such-cache"), "{err}");
 }
 
 #[test]

@@ -101,18 +101,26 @@ impl Db {
         Ok(())
     }
 
-    /// Deletes the cache, its keys and its paths (NARs and chunks are left to
-    /// GC, which reaps what no cache references).
+    /// Deletes the cache, its keys, its paths and their provenance (NARs and
+    /// chunks are left to GC, which reaps what no cache references).
     pub async fn destroy_cache(&self, id: i64) -> Result<(), sqlx::Error> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM objects WHERE cache_id = $1")
+        // Children before parents: records name keys, keys name the cache.
+        for table in [
+            "objects",
+            "cache_keys",
+            "uploads",
+            "divergences",
+            "trusted_publishers",
+            "signing_keys",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE cache_id = $1"
+            )))
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM cache_keys WHERE cache_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        }
         sqlx::query("DELETE FROM caches WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
