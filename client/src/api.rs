@@ -7,6 +7,7 @@ use provenix_policy::Publisher;
 use provenix_provenance::audit::{AuditQuery, Page, Provenance};
 pub use provenix_provenance::cache_info::CacheInfo;
 use provenix_provenance::exchange::{AudienceResponse, ExchangeRequest, ExchangeResponse};
+use provenix_provenance::revocation::{RevokeRequest, RevokeResponse, RevokedPath};
 use provenix_provenance::upload::{
     MissingPathsRequest, MissingPathsResponse, UploadPathNarInfo, UploadResult, UPLOAD_HEADER,
 };
@@ -154,6 +155,20 @@ impl ApiClient {
         self.json(self.request(
             Method::GET,
             &format!("_api/v1/cache/{cache}/provenance/{base}/in-toto"),
+        ))
+        .await
+    }
+
+    pub async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeResponse> {
+        self.json(self.request(Method::POST, "_api/v1/revoke").json(req))
+            .await
+    }
+
+    /// One page of the feed of paths revoked from `cache`, after `cursor`.
+    pub async fn revoked_paths(&self, cache: &str, cursor: i64) -> Result<Page<RevokedPath>> {
+        self.json(self.request(
+            Method::GET,
+            &format!("_api/v1/cache/{cache}/revoked-paths?cursor={cursor}"),
         ))
         .await
     }

@@ -34,6 +34,14 @@ fn claim(k: &KeyRecord, name: &str) -> String {
 
 fn print_key(k: &KeyRecord, indent: &str) {
     println!("{indent}Key: {} ({}, {})", k.key_id, k.kind, k.status);
+    if let Some(r) = &k.revocation {
+        println!(
+            "{indent}  REVOKED {} by {}: {}",
+            format_time(r.at),
+            r.actor,
+            r.reason
+        );
+    }
     println!("{indent}Identity: {}", k.subject);
     println!("{indent}Issuer: {}", k.issuer);
     for name in SHOWN_CLAIMS {
@@ -58,6 +66,14 @@ fn print_upload(u: &UploadRecord) {
         u.nar_size,
         u.outcome
     );
+    if let Some(r) = &u.revocation {
+        println!(
+            "  REVOKED {} by {}: {}",
+            format_time(r.at),
+            r.actor,
+            r.reason
+        );
+    }
     print_key(&u.key, "  ");
 }
 
@@ -141,7 +157,11 @@ pub async fn uploads(api: &ApiClient, cache: &str, q: &AuditQuery, json: bool) -
             "{:>6}  {:<20}  {:<12}  {:<28}  {:<14}  {:<10}  {}",
             u.id,
             format_time(u.uploaded_at),
-            u.outcome,
+            if u.is_revoked() {
+                "REVOKED"
+            } else {
+                u.outcome.as_str()
+            },
             truncate(&who, 28),
             truncate(&workflow, 14),
             claim(&u.key, "run_id"),

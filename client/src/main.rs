@@ -7,6 +7,7 @@ mod exchange;
 mod files;
 mod nix;
 mod push;
+mod revocation;
 mod use_cache;
 
 use anyhow::{bail, Context, Result};
@@ -83,6 +84,51 @@ enum Cmd {
     /// Keys issued for a cache.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Revoke keys (by id, repository, workflow, run, subject, issue time,
+    /// cache) or one upload record: every path left with no unrevoked upload
+    /// answers 404 at once.
+    Revoke {
+        /// Only this cache (`[SERVER:]CACHE`); default: every cache you may revoke in.
+        #[arg(long)]
+        cache: Option<String>,
+        /// The server (a `login` name) when --cache is not given.
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long)]
+        key: Option<String>,
+        /// OWNER/REPO or the numeric repository id.
+        #[arg(long)]
+        repository: Option<String>,
+        /// Workflow file name or full workflow_ref.
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        run_id: Option<String>,
+        #[arg(long)]
+        subject: Option<String>,
+        /// Keys issued at or after (RFC 3339 or Unix seconds).
+        #[arg(long)]
+        issued_after: Option<String>,
+        #[arg(long)]
+        issued_before: Option<String>,
+        /// One upload record, by the id `provenix provenance` shows.
+        #[arg(long)]
+        upload: Option<i64>,
+        #[arg(long)]
+        reason: String,
+        /// List what would be revoked and which paths would answer 404; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the paths of a local Nix store that a cache has revoked.
+    CheckStore {
+        cache: String,
+        /// The local store to check (default: Nix's, or NIX_REMOTE).
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// Verify an exported attestation offline with the cache's public key.
     VerifyAttestation {
         file: std::path::PathBuf,
@@ -452,6 +498,60 @@ async fn run(cli: Cli) -> Result<()> {
             audit::keys(&api, &cache, &filters.query()?, filters.json).await?;
         }
         Cmd::VerifyAttestation { file, key } => audit::verify_attestation(&file, &key)?,
+        Cmd::Revoke {
+            cache,
+            server,
+            key,
+            repository,
+            workflow,
+            run_id,
+            subject,
+            issued_after,
+            issued_before,
+            upload,
+            reason,
+            dry_run,
+            json,
+        } => {
+            let (api, cache) = match &cache {
+                Some(c) => {
+                    let (api, _, cache) = client_for(c)?;
+                    (api, Some(cache))
+                }
+                None => {
+                    let cfg = ClientConfig::load()?;
+                    let name = server.or(cfg.default_server.clone()).context(
+                        "no server: run `provenix login NAME URL TOKEN` or pass --server",
+                    )?;
+                    let s = cfg
+                        .servers
+                        .get(&name)
+                        .with_context(|| format!("no server named {name:?}"))?;
+                    (ApiClient::new(s)?, None)
+                }
+            };
+            let req = provenix_provenance::revocation::RevokeRequest {
+                cache,
+                key,
+                repository,
+                workflow,
+                run_id,
+                subject,
+                issued_after: issued_after.as_deref().map(audit::parse_time).transpose()?,
+                issued_before: issued_before
+                    .as_deref()
+                    .map(audit::parse_time)
+                    .transpose()?,
+                upload,
+                reason,
+                dry_run,
+            };
+            revocation::revoke(&api, &req, json).await?;
+        }
+        Cmd::CheckStore { cache, store } => {
+            let (api, _, cache) = client_for(&cache)?;
+            revocation::check_store(&api, &cache, &nix::LocalStore { store }).await?;
+        }
     }
     Ok(())
 }

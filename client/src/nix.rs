@@ -47,6 +47,17 @@ impl LocalStore {
             cmd.arg("--recursive");
         }
         cmd.arg("--").args(paths);
+        self.run_path_info(cmd).await
+    }
+
+    /// Every valid path of the store.
+    pub async fn all_path_infos(&self) -> Result<Vec<PathInfo>> {
+        let mut cmd = self.nix();
+        cmd.args(["path-info", "--json", "--all"]);
+        self.run_path_info(cmd).await
+    }
+
+    async fn run_path_info(&self, mut cmd: Command) -> Result<Vec<PathInfo>> {
         let out = cmd
             .output()
             .await

@@ -21,8 +21,19 @@ pub struct KeyRecord {
     pub certificate: String,
     pub not_before: i64,
     pub not_after: i64,
-    /// `valid` or `expired`, at the time of the answer.
+    /// `valid`, `expired` or `revoked`, at the time of the answer.
     pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationInfo>,
+}
+
+/// When, by whom and why a key or record was revoked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RevocationInfo {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub reason: String,
 }
 
 /// One accepted upload statement.
@@ -41,6 +52,16 @@ pub struct UploadRecord {
     pub statement: String,
     pub signature: String,
     pub key: KeyRecord,
+    /// This record's own revocation (`key.revocation` covers its key's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationInfo>,
+}
+
+impl UploadRecord {
+    /// Revoked itself or through its key.
+    pub fn is_revoked(&self) -> bool {
+        self.revocation.is_some() || self.key.revocation.is_some()
+    }
 }
 
 /// A refused upload of a path the cache holds with another NAR hash.

@@ -12,6 +12,7 @@ pub mod hash;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
+pub mod revocation;
 pub mod signing;
 pub mod store_path;
 pub mod upload;

@@ -19,8 +19,6 @@ use crate::db::objects::ObjectRow;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// Seconds Nix clients that honour `Cache-Control` may keep a narinfo.
-const NARINFO_MAX_AGE: u32 = 60;
 /// Last-access times are written at most this often per path.
 const TOUCH_INTERVAL: i64 = 3600;
 
@@ -120,7 +118,11 @@ pub async fn narinfo(
     let visibility = if c.is_public { "public" } else { "private" };
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_str(&format!("{visibility}, max-age={NARINFO_MAX_AGE}")).expect("ascii"),
+        HeaderValue::from_str(&format!(
+            "{visibility}, max-age={}",
+            state.config.narinfo_max_age.as_secs()
+        ))
+        .expect("ascii"),
     );
     Ok(resp)
 }

@@ -31,6 +31,10 @@ pub struct Config {
     /// public transparency logs). Default: the audit permission is needed.
     #[serde(default)]
     pub public_audit: bool,
+    /// How long Nix clients (and proxies, for public caches) that honour
+    /// `Cache-Control` may keep a narinfo: how fast a revocation reaches them.
+    #[serde(default = "default_narinfo_max_age", with = "humantime_serde_compat")]
+    pub narinfo_max_age: Duration,
     pub token_hs256_secret_base64: Option<String>,
     pub token_rs256_secret_base64: Option<String>,
     pub database: DatabaseConfig,
@@ -108,6 +112,10 @@ impl Default for SigningKeysConfig {
             lifetime: default_key_lifetime(),
         }
     }
+}
+
+fn default_narinfo_max_age() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_listen() -> String {

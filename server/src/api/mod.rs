@@ -4,6 +4,7 @@ pub mod audit;
 pub mod caches;
 pub mod exchange;
 pub mod publishers;
+pub mod revocation;
 pub mod upload;
 
 use axum::routing::{delete, get, post, put};
@@ -46,6 +47,11 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(
             "/_api/v1/cache/{cache}/divergences",
             get(audit::divergences),
+        )
+        .route("/_api/v1/revoke", post(revocation::revoke))
+        .route(
+            "/_api/v1/cache/{cache}/revoked-paths",
+            get(revocation::revoked_paths),
         )
         .route("/_api/v1/oidc/audience", get(exchange::audience))
         .route("/_api/v1/keys/exchange", post(exchange::exchange))

@@ -70,6 +70,12 @@ async fn cache_for_signed_upload(
             format!("no signing key {key_id:?} was issued by this server"),
         )
     })?;
+    if key.revoked {
+        return Err(unauthorized(
+            "key-revoked",
+            format!("signing key {key_id} has been revoked"),
+        ));
+    }
     let now = crate::now();
     if now > key.not_after || now < key.not_before {
         return Err(unauthorized(
@@ -149,6 +155,11 @@ fn outcome_to_result(
                 info.store_path,
                 info.nar_hash.to_nix_string()
             ),
+        )),
+        CommitOutcome::KeyRevoked => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "key-revoked",
+            "the signing key was revoked while this upload ran; nothing was stored",
         )),
         CommitOutcome::ChunkGone => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

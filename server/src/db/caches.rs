@@ -53,6 +53,16 @@ pub struct NewCache<'a> {
 }
 
 impl Db {
+    /// Every cache, (id, name): to find those a token may act on.
+    pub async fn all_caches(&self) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT id, name FROM caches ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+            .collect()
+    }
+
     pub async fn cache_by_name(&self, name: &str) -> Result<Option<CacheRow>, sqlx::Error> {
         let sql = format!("SELECT {CACHE_COLUMNS} FROM caches WHERE name = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -111,6 +121,7 @@ impl Db {
             "cache_keys",
             "uploads",
             "divergences",
+            "revoked_paths",
             "trusted_publishers",
             "signing_keys",
         ] {

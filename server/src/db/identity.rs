@@ -53,6 +53,7 @@ pub struct KeyRow {
     pub subject: String,
     pub not_before: i64,
     pub not_after: i64,
+    pub revoked: bool,
 }
 
 impl Db {
@@ -193,8 +194,8 @@ impl Db {
 
     pub async fn key_by_id(&self, key_id: &str) -> Result<Option<KeyRow>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT id, key_id, public_key, cache_id, kind, issuer, subject, not_before, not_after
-             FROM signing_keys WHERE key_id = $1",
+            "SELECT id, key_id, public_key, cache_id, kind, issuer, subject, not_before, not_after,
+                    revocation_id FROM signing_keys WHERE key_id = $1",
         )
         .bind(key_id)
         .fetch_optional(&self.pool)
@@ -210,6 +211,7 @@ impl Db {
                 subject: r.try_get("subject")?,
                 not_before: r.try_get("not_before")?,
                 not_after: r.try_get("not_after")?,
+                revoked: r.try_get::<Option<i64>, _>("revocation_id")?.is_some(),
             })
         })
         .transpose()

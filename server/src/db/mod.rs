@@ -7,6 +7,7 @@ pub mod chunks;
 pub mod identity;
 pub mod objects;
 pub mod provenance;
+pub mod revocation;
 
 use anyhow::{Context, Result};
 use sqlx::any::AnyPoolOptions;
@@ -38,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "provenance",
         include_str!("../../migrations/0003_provenance.sql"),
+    ),
+    (
+        4,
+        "revocation",
+        include_str!("../../migrations/0004_revocation.sql"),
     ),
 ];
 

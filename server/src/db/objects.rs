@@ -65,6 +65,8 @@ pub enum CommitOutcome {
     Created,
     /// The cache already holds this path with this NAR.
     AlreadyPresent,
+    /// The key was revoked before the commit: nothing was made visible.
+    KeyRevoked,
     /// The cache holds this path with another NAR hash.
     Conflict {
         existing_nar_hash: String,
@@ -456,6 +458,22 @@ async fn insert_object(
     nar_id: i64,
     outcome: &str,
 ) -> Result<CommitOutcome, sqlx::Error> {
+    // Re-checked inside the transaction: a revocation committed after the
+    // request's check must still stop the path becoming visible. On
+    // PostgreSQL the row lock orders this commit against a concurrent
+    // revocation's update of the key (SQLite's write lock already does).
+    let guard = if tx.backend_name() == "PostgreSQL" {
+        "SELECT revocation_id FROM signing_keys WHERE id = $1 FOR SHARE"
+    } else {
+        "SELECT revocation_id FROM signing_keys WHERE id = $1"
+    };
+    let revoked: Option<i64> = sqlx::query_scalar(guard)
+        .bind(obj.witness.signing_key_row)
+        .fetch_one(&mut **tx)
+        .await?;
+    if revoked.is_some() {
+        return Ok(CommitOutcome::KeyRevoked);
+    }
     let now = crate::now();
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO objects (cache_id, store_path_hash, store_path, nar_id, refs, deriver, ca, sigs, created_at, last_accessed_at)

@@ -2,39 +2,39 @@
 //! divergences, filtered by identity and time, paged by id.
 
 use provenix_provenance::audit::{
-    AuditQuery, DivergenceRecord, KeyRecord, UploadRecord, DEFAULT_PAGE, MAX_PAGE,
+    AuditQuery, DivergenceRecord, KeyRecord, RevocationInfo, UploadRecord, DEFAULT_PAGE, MAX_PAGE,
 };
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::Db;
 
-enum Bind {
+pub(super) enum Bind {
     Int(i64),
     Text(String),
 }
 
 /// WHERE clauses and their values, numbered as they are added.
-struct Filter {
-    clauses: Vec<String>,
+pub(super) struct Filter {
+    pub(super) clauses: Vec<String>,
     binds: Vec<Bind>,
 }
 
 impl Filter {
-    fn new() -> Filter {
+    pub(super) fn new() -> Filter {
         Filter {
             clauses: Vec::new(),
             binds: Vec::new(),
         }
     }
 
-    fn add(&mut self, clause: &str, value: Bind) {
+    pub(super) fn add(&mut self, clause: &str, value: Bind) {
         self.binds.push(value);
         self.clauses
             .push(clause.replace('?', &format!("${}", self.binds.len())));
     }
 
-    fn sql(&self) -> String {
+    pub(super) fn sql(&self) -> String {
         if self.clauses.is_empty() {
             "TRUE".into()
         } else {
@@ -42,7 +42,10 @@ impl Filter {
         }
     }
 
-    fn query<'q>(&self, sql: String) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    pub(super) fn query<'q>(
+        &self,
+        sql: String,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for b in &self.binds {
             q = match b {
@@ -55,7 +58,7 @@ impl Filter {
 }
 
 /// The identity filters, on the signing key `k`.
-fn identity_filters(f: &mut Filter, q: &AuditQuery) {
+pub(super) fn identity_filters(f: &mut Filter, q: &AuditQuery) {
     if let Some(r) = &q.repository {
         if !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()) {
             f.add("k.repository_id = ?", Bind::Text(r.clone()));
@@ -87,11 +90,34 @@ pub fn page_size(q: &AuditQuery) -> i64 {
 }
 
 const KEY_COLUMNS: &str = "k.key_id, k.kind, k.issuer, k.subject, k.claims, k.certificate,
-    k.not_before, k.not_after, c.name AS cache_name";
+    k.not_before, k.not_after, c.name AS cache_name,
+    kr.id AS k_rev_id, kr.created_at AS k_rev_at, kr.actor AS k_rev_actor, kr.reason AS k_rev_reason";
+
+/// Joins a key's revocation (alias `kr`) after `signing_keys k`.
+const KEY_REVOCATION: &str = "LEFT JOIN revocations kr ON k.revocation_id = kr.id";
+
+fn revocation_from_row(r: &AnyRow, prefix: &str) -> Result<Option<RevocationInfo>, sqlx::Error> {
+    let id: Option<i64> = r.try_get(format!("{prefix}_id").as_str())?;
+    let Some(id) = id else { return Ok(None) };
+    Ok(Some(RevocationInfo {
+        id,
+        at: r.try_get(format!("{prefix}_at").as_str())?,
+        actor: r.try_get(format!("{prefix}_actor").as_str())?,
+        reason: r.try_get(format!("{prefix}_reason").as_str())?,
+    }))
+}
 
 fn key_from_row(r: &AnyRow, now: i64) -> Result<KeyRecord, sqlx::Error> {
     let claims: String = r.try_get("claims")?;
     let not_after: i64 = r.try_get("not_after")?;
+    let revocation = revocation_from_row(r, "k_rev")?;
+    let status = if revocation.is_some() {
+        "revoked"
+    } else if now > not_after {
+        "expired"
+    } else {
+        "valid"
+    };
     Ok(KeyRecord {
         key_id: r.try_get("key_id")?,
         cache: r.try_get("cache_name")?,
@@ -102,7 +128,8 @@ fn key_from_row(r: &AnyRow, now: i64) -> Result<KeyRecord, sqlx::Error> {
         certificate: r.try_get("certificate")?,
         not_before: r.try_get("not_before")?,
         not_after,
-        status: if now > not_after { "expired" } else { "valid" }.into(),
+        status: status.into(),
+        revocation,
     })
 }
 
@@ -118,6 +145,7 @@ fn upload_from_row(r: &AnyRow, now: i64) -> Result<UploadRecord, sqlx::Error> {
         statement: r.try_get("statement")?,
         signature: r.try_get("signature")?,
         key: key_from_row(r, now)?,
+        revocation: revocation_from_row(r, "u_rev")?,
     })
 }
 
@@ -150,8 +178,11 @@ impl Db {
         let order = if oldest_first { "ASC" } else { "DESC" };
         let sql = format!(
             "SELECT u.id, u.store_path, u.nar_hash, u.nar_size, u.outcome, u.created_at,
-                    u.statement, u.signature, {KEY_COLUMNS}
-             FROM uploads u JOIN signing_keys k ON u.signing_key_id = k.id
+                    u.statement, u.signature, {KEY_COLUMNS},
+                    ur.id AS u_rev_id, ur.created_at AS u_rev_at, ur.actor AS u_rev_actor,
+                    ur.reason AS u_rev_reason
+             FROM uploads u JOIN signing_keys k ON u.signing_key_id = k.id {KEY_REVOCATION}
+                  LEFT JOIN revocations ur ON u.revocation_id = ur.id
                   JOIN caches c ON u.cache_id = c.id
              WHERE {} ORDER BY u.id {order} LIMIT {}",
             f.sql(),
@@ -185,7 +216,8 @@ impl Db {
             f.add("k.id < ?", Bind::Int(c));
         }
         let sql = format!(
-            "SELECT k.id, {KEY_COLUMNS} FROM signing_keys k JOIN caches c ON k.cache_id = c.id
+            "SELECT k.id, {KEY_COLUMNS} FROM signing_keys k {KEY_REVOCATION}
+                  JOIN caches c ON k.cache_id = c.id
              WHERE {} ORDER BY k.id DESC LIMIT {}",
             f.sql(),
             page_size(q)
@@ -219,7 +251,7 @@ impl Db {
         let sql = format!(
             "SELECT d.id, d.store_path, d.store_path_hash, d.existing_nar_hash, d.nar_hash,
                     d.nar_size, d.created_at, d.statement, d.signature, {KEY_COLUMNS}
-             FROM divergences d JOIN signing_keys k ON d.signing_key_id = k.id
+             FROM divergences d JOIN signing_keys k ON d.signing_key_id = k.id {KEY_REVOCATION}
                   JOIN caches c ON d.cache_id = c.id
              WHERE {} ORDER BY d.id DESC LIMIT {}",
             f.sql(),

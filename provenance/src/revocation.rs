@@ -1,0 +1,115 @@
+//! Revocation requests and answers, and the feed of revoked store paths.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /_api/v1/revoke`. Keys matching every given filter are revoked
+/// (and/or one upload record); `cache` narrows to one cache, otherwise every
+/// cache the caller may revoke on is searched.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `OWNER/REPO` or the numeric repository id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Keys issued at or after this Unix time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_after: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_before: Option<i64>,
+    /// One upload record, by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<i64>,
+    pub reason: String,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl RevokeRequest {
+    /// Whether any key filter is given (`cache` alone selects all its keys).
+    pub fn selects_keys(&self) -> bool {
+        self.key.is_some()
+            || self.repository.is_some()
+            || self.workflow.is_some()
+            || self.run_id.is_some()
+            || self.subject.is_some()
+            || self.issued_after.is_some()
+            || self.issued_before.is_some()
+            || (self.cache.is_some() && self.upload.is_none())
+    }
+
+    /// A one-line problem with the request, if any.
+    pub fn problem(&self) -> Option<&'static str> {
+        if self.reason.trim().is_empty() {
+            return Some("a revocation needs a --reason");
+        }
+        if self.reason.len() > 2000 {
+            return Some("the reason is longer than 2000 characters");
+        }
+        if !self.selects_keys() && self.upload.is_none() {
+            return Some("name what to revoke: --key, --repository, --workflow, --run-id, --subject, --issued-after/--issued-before, --cache or --upload");
+        }
+        None
+    }
+}
+
+/// A path a revocation removed from a cache.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevokedPath {
+    /// Position in the feed (0 in a dry run).
+    pub id: i64,
+    pub cache: String,
+    pub store_path: String,
+    pub nar_hash: String,
+    pub revocation_id: i64,
+    pub revoked_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    pub dry_run: bool,
+    /// None when nothing matched (or in a dry run).
+    pub revocation_id: Option<i64>,
+    pub keys: Vec<String>,
+    pub uploads: Vec<i64>,
+    /// Paths that answer 404 from now on (would, in a dry run).
+    pub paths: Vec<RevokedPath>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_need_a_reason_and_a_selector() {
+        let mut r = RevokeRequest {
+            key: Some("k".into()),
+            ..Default::default()
+        };
+        assert!(r.problem().unwrap().contains("reason"));
+        r.reason = "leaked".into();
+        assert_eq!(r.problem(), None);
+        let bare = RevokeRequest {
+            reason: "x".into(),
+            ..Default::default()
+        };
+        assert!(bare.problem().unwrap().contains("name what to revoke"));
+        let upload_only = RevokeRequest {
+            upload: Some(3),
+            cache: Some("main".into()),
+            reason: "x".into(),
+            ..Default::default()
+        };
+        assert!(!upload_only.selects_keys());
+        assert_eq!(upload_only.problem(), None);
+    }
+}

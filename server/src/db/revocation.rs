@@ -1,0 +1,221 @@
+//! Revoking keys and upload records, and the feed of revoked paths. One
+//! transaction marks the records (history is kept, marked) and removes every
+//! path left with no unrevoked record, so every server process sharing the
+//! database answers 404 for it from the commit on; no process caches it.
+
+use provenix_provenance::audit::AuditQuery;
+use provenix_provenance::revocation::{RevokeRequest, RevokedPath};
+use sqlx::Row;
+
+use super::provenance::{identity_filters, Bind, Filter};
+use super::{placeholders, Db, BATCH};
+
+pub struct Revoked {
+    pub revocation_id: Option<i64>,
+    pub keys: Vec<String>,
+    pub uploads: Vec<i64>,
+    pub paths: Vec<RevokedPath>,
+}
+
+impl Db {
+    /// Revokes what `req` selects within `cache_ids` (the caches the caller
+    /// may revoke on). A dry run does all of it and rolls back.
+    pub async fn revoke(
+        &self,
+        req: &RevokeRequest,
+        cache_ids: &[i64],
+        actor: &str,
+    ) -> Result<Revoked, sqlx::Error> {
+        let now = crate::now();
+        let mut tx = self.begin_write().await?;
+        let selector = serde_json::to_string(req).expect("request serializes");
+        let revocation_id: i64 = sqlx::query_scalar(
+            "INSERT INTO revocations (actor, reason, selector, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(actor)
+        .bind(&req.reason)
+        .bind(selector)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let caches = placeholders(1, cache_ids.len());
+
+        let mut keys = Vec::new();
+        if req.selects_keys() {
+            let mut f = Filter::new();
+            for id in cache_ids {
+                f.add("?", Bind::Int(*id));
+            }
+            let in_list = f.clauses.drain(..).collect::<Vec<_>>().join(", ");
+            f.clauses.push(format!("k.cache_id IN ({in_list})"));
+            f.clauses.push("k.revocation_id IS NULL".into());
+            let q = AuditQuery {
+                repository: req.repository.clone(),
+                workflow: req.workflow.clone(),
+                run_id: req.run_id.clone(),
+                key: req.key.clone(),
+                subject: req.subject.clone(),
+                ..AuditQuery::default()
+            };
+            identity_filters(&mut f, &q);
+            if let Some(t) = req.issued_after {
+                f.add("k.created_at >= ?", Bind::Int(t));
+            }
+            if let Some(t) = req.issued_before {
+                f.add("k.created_at <= ?", Bind::Int(t));
+            }
+            let sql = format!(
+                "SELECT k.id, k.key_id FROM signing_keys k WHERE {} ORDER BY k.id",
+                f.sql()
+            );
+            let rows = f.query(sql).fetch_all(&mut *tx).await?;
+            let mut ids = Vec::with_capacity(rows.len());
+            for r in &rows {
+                ids.push(r.try_get::<i64, _>("id")?);
+                keys.push(r.try_get::<String, _>("key_id")?);
+            }
+            for batch in ids.chunks(BATCH) {
+                let sql = format!(
+                    "UPDATE signing_keys SET revocation_id = $1 WHERE id IN ({})",
+                    placeholders(2, batch.len())
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(revocation_id);
+                for id in batch {
+                    q = q.bind(*id);
+                }
+                q.execute(&mut *tx).await?;
+            }
+        }
+
+        let mut uploads = Vec::new();
+        if let Some(upload) = req.upload {
+            let sql = format!(
+                "UPDATE uploads SET revocation_id = ${} WHERE id = ${} AND revocation_id IS NULL
+                 AND cache_id IN ({caches}) RETURNING id",
+                cache_ids.len() + 1,
+                cache_ids.len() + 2
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            for id in cache_ids {
+                q = q.bind(*id);
+            }
+            uploads = q
+                .bind(revocation_id)
+                .bind(upload)
+                .fetch_all(&mut *tx)
+                .await?;
+        }
+
+        if keys.is_empty() && uploads.is_empty() {
+            tx.rollback().await?;
+            return Ok(Revoked {
+                revocation_id: None,
+                keys,
+                uploads,
+                paths: Vec::new(),
+            });
+        }
+
+        // Paths this revocation touched that have no unrevoked record left.
+        let valid_record = "SELECT 1 FROM uploads u JOIN signing_keys k ON u.signing_key_id = k.id
+             WHERE u.cache_id = o.cache_id AND u.store_path_hash = o.store_path_hash
+               AND u.nar_hash = n.nar_hash";
+        let sql = format!(
+            "SELECT o.id, o.cache_id, o.store_path_hash, o.store_path, n.nar_hash, c.name AS cache_name
+             FROM objects o JOIN nars n ON o.nar_id = n.id JOIN caches c ON o.cache_id = c.id
+             WHERE o.cache_id IN ({caches})
+               AND EXISTS ({valid_record} AND (u.revocation_id = ${r} OR k.revocation_id = ${r}))
+               AND NOT EXISTS ({valid_record} AND u.revocation_id IS NULL AND k.revocation_id IS NULL)
+             ORDER BY o.id",
+            r = cache_ids.len() + 1
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in cache_ids {
+            q = q.bind(*id);
+        }
+        let rows = q.bind(revocation_id).fetch_all(&mut *tx).await?;
+        let mut paths = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let object_id: i64 = r.try_get("id")?;
+            let cache_id: i64 = r.try_get("cache_id")?;
+            let store_path: String = r.try_get("store_path")?;
+            let nar_hash: String = r.try_get("nar_hash")?;
+            let feed_id: i64 = sqlx::query_scalar(
+                "INSERT INTO revoked_paths (cache_id, store_path_hash, store_path, nar_hash, revocation_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(cache_id)
+            .bind(r.try_get::<String, _>("store_path_hash")?)
+            .bind(&store_path)
+            .bind(&nar_hash)
+            .bind(revocation_id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM objects WHERE id = $1")
+                .bind(object_id)
+                .execute(&mut *tx)
+                .await?;
+            paths.push(RevokedPath {
+                id: if req.dry_run { 0 } else { feed_id },
+                cache: r.try_get("cache_name")?,
+                store_path,
+                nar_hash,
+                revocation_id,
+                revoked_at: now,
+            });
+        }
+        if req.dry_run {
+            tx.rollback().await?;
+            return Ok(Revoked {
+                revocation_id: None,
+                keys,
+                uploads,
+                paths,
+            });
+        }
+        tx.commit().await?;
+        Ok(Revoked {
+            revocation_id: Some(revocation_id),
+            keys,
+            uploads,
+            paths,
+        })
+    }
+
+    /// The feed: paths revoked from a cache after `cursor` (a feed id) or at
+    /// or after `since`, oldest first.
+    pub async fn revoked_paths(
+        &self,
+        cache_id: i64,
+        cursor: Option<i64>,
+        since: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<RevokedPath>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.store_path, p.nar_hash, p.revocation_id, p.created_at, c.name AS cache_name
+             FROM revoked_paths p JOIN caches c ON p.cache_id = c.id
+             WHERE p.cache_id = $1 AND p.id > $2 AND p.created_at >= $3
+             ORDER BY p.id LIMIT $4",
+        )
+        .bind(cache_id)
+        .bind(cursor.unwrap_or(0))
+        .bind(since.unwrap_or(0))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RevokedPath {
+                    id: r.try_get("id")?,
+                    cache: r.try_get("cache_name")?,
+                    store_path: r.try_get("store_path")?,
+                    nar_hash: r.try_get("nar_hash")?,
+                    revocation_id: r.try_get("revocation_id")?,
+                    revoked_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+}

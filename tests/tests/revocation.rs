@@ -1,0 +1,366 @@
+//! Revocation, end to end: the real Nix client stops substituting paths tied
+//! only to a revoked key, other paths are untouched, history stays, a clean
+//! re-upload works, and every server process sees it at once.
+
+use provenix_provenance::nar::{self, Node};
+use provenix_provenance::NarHash;
+use provenix_tests::ci::{assert_refused, run_ci, world, world_on, World};
+use provenix_tests::http::Http;
+use provenix_tests::{host_of, Backend, Client, NixStore};
+use serde_json::{json, Value};
+
+fn revoker(w: &World) -> Client {
+    let t = w.server.make_token(&[
+        "--sub",
+        "security",
+        "--validity",
+        "1h",
+        "--revoke",
+        "*",
+        "--audit",
+        "*",
+        "--pull",
+        "*",
+    ]);
+    w.server.client_with_token(&t)
+}
+
+fn pusher(w: &World, name: &str) -> Client {
+    let t = w.server.make_token(&[
+        "--sub",
+        name,
+        "--validity",
+        "1h",
+        "--push",
+        "main",
+        "--pull",
+        "main",
+    ]);
+    w.server.client_with_token(&t)
+}
+
+fn key_of(w: &World, subject: &str) -> String {
+    let out = revoker(w).ok(&["keys", "list", "main", "--subject", subject, "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["items"][0]["key_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn revoking_a_key_stops_only_the_paths_it_alone_vouched_for() {
+    let w = world("");
+    let root = w.server.root_token.clone();
+    let src = NixStore::new();
+    let a = src.add_input_addressed("only-alice", &[("a", b"alice's build")], &[]);
+    let b = src.add_input_addressed("only-bob", &[("b", b"bob's build")], &[]);
+    let both = src.add_input_addressed("both-built", &[("s", b"reproducible")], &[]);
+    let (alice, bob) = (pusher(&w, "alice"), pusher(&w, "bob"));
+    // One push, one key for both paths.
+    alice.ok(&["push", "main", &a, &both, "--store", &src.root()]);
+    // Bob's push records him for `both` too (a witness), and uploads b.
+    bob.ok(&["push", "main", &b, &both, "--store", &src.root()]);
+    let k1 = key_of(&w, "alice");
+    let admin = w.server.client();
+    let cache_key = admin.public_key("main");
+    let url = format!("{}/main", w.server.url);
+    let netrc = (host_of(&w.server.url), root.clone());
+    let hash = |p: &str| p[11..43].to_string();
+    let narinfo = w
+        .http
+        .get(&format!("/main/{}.narinfo", hash(&a)), Some(&root))
+        .await;
+    let url_line = narinfo.2.lines().find(|l| l.starts_with("URL: ")).unwrap();
+    let a_nar = format!("/main/{}", &url_line[5..]);
+
+    // A user without the revoke permission is refused, and nothing changes.
+    let err = alice.fails(&["revoke", "--key", &k1, "--reason", "mine"]);
+    assert!(
+        err.contains("permission-denied") && err.contains("--revoke"),
+        "{err}"
+    );
+
+    // A dry run lists the key and the path that would go, and changes nothing.
+    let sec = revoker(&w);
+    let out = sec.ok(&[
+        "revoke",
+        "--key",
+        &k1,
+        "--reason",
+        "laptop stolen",
+        "--dry-run",
+        "--json",
+    ]);
+    let dry: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(dry["keys"], json!([k1]));
+    let paths: Vec<&str> = dry["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["store_path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, vec![a.as_str()]);
+    assert_eq!(
+        w.http
+            .get(&format!("/main/{}.narinfo", hash(&a)), Some(&root))
+            .await
+            .0,
+        200
+    );
+    let keys = sec.ok(&["keys", "list", "main", "--subject", "alice"]);
+    assert!(
+        keys.contains("valid") && !keys.contains("revoked"),
+        "{keys}"
+    );
+
+    // Revoke K1.
+    let out = sec.ok(&["revoke", "--key", &k1, "--reason", "laptop stolen"]);
+    assert!(out.contains("Revoked 1 keys") && out.contains(&a), "{out}");
+
+    // A: narinfo and NAR 404, Nix cannot substitute it.
+    assert_eq!(
+        w.http
+            .get(&format!("/main/{}.narinfo", hash(&a)), Some(&root))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(w.http.get(&a_nar, Some(&root)).await.0, 404);
+    let dst = NixStore::new();
+    let (ok, _) = dst.copy_from(&url, &a, &[&cache_key], Some((&netrc.0, &netrc.1)));
+    assert!(!ok, "a revoked path was substituted");
+    // B (bob only) and `both` (bob vouched too) still substitute.
+    for p in [&b, &both] {
+        let (ok, err) = dst.copy_from(&url, p, &[&cache_key], Some((&netrc.0, &netrc.1)));
+        assert!(ok, "{p}: {err}");
+    }
+
+    // The revoked key cannot upload, even within its lifetime.
+    let http = Http::new(&w.server.url);
+    let (_, keys_page, _) = http
+        .get("/_api/v1/cache/main/keys?subject=alice", Some(&root))
+        .await;
+    assert_eq!(keys_page["items"][0]["status"], "revoked");
+
+    // History stays, marked with time, actor and reason.
+    let prov: Value = serde_json::from_str(&sec.ok(&["provenance", "main", &a, "--json"])).unwrap();
+    let rev = &prov["uploads"][0]["key"]["revocation"];
+    assert_eq!(rev["actor"], "security");
+    assert_eq!(rev["reason"], "laptop stolen");
+    let text = sec.ok(&["provenance", "main", &a]);
+    assert!(
+        text.contains("REVOKED") && text.contains("laptop stolen"),
+        "{text}"
+    );
+
+    // check-store finds the revoked path in a store that substituted it earlier.
+    let err = sec.fails(&["check-store", "main", "--store", &src.root()]);
+    assert!(
+        err.contains("1 path(s) in the local store were revoked"),
+        "{err}"
+    );
+    let (ok, out, _) = sec.run(&["check-store", "main", "--store", &src.root()]);
+    assert!(!ok && out.trim() == a, "{out}");
+    let clean = NixStore::new();
+    sec.ok(&["check-store", "main", "--store", &clean.root()]);
+
+    // A clean re-upload under a valid key makes it servable again.
+    alice.ok(&["push", "main", &a, "--store", &src.root()]);
+    let (ok, err) = NixStore::new().copy_from(&url, &a, &[&cache_key], Some((&netrc.0, &netrc.1)));
+    assert!(ok, "{err}");
+}
+
+fn sample_nar(text: &str) -> Vec<u8> {
+    nar::write(&Node::Regular {
+        executable: false,
+        contents: text.as_bytes().to_vec(),
+    })
+}
+
+#[tokio::test]
+async fn one_upload_record_can_be_revoked_and_the_path_reuploaded_with_another_nar() {
+    let w = world("");
+    let root = w.server.root_token.clone();
+    let key = w.http.key_for(&root, "main").await;
+    let path = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-tampered";
+    let info = |nar: &[u8]| json!({"cache": "main", "store_path": path, "nar_hash": NarHash::of(nar).to_nix_string(), "nar_size": nar.len(), "references": []});
+    let bad = sample_nar("backdoored");
+    assert_eq!(
+        w.http
+            .upload(None, &key.sign(&info(&bad)), bad.clone())
+            .await
+            .0,
+        200
+    );
+    let prov = w
+        .http
+        .get(
+            &format!("/_api/v1/cache/main/provenance/{}", &path[11..]),
+            Some(&root),
+        )
+        .await;
+    let upload_id = prov.1["uploads"][0]["id"].as_i64().unwrap();
+    let sec = revoker(&w);
+    let out = sec.ok(&[
+        "revoke",
+        "--cache",
+        "main",
+        "--upload",
+        &upload_id.to_string(),
+        "--reason",
+        "backdoor",
+    ]);
+    assert!(
+        out.contains("1 upload records") && out.contains(path),
+        "{out}"
+    );
+    assert_eq!(
+        w.http
+            .get(&format!("/main/{}.narinfo", &path[11..43]), Some(&root))
+            .await
+            .0,
+        404
+    );
+    // The key itself is not revoked: it uploads the clean NAR (another hash, no 409).
+    let good = sample_nar("clean");
+    let a = w
+        .http
+        .upload(None, &key.sign(&info(&good)), good.clone())
+        .await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    let (status, _, text) = w
+        .http
+        .get(&format!("/main/{}.narinfo", &path[11..43]), Some(&root))
+        .await;
+    assert_eq!(status, 200);
+    assert!(text.contains(&NarHash::of(&good).to_nix_string()), "{text}");
+    // The revoked record stays in the history, marked.
+    let prov = w
+        .http
+        .get(
+            &format!("/_api/v1/cache/main/provenance/{}", &path[11..]),
+            Some(&root),
+        )
+        .await;
+    assert_eq!(prov.1["uploads"][0]["revocation"]["reason"], "backdoor");
+    assert!(prov.1["uploads"][1]["revocation"].is_null());
+    // Bad requests: no reason, no selector.
+    let err = sec.fails(&["revoke", "--key", "x", "--reason", " "]);
+    assert!(err.contains("--reason"), "{err}");
+    let a = w
+        .http
+        .post_json(
+            "/_api/v1/revoke",
+            Some(&root),
+            &json!({"reason": "x", "key": "y"}),
+        )
+        .await;
+    assert_refused(&a, 403, "permission-denied", "--revoke");
+}
+
+#[tokio::test]
+async fn a_repository_selector_revokes_every_run() {
+    let w = world("");
+    let src = NixStore::new();
+    let (ci, env) = w.ci_client();
+    let mut paths = Vec::new();
+    for run in ["101", "102"] {
+        w.issuer.set_claims(json!({"run_id": run}));
+        let p = src.add_input_addressed(&format!("run-{run}"), &[("x", run.as_bytes())], &[]);
+        let (ok, _, err) = run_ci(&ci, &env, &["push", "main", &p, "--store", &src.root()]);
+        assert!(ok, "{err}");
+        paths.push(p);
+    }
+    let kept = src.add_input_addressed("by-a-person", &[("y", b"y")], &[]);
+    pusher(&w, "carol").ok(&["push", "main", &kept, "--store", &src.root()]);
+    let sec = revoker(&w);
+    let out = sec.ok(&[
+        "revoke",
+        "--repository",
+        "42000001",
+        "--reason",
+        "compromised CI",
+        "--json",
+    ]);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["keys"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(r["paths"].as_array().unwrap().len(), 2, "{r}");
+    let audit: Value = serde_json::from_str(&sec.ok(&[
+        "audit",
+        "main",
+        "--repository",
+        "octo-org/octo-repo",
+        "--json",
+    ]))
+    .unwrap();
+    for rec in audit["items"].as_array().unwrap() {
+        assert_eq!(rec["key"]["status"], "revoked");
+    }
+    let admin = w.server.client();
+    let key = admin.public_key("main");
+    let netrc = (host_of(&w.server.url), w.server.root_token.clone());
+    let url = format!("{}/main", w.server.url);
+    for p in &paths {
+        assert!(
+            !NixStore::new()
+                .copy_from(&url, p, &[&key], Some((&netrc.0, &netrc.1)))
+                .0
+        );
+    }
+    assert!(
+        NixStore::new()
+            .copy_from(&url, &kept, &[&key], Some((&netrc.0, &netrc.1)))
+            .0
+    );
+    // The feed lists both, in order.
+    let feed = Http::new(&w.server.url);
+    let (_, v, _) = feed
+        .get(
+            "/_api/v1/cache/main/revoked-paths",
+            Some(&w.server.root_token),
+        )
+        .await;
+    let listed: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["store_path"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, paths.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// Two server processes on one PostgreSQL: a revocation through one is
+/// answered by the other at once (no in-process cache).
+#[tokio::test]
+async fn another_replica_answers_404_at_once() {
+    let w = world_on(Backend::Postgres, "", None);
+    let root = w.server.root_token.clone();
+    let (child, replica_url) = provenix_tests::server::spawn_server(
+        &w.server.config_path,
+        w.server.dir.path(),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let mut child = child;
+    let replica = Http::new(&replica_url);
+    let key = w.http.key_for(&root, "main").await;
+    let nar = sample_nar("replicated");
+    let path = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-replicated";
+    let info = json!({"cache": "main", "store_path": path, "nar_hash": NarHash::of(&nar).to_nix_string(), "nar_size": nar.len(), "references": []});
+    assert_eq!(w.http.upload(None, &key.sign(&info), nar).await.0, 200);
+    let narinfo = format!("/main/{}.narinfo", &path[11..43]);
+    assert_eq!(replica.get(&narinfo, Some(&root)).await.0, 200);
+    let sec_token = w
+        .server
+        .make_token(&["--sub", "sec", "--validity", "1h", "--revoke", "*"]);
+    let a = w
+        .http
+        .post_json(
+            "/_api/v1/revoke",
+            Some(&sec_token),
+            &json!({"key": key.key_id, "reason": "test"}),
+        )
+        .await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    let after = replica.get(&narinfo, Some(&root)).await.0;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(after, 404);
+}
