@@ -360,7 +360,15 @@ async fn another_replica_answers_404_at_once() {
         .await;
     assert_eq!(a.0, 200, "{}", a.2);
     let after = replica.get(&narinfo, Some(&root)).await.0;
+    // The revoked key cannot upload any more, within its 15 minutes, on either process.
+    let nar2 = sample_nar("after revocation");
+    let path2 = "/nix/store/8rjj86a15146cq1d3qy068lml7n8ykzm-late";
+    let info2 = json!({"cache": "main", "store_path": path2, "nar_hash": NarHash::of(&nar2).to_nix_string(), "nar_size": nar2.len(), "references": []});
+    let refused = replica.upload(None, &key.sign(&info2), nar2.clone()).await;
+    let refused_too = w.http.upload(None, &key.sign(&info2), nar2).await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(after, 404);
+    assert_refused(&refused, 401, "key-revoked", "revoked");
+    assert_refused(&refused_too, 401, "key-revoked", "revoked");
 }
