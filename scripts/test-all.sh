@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need (Nix from Debian's nix-bin, PostgreSQL, openssl), starts
+# Installs what the tests need (Nix from Debian's nix-bin, PostgreSQL, openssl,
+# s3s-fs from crates.io), starts
 # a throwaway PostgreSQL server on loopback, builds the workspace and runs
 # every test. Usage: scripts/test-all.sh [extra nextest/cargo test args]
 set -euo pipefail
@@ -17,6 +18,13 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# A real S3-compatible server for the S3 storage tests (see docs/architecture.md).
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$cargo_bin/s3s-fs" ]; then
+  echo "==> installing s3s-fs 0.14.1 (S3-compatible server for the tests)"
+  cargo install s3s-fs@0.14.1 --features binary --locked --quiet
 fi
 
 # A private PostgreSQL cluster for this run, removed on exit.

@@ -7,10 +7,11 @@ pub mod ci;
 pub mod http;
 pub mod nix;
 pub mod oidc;
+pub mod s3;
 pub mod server;
 
 pub use nix::NixStore;
-pub use server::{Backend, Client, TestServer};
+pub use server::{Backend, Client, ObjectStorage, TestServer};
 
 use std::path::PathBuf;
 

@@ -46,8 +46,18 @@ fn rand_suffix() -> u64 {
     (nanos << 8) | COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Where chunk objects go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectStorage {
+    Local,
+    /// A real S3-compatible server (s3s-fs) started for the test.
+    S3,
+}
+
 pub struct TestServer {
     pub dir: tempfile::TempDir,
+    /// Set when the server stores objects in S3 (kept alive with it).
+    pub s3: Option<crate::s3::S3Server>,
     pub config_path: PathBuf,
     pub url: String,
     pub root_token: String,
@@ -63,7 +73,20 @@ impl TestServer {
 
     /// Starts a server whose config has `extra` appended (TOML).
     pub fn start_with(backend: Backend, extra: &str) -> TestServer {
+        Self::start_on(backend, ObjectStorage::Local, extra)
+    }
+
+    /// Starts a server on the given database and object storage.
+    pub fn start_on(backend: Backend, storage: ObjectStorage, extra: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
+        let s3 = (storage == ObjectStorage::S3).then(crate::s3::S3Server::start);
+        let storage_toml = match &s3 {
+            Some(s3) => s3.storage_toml(),
+            None => format!(
+                "[storage]\ntype = \"local\"\npath = \"{}/storage\"\n",
+                dir.path().display()
+            ),
+        };
         let db_url = match backend {
             Backend::Sqlite => format!("sqlite://{}/server.db?mode=rwc", dir.path().display()),
             Backend::Postgres => fresh_postgres_database(),
@@ -75,17 +98,14 @@ token-hs256-secret-base64 = "{TEST_SECRET}"
 [database]
 url = "{db_url}"
 
-[storage]
-type = "local"
-path = "{}/storage"
-"#,
-            dir.path().display()
+{storage_toml}"#
         );
         let config_path = dir.path().join("server.toml");
         std::fs::write(&config_path, config).unwrap();
         let (child, url) = spawn_server(&config_path, dir.path(), &[]);
         let mut s = TestServer {
             dir,
+            s3,
             config_path,
             url,
             root_token: String::new(),
@@ -133,8 +153,12 @@ path = "{}/storage"
             .args(["--mode", mode]))
     }
 
+    /// The directory holding the chunk objects (the bucket's, for S3).
     pub fn storage_dir(&self) -> PathBuf {
-        self.dir.path().join("storage")
+        match &self.s3 {
+            Some(s3) => s3.bucket_dir(),
+            None => self.dir.path().join("storage"),
+        }
     }
 
     /// Number of stored chunk objects.
