@@ -13,6 +13,7 @@ pub mod oidc;
 pub mod state;
 pub mod storage;
 pub mod token;
+pub mod verify;
 
 use axum::extract::{Request, State};
 use axum::http::header;

@@ -33,6 +33,9 @@ enum Mode {
     GarbageCollectorOnce,
     DbMigrations,
     CheckConfig,
+    /// Read every stored chunk back and report missing or corrupt ones (JSON);
+    /// exits 1 if anything is damaged.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -224,6 +227,19 @@ async fn run() -> Result<()> {
         }
         Mode::GarbageCollector => {
             provenix_server::gc::run_forever(&state).await;
+            return Ok(());
+        }
+        Mode::Verify => {
+            let report = provenix_server::verify::run(&state).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            if !report.is_clean() {
+                anyhow::bail!(
+                    "{} missing and {} corrupt chunks; {} paths affected",
+                    report.missing.len(),
+                    report.corrupt.len(),
+                    report.damaged_paths.len()
+                );
+            }
             return Ok(());
         }
         Mode::Monolithic => {

@@ -92,8 +92,28 @@ async fn storage_suite(backend: Backend, storage: ObjectStorage) {
     );
     assert!(ok, "{err}");
 
-    // A missing chunk: the client gets an error, never a complete-looking 200.
+    // `--mode verify` finds nothing wrong, then a corrupt chunk and the paths
+    // it breaks, then a missing one.
+    let (ok, out, err) = server.run_mode("verify");
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("\"checked_chunks\":1") && out.contains("\"missing\":[]"),
+        "{out}"
+    );
+    std::fs::write(&left[0], b"not what was stored").unwrap();
+    let (ok, out, err) = server.run_mode("verify");
+    assert!(!ok, "verify passed a corrupt chunk: {out}");
+    assert!(out.contains("\"corrupt\":[\"chunks/"), "{out}");
+    assert!(
+        out.contains(&format!("a: {small}")) && out.contains(&format!("b: {small}")),
+        "{out}"
+    );
+    assert!(err.contains("1 corrupt chunks; 2 paths affected"), "{err}");
     std::fs::remove_file(&left[0]).unwrap();
+    let (ok, out, _) = server.run_mode("verify");
+    assert!(!ok && out.contains("\"missing\":[\"chunks/"), "{out}");
+
+    // A missing chunk: the client gets an error, never a complete-looking 200.
     let narinfo = reqwest::Client::new()
         .get(format!("{}/a/{}.narinfo", server.url, &small[11..43]))
         .bearer_auth(&server.root_token)

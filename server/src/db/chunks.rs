@@ -116,4 +116,65 @@ impl Db {
             .await?;
         Ok((chunks, nars))
     }
+
+    /// Valid chunks after `after` (by id), for verification.
+    pub async fn stored_chunks(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredChunk>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, chunk_hash, compression, chunk_size, object_key FROM chunks
+             WHERE state = 'valid' AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredChunk {
+                    id: r.try_get("id")?,
+                    chunk_hash: r.try_get("chunk_hash")?,
+                    compression: r.try_get("compression")?,
+                    chunk_size: r.try_get("chunk_size")?,
+                    object_key: r.try_get("object_key")?,
+                })
+            })
+            .collect()
+    }
+
+    /// `cache: store path` of every path whose NAR uses one of `chunk_ids`.
+    pub async fn paths_using_chunks(&self, chunk_ids: &[i64]) -> Result<Vec<String>, sqlx::Error> {
+        let mut out = Vec::new();
+        for batch in chunk_ids.chunks(BATCH) {
+            let sql = format!(
+                "SELECT DISTINCT c.name, o.store_path FROM nar_chunks nc
+                 JOIN objects o ON o.nar_id = nc.nar_id JOIN caches c ON o.cache_id = c.id
+                 WHERE nc.chunk_id IN ({})",
+                placeholders(1, batch.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in batch {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let cache: String = r.try_get("name")?;
+                let path: String = r.try_get("store_path")?;
+                out.push(format!("{cache}: {path}"));
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredChunk {
+    pub id: i64,
+    pub chunk_hash: String,
+    pub compression: String,
+    pub chunk_size: i64,
+    pub object_key: String,
 }
