@@ -134,6 +134,21 @@ url = "{db_url}"
         s
     }
 
+    /// `kill -9` the server process (no cleanup, as in a crash).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same config and data; `url` changes
+    /// (the port is picked afresh).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, url) = spawn_server(&self.config_path, self.dir.path(), &[]);
+        self.child = child;
+        self.url = url;
+    }
+
     /// `provenixd -f CONFIG make-token ARGS`: the token on the last line.
     pub fn make_token(&self, args: &[&str]) -> String {
         let (ok, out, err) = run(Command::new(bin("provenixd"))

@@ -335,9 +335,11 @@ impl Db {
         for c in chunks {
             file_size += ids[&c.hash].1;
         }
-        let nar_id: i64 = sqlx::query_scalar(
+        // A concurrent upload of the same NAR may insert it first (PostgreSQL
+        // runs both transactions at once): then ours refers to theirs.
+        let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO nars (nar_hash, nar_size, compression, file_size, num_chunks, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (nar_hash) DO NOTHING RETURNING id",
         )
         .bind(&obj.nar_hash)
         .bind(obj.nar_size)
@@ -345,8 +347,17 @@ impl Db {
         .bind(file_size)
         .bind(chunks.len() as i64)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(nar_id) = inserted else {
+            let nar_id: i64 = sqlx::query_scalar("SELECT id FROM nars WHERE nar_hash = $1")
+                .bind(&obj.nar_hash)
+                .fetch_one(&mut *tx)
+                .await?;
+            let outcome = insert_object(&mut tx, obj, nar_id, "uploaded").await?;
+            tx.commit().await?;
+            return Ok(outcome);
+        };
         for (n, batch) in chunks.chunks(BATCH / 4).enumerate() {
             let values: Vec<String> = (0..batch.len())
                 .map(|i| format!("({})", placeholders(1 + i * 3, 3)))

@@ -1,0 +1,194 @@
+//! Crash safety: `kill -9` of the server and a client vanishing in the
+//! middle of an upload leave nothing visible and no NAR pointing at missing
+//! chunks; what completed before is served after a restart. Concurrent
+//! uploads of one NAR to one and to two caches are all kept, stored once.
+
+use futures::SinkExt;
+use provenix_provenance::nar::{self, Node};
+use provenix_provenance::upload::UPLOAD_HEADER;
+use provenix_provenance::NarHash;
+use provenix_tests::http::{Http, UploadKey};
+use provenix_tests::{random_bytes, Backend, ObjectStorage, TestServer};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn big_nar(seed: u64) -> Vec<u8> {
+    nar::write(&Node::Regular {
+        executable: false,
+        contents: random_bytes(seed, 6 * 1024 * 1024),
+    })
+}
+
+/// `name` picks the hash part too: distinct names are distinct paths.
+fn info(cache: &str, name: &str, nar: &[u8]) -> Value {
+    let hash = if name == "crashed" {
+        CRASHED_HASH
+    } else {
+        HASH
+    };
+    json!({
+        "cache": cache,
+        "store_path": format!("/nix/store/{hash}-{name}"),
+        "nar_hash": NarHash::of(nar).to_nix_string(),
+        "nar_size": nar.len(), "references": [],
+    })
+}
+
+const HASH: &str = "7rjj86a15146cq1d3qy068lml7n8ykzm";
+const CRASHED_HASH: &str = "8rjj86a15146cq1d3qy068lml7n8ykzm";
+
+/// Starts an upload that sends half the NAR and then stalls; returns the
+/// request task and the sender (dropping it would end the body early).
+async fn stalled_upload(
+    url: &str,
+    key: &UploadKey,
+    info: &Value,
+    nar: &[u8],
+) -> (
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+    futures::channel::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+) {
+    let (mut tx, rx) = futures::channel::mpsc::channel(4);
+    let req = reqwest::Client::new()
+        .put(format!("{url}/_api/v1/upload-path"))
+        .header(UPLOAD_HEADER, key.sign(info).to_string())
+        .body(reqwest::Body::wrap_stream(rx));
+    let handle = tokio::spawn(req.send());
+    tx.send(Ok(nar[..nar.len() / 2].to_vec())).await.unwrap();
+    // Let the server chunk, compress and store what it got.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    (handle, tx)
+}
+
+async fn crash_mid_upload(backend: Backend, storage: ObjectStorage) {
+    let mut server = TestServer::start_on(backend, storage, "");
+    let root = server.root_token.clone();
+    server.client().ok(&["cache", "create", "main"]);
+    let http = Http::new(&server.url);
+    let key = http.key_for(&root, "main").await;
+    let done = big_nar(1);
+    let done_info = info("main", "done", &done);
+    let a = http.upload(None, &key.sign(&done_info), done.clone()).await;
+    assert_eq!(a.0, 200, "{}", a.2);
+
+    // kill -9 in the middle of the second upload.
+    let nar = big_nar(2);
+    let crashed = info("main", "crashed", &nar);
+    let (handle, _tx) = stalled_upload(&server.url, &key, &crashed, &nar).await;
+    let objects_mid_upload = server.stored_objects();
+    server.kill9();
+    match handle.await.unwrap() {
+        Err(_) => {}
+        Ok(r) => panic!(
+            "the upload survived a kill -9: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        ),
+    }
+    server.restart();
+    let http = Http::new(&server.url);
+
+    // Nothing of it is visible; what completed before is served.
+    let crashed_path = crashed["store_path"].as_str().unwrap();
+    let (status, _, _) = http
+        .get(
+            &format!("/main/{}.narinfo", &crashed_path[11..43]),
+            Some(&root),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, text) = http
+        .get(&format!("/main/{HASH}.narinfo"), Some(&root))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    // No NAR points at a missing chunk.
+    let (ok, out, err) = server.run_mode("verify");
+    assert!(ok, "{out}{err}");
+    assert!(
+        objects_mid_upload > 0,
+        "the test did not catch the upload mid-way"
+    );
+
+    // A client that vanishes mid-stream: the same.
+    let key = http.key_for(&root, "main").await;
+    let (handle, tx) = stalled_upload(&server.url, &key, &crashed, &nar).await;
+    handle.abort();
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, _) = http
+        .get(
+            &format!("/main/{}.narinfo", &crashed_path[11..43]),
+            Some(&root),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (ok, out, err) = server.run_mode("verify");
+    assert!(ok, "{out}{err}");
+
+    // The path uploads cleanly afterwards.
+    let a = http.upload(None, &key.sign(&crashed), nar).await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    assert_eq!(a.1["outcome"], "uploaded");
+}
+
+#[tokio::test]
+async fn kill_9_and_disconnects_mid_upload_sqlite_local() {
+    crash_mid_upload(Backend::Sqlite, ObjectStorage::Local).await;
+}
+
+#[tokio::test]
+async fn kill_9_and_disconnects_mid_upload_postgres_s3() {
+    crash_mid_upload(Backend::Postgres, ObjectStorage::S3).await;
+}
+
+async fn concurrent_uploads(backend: Backend, storage: ObjectStorage) {
+    let server = TestServer::start_on(backend, storage, "");
+    let root = server.root_token.clone();
+    let admin = server.client();
+    admin.ok(&["cache", "create", "a"]);
+    admin.ok(&["cache", "create", "b"]);
+    let http = Http::new(&server.url);
+    let nar = big_nar(3);
+    let mut keys = Vec::new();
+    for cache in ["a", "a", "b", "b"] {
+        keys.push((cache, http.key_for(&root, cache).await));
+    }
+    let uploads = keys.iter().map(|(cache, key)| {
+        let http = &http;
+        let body = key.sign(&info(cache, "same", &nar));
+        let nar = nar.clone();
+        async move { http.upload(None, &body, nar).await }
+    });
+    let answers = futures::future::join_all(uploads).await;
+    for a in &answers {
+        assert_eq!(a.0, 200, "{}", a.2);
+    }
+    // Every upload is on record, two per cache; both caches serve the path.
+    for cache in ["a", "b"] {
+        let (status, p, text) = http
+            .get(
+                &format!("/_api/v1/cache/{cache}/provenance/{HASH}"),
+                Some(&root),
+            )
+            .await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(p["uploads"].as_array().unwrap().len(), 2, "{p}");
+        let (status, _, _) = http
+            .get(&format!("/{cache}/{HASH}.narinfo"), Some(&root))
+            .await;
+        assert_eq!(status, 200);
+    }
+    // One NAR, its chunks intact.
+    let (ok, out, err) = server.run_mode("verify");
+    assert!(ok, "{out}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_of_one_nar_sqlite_local() {
+    concurrent_uploads(Backend::Sqlite, ObjectStorage::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_of_one_nar_postgres_s3() {
+    concurrent_uploads(Backend::Postgres, ObjectStorage::S3).await;
+}
