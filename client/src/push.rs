@@ -169,10 +169,16 @@ async fn push_one(
     multi: &MultiProgress,
 ) -> Result<UploadOutcome> {
     let mut session = signer.session().await?;
+    let mut gc_retries = 0;
     loop {
         match push_signed(signer, &session, store, cache, p, multi).await {
             Err(e) if error_code(&e) == Some("key-expired") && !session_is_fresh(&session) => {
                 session = signer.renew(&session).await?;
+            }
+            // Garbage collection took a chunk this upload relied on: the
+            // server stored nothing; sending again stores it afresh.
+            Err(e) if error_code(&e) == Some("retry") && gc_retries < 3 => {
+                gc_retries += 1;
             }
             r => return r,
         }

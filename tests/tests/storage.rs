@@ -188,3 +188,50 @@ fn replicas_share_postgres_and_s3() {
     assert_eq!(dst.read(&p, "blob"), data);
     assert!(gc.0, "{}", gc.2);
 }
+
+/// Garbage collection running again and again while a push reuses the very
+/// chunks it is reaping: no chunk a NAR refers to is ever deleted.
+fn gc_races_a_push(backend: Backend, storage: ObjectStorage) {
+    let server = TestServer::start_on(backend, storage, "");
+    let client = server.client();
+    client.ok(&["cache", "create", "a"]);
+    let src = NixStore::new();
+    let blob = random_bytes(21, 2 * 1024 * 1024);
+    let old = src.add_input_addressed("old", &[("blob", &blob)], &[]);
+    client.ok(&["push", "a", &old, "--store", &src.root()]);
+    client.ok(&["cache", "delete-path", "a", &old]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The same bytes under another path: its NAR shares most chunks with the dead one.
+    let new = src.add_input_addressed("new", &[("blob", &blob), ("extra", b"x")], &[]);
+    std::thread::scope(|s| {
+        let gc = s.spawn(|| {
+            for _ in 0..6 {
+                gc_now(&server);
+            }
+        });
+        client.ok(&["push", "a", &new, "--store", &src.root()]);
+        gc.join().unwrap();
+    });
+    gc_now(&server);
+    let (ok, out, err) = server.run_mode("verify");
+    assert!(ok, "{out}{err}");
+    let dst = NixStore::new();
+    let (ok, err) = dst.copy_from(
+        &format!("{}/a", server.url),
+        &new,
+        &[&client.public_key("a")],
+        Some((&host_of(&server.url), &server.root_token)),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(dst.read(&new, "blob"), blob);
+}
+
+#[test]
+fn gc_races_a_push_local_disk() {
+    gc_races_a_push(Backend::Sqlite, ObjectStorage::Local);
+}
+
+#[test]
+fn gc_races_a_push_s3() {
+    gc_races_a_push(Backend::Postgres, ObjectStorage::S3);
+}
