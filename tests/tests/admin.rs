@@ -2,7 +2,9 @@
 
 use provenix_provenance::{NarInfo, PublicKey};
 use provenix_tests::http::Http;
-use provenix_tests::{bin, host_of, random_bytes, run, Backend, NixStore, TestServer};
+use provenix_tests::{
+    bin, host_of, random_bytes, run, Backend, NixStore, ObjectStorage, TestServer,
+};
 use std::process::Command;
 
 async fn narinfo(server: &TestServer, cache: &str, path: &str) -> (u16, String) {
@@ -116,7 +118,17 @@ fn imported_nix_key_signs() {
 
 #[tokio::test]
 async fn gc_expires_paths_and_reaps_unreferenced_chunks() {
-    let server = TestServer::start(Backend::Sqlite);
+    gc_expires_and_reaps(ObjectStorage::Local).await;
+}
+
+#[tokio::test]
+async fn gc_expires_paths_and_reaps_unreferenced_chunks_on_s3() {
+    gc_expires_and_reaps(ObjectStorage::S3).await;
+}
+
+/// Retention by last access per cache, orphan NARs and chunks, on a backend.
+async fn gc_expires_and_reaps(storage: ObjectStorage) {
+    let server = TestServer::start_on(Backend::Sqlite, storage, "");
     let client = server.client();
     client.ok(&["cache", "create", "short", "--retention-period", "1s"]);
     client.ok(&["cache", "create", "keep"]);
