@@ -38,6 +38,8 @@ struct SigningKey {
 struct Shared {
     issuer: String,
     keys: Mutex<Vec<SigningKey>>,
+    /// An ES256 key published beside the RSA ones, once enabled.
+    ec_key: Mutex<Option<aws_lc_rs::signature::EcdsaKeyPair>>,
     /// Claims the token endpoint puts in its next tokens (over the defaults).
     overrides: Mutex<Map<String, Value>>,
     request_token: String,
@@ -57,6 +59,8 @@ pub struct OidcIssuer {
     shared: Arc<Shared>,
     _dir: tempfile::TempDir,
 }
+
+const EC_KID: &str = "fixture-ec-key";
 
 fn new_key(n: usize) -> SigningKey {
     SigningKey {
@@ -94,7 +98,16 @@ async fn discovery(State(s): State<Arc<Shared>>) -> Json<Value> {
 async fn jwks(State(s): State<Arc<Shared>>) -> Json<Value> {
     s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     let keys = s.keys.lock().unwrap();
-    Json(json!({ "keys": keys.iter().map(jwk).collect::<Vec<_>>() }))
+    let mut list: Vec<Value> = keys.iter().map(jwk).collect();
+    if let Some(ec) = s.ec_key.lock().unwrap().as_ref() {
+        // Uncompressed point: 0x04 || x || y.
+        let point = ec.public_key().as_ref();
+        list.push(json!({
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": EC_KID,
+            "x": b64url(&point[1..33]), "y": b64url(&point[33..65]),
+        }));
+    }
+    Json(json!({ "keys": list }))
 }
 
 async fn token_endpoint(
@@ -264,6 +277,7 @@ impl OidcIssuer {
         let shared = Arc::new(Shared {
             issuer: issuer.clone(),
             keys: Mutex::new(vec![new_key(1)]),
+            ec_key: Mutex::new(None),
             overrides: Mutex::new(Map::new()),
             request_token: request_token.clone(),
             jwks_fetches: AtomicUsize::new(0),
@@ -370,6 +384,31 @@ impl OidcIssuer {
     /// Claims the token endpoint sets in every later token.
     pub fn set_claims(&self, overrides: Value) {
         *self.shared.overrides.lock().unwrap() = overrides.as_object().unwrap().clone();
+    }
+
+    /// Publishes an ES256 key too (as some issuers sign with P-256).
+    pub fn enable_es256(&self) {
+        use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        *self.shared.ec_key.lock().unwrap() = Some(pair);
+    }
+
+    /// Signs with the ES256 key (JWS's fixed r||s signature).
+    pub fn sign_es256(&self, claims: &Map<String, Value>) -> String {
+        let guard = self.shared.ec_key.lock().unwrap();
+        let pair = guard.as_ref().expect("enable_es256 first");
+        let header = json!({"typ": "JWT", "alg": "ES256", "kid": EC_KID});
+        let input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(Value::Object(claims.clone()).to_string().as_bytes())
+        );
+        let sig = pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+        format!("{input}.{}", b64url(sig.as_ref()))
     }
 
     pub fn jwks_fetches(&self) -> usize {

@@ -340,6 +340,27 @@ async fn publishers_match_on_ids_workflow_event_and_runner() {
 }
 
 #[tokio::test]
+async fn es256_tokens_are_accepted_and_an_rs256_header_on_them_is_not() {
+    let w = world("");
+    w.issuer.enable_es256();
+    let c = w.claims();
+    let token = w.issuer.sign_es256(&c);
+    let a = w.exchange_raw(&token, &c).await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    // The EC key may not verify a token whose header claims RS256.
+    let c = w.claims();
+    let forged = w
+        .issuer
+        .sign_with_header(&json!({"alg": "RS256", "kid": "fixture-ec-key"}), &c);
+    assert_refused(
+        &w.exchange_raw(&forged, &c).await,
+        401,
+        "invalid-token",
+        "RS256",
+    );
+}
+
+#[tokio::test]
 async fn an_issuer_that_rotates_its_key_still_works() {
     let w = world("");
     let a = w.exchange(&w.claims()).await;
