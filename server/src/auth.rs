@@ -13,9 +13,9 @@ use crate::token::TokenClaims;
 
 pub struct Auth {
     pub claims: Option<TokenClaims>,
-    /// `sha256:HEX` of the presented token: what a person's proof of
-    /// possession binds in place of a `jti`.
-    pub token_id: Option<String>,
+    /// The presented token, kept so the exchange can hash it (only there:
+    /// not on every narinfo request).
+    token: Option<String>,
 }
 
 impl Auth {
@@ -24,6 +24,14 @@ impl Auth {
             .as_ref()
             .map(|c| c.provenix.caches.for_cache(cache))
             .unwrap_or_default()
+    }
+
+    /// `sha256:HEX` of the presented token: what a person's proof of
+    /// possession binds in place of a `jti`.
+    pub fn token_id(&self) -> Option<String> {
+        self.token
+            .as_deref()
+            .map(provenix_provenance::exchange::access_token_id)
     }
 
     pub fn is_anonymous(&self) -> bool {
@@ -58,7 +66,7 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Ok(Auth {
                 claims: None,
-                token_id: None,
+                token: None,
             });
         };
         let token = value
@@ -69,7 +77,7 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         match state.tokens.verify(&token) {
             Ok(claims) => Ok(Auth {
                 claims: Some(claims),
-                token_id: Some(provenix_provenance::exchange::access_token_id(&token)),
+                token: Some(token),
             }),
             Err(e) => {
                 use jsonwebtoken::errors::ErrorKind;

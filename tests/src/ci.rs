@@ -7,6 +7,22 @@ use crate::oidc::OidcIssuer;
 use crate::{Backend, Client, TestServer};
 use serde_json::{Map, Value};
 
+/// `provenix publisher add main` for build.yml of octo-org/octo-repo; add
+/// restrictions after it.
+pub const ADD_PUBLISHER: [&str; 11] = [
+    "publisher",
+    "add",
+    "main",
+    "--github",
+    "octo-org/octo-repo",
+    "--repository-id",
+    REPO_ID,
+    "--owner-id",
+    OWNER_ID,
+    "--workflow",
+    "build.yml",
+];
+
 pub const REPO_ID: &str = "42000001";
 pub const OWNER_ID: &str = "7000001";
 
@@ -33,19 +49,7 @@ pub fn world_on(backend: Backend, extra: &str, audience: Option<&str>) -> World 
     let server = TestServer::start_with(backend, &format!("{extra}\n{issuer_toml}"));
     let admin = server.client();
     admin.ok(&["cache", "create", "main"]);
-    let out = admin.ok(&[
-        "publisher",
-        "add",
-        "main",
-        "--github",
-        "octo-org/octo-repo",
-        "--repository-id",
-        REPO_ID,
-        "--owner-id",
-        OWNER_ID,
-        "--workflow",
-        "build.yml",
-    ]);
+    let out = admin.ok(&ADD_PUBLISHER);
     assert!(out.contains("Trusted publisher 1 added"), "{out}");
     let http = Http::new(&server.url);
     let aud = audience.map_or_else(|| format!("{}/", server.url), str::to_string);

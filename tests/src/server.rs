@@ -169,6 +169,24 @@ url = "{db_url}"
     }
 
     /// The directory holding the chunk objects (the bucket's, for S3).
+    /// `garbage-collector-once` with no chunk grace period (unused chunks go
+    /// now); returns its JSON report.
+    pub fn gc_without_grace(&self) -> String {
+        let grace0 = self.dir.path().join("grace0.toml");
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        std::fs::write(
+            &grace0,
+            format!("{text}\n[garbage-collection]\nchunk-grace-period = \"0s\"\n"),
+        )
+        .unwrap();
+        let (ok, out, err) = run(Command::new(bin("provenixd"))
+            .arg("-f")
+            .arg(&grace0)
+            .args(["--mode", "garbage-collector-once"]));
+        assert!(ok, "{err}");
+        out
+    }
+
     pub fn storage_dir(&self) -> PathBuf {
         match &self.s3 {
             Some(s3) => s3.bucket_dir(),

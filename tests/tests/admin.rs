@@ -156,18 +156,7 @@ async fn gc_expires_and_reaps(storage: ObjectStorage) {
     assert_eq!(server.stored_objects(), before);
 
     // With no grace, the expired path's chunks go and the kept path's stay.
-    let grace0 = server.dir.path().join("grace0.toml");
-    let text = std::fs::read_to_string(&server.config_path).unwrap();
-    std::fs::write(
-        &grace0,
-        format!("{text}\n[garbage-collection]\nchunk-grace-period = \"0s\"\n"),
-    )
-    .unwrap();
-    let (ok, out, err) = run(Command::new(bin("provenixd"))
-        .arg("-f")
-        .arg(&grace0)
-        .args(["--mode", "garbage-collector-once"]));
-    assert!(ok, "{err}");
+    let out = server.gc_without_grace();
     let after = server.stored_objects();
     assert!(after < before && after > 0, "{before} -> {after}: {out}");
     assert!(!out.contains("\"deleted_chunks\":0"), "{out}");

@@ -3,7 +3,9 @@
 //! it through `ca-cert`, the provenix CLI inside a simulated Actions job, and
 //! the real Nix client pulling what the job pushed.
 
-use provenix_tests::ci::{assert_refused, run_ci, world, world_on, OWNER_ID, REPO_ID};
+use provenix_tests::ci::{
+    assert_refused, run_ci, world, world_on, ADD_PUBLISHER, OWNER_ID, REPO_ID,
+};
 use provenix_tests::http::{new_key, Http};
 use provenix_tests::oidc::{sign_hs256, unsigned};
 use provenix_tests::{host_of, Backend, NixStore};
@@ -274,19 +276,7 @@ async fn publishers_match_on_ids_workflow_event_and_runner() {
 
     // Publishers that opt in accept exactly those.
     let admin = w.server.client();
-    let github = [
-        "publisher",
-        "add",
-        "main",
-        "--github",
-        "octo-org/octo-repo",
-        "--repository-id",
-        REPO_ID,
-        "--owner-id",
-        OWNER_ID,
-        "--workflow",
-        "build.yml",
-    ];
+    let github = ADD_PUBLISHER;
     admin.ok(&[
         &github[..],
         &[

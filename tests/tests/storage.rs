@@ -3,26 +3,7 @@
 //! with the real Nix client, cross-cache dedup, GC, a missing chunk, and
 //! replicas sharing one database and one bucket.
 
-use provenix_tests::{
-    bin, host_of, random_bytes, run, Backend, NixStore, ObjectStorage, TestServer,
-};
-use std::process::Command;
-
-fn gc_now(server: &TestServer) -> String {
-    let grace0 = server.dir.path().join("grace0.toml");
-    let text = std::fs::read_to_string(&server.config_path).unwrap();
-    std::fs::write(
-        &grace0,
-        format!("{text}\n[garbage-collection]\nchunk-grace-period = \"0s\"\n"),
-    )
-    .unwrap();
-    let (ok, out, err) = run(Command::new(bin("provenixd"))
-        .arg("-f")
-        .arg(&grace0)
-        .args(["--mode", "garbage-collector-once"]));
-    assert!(ok, "{err}");
-    out
-}
+use provenix_tests::{host_of, random_bytes, Backend, NixStore, ObjectStorage, TestServer};
 
 fn chunk_files(server: &TestServer) -> Vec<std::path::PathBuf> {
     fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
@@ -75,12 +56,12 @@ async fn storage_suite(backend: Backend, storage: ObjectStorage) {
 
     // GC: while b still holds big, nothing goes; once no cache does, its chunks go.
     client.ok(&["cache", "delete-path", "a", &big]);
-    gc_now(&server);
+    server.gc_without_grace();
     assert_eq!(server.stored_objects(), objects);
     client.ok(&["cache", "delete-path", "b", &big]);
     // Chunk times are in seconds: let "unused since" be strictly in the past.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let out = gc_now(&server);
+    let out = server.gc_without_grace();
     assert!(out.contains("\"deleted_nars\":1"), "{out}");
     let left = chunk_files(&server);
     assert_eq!(left.len(), 1, "only small's chunk is left: {left:?}");
@@ -210,13 +191,13 @@ fn gc_races_a_push(backend: Backend, storage: ObjectStorage) {
     std::thread::scope(|s| {
         let gc = s.spawn(|| {
             for _ in 0..6 {
-                gc_now(&server);
+                server.gc_without_grace();
             }
         });
         client.ok(&["push", "a", &new, "--store", &src.root()]);
         gc.join().unwrap();
     });
-    gc_now(&server);
+    server.gc_without_grace();
     let (ok, out, err) = server.run_mode("verify");
     assert!(ok, "{out}{err}");
     let dst = NixStore::new();

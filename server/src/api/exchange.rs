@@ -181,7 +181,7 @@ async fn grant_for_access_token(
     auth: &Auth,
     public_key: &ed25519_dalek::VerifyingKey,
 ) -> ApiResult<(i64, Grant)> {
-    let (Some(claims), Some(token_id)) = (&auth.claims, &auth.token_id) else {
+    let (Some(claims), Some(token_id)) = (&auth.claims, auth.token_id()) else {
         return Err(ApiError::unauthorized(
             "an exchange needs an oidc_token, or an access token in the Authorization header",
         ));
@@ -192,7 +192,7 @@ async fn grant_for_access_token(
             "a key's session token cannot be exchanged for another key; exchange the CI's OIDC token again".into(),
         ));
     }
-    let msg = proof_message(&state.api_endpoint, token_id, &req.cache, &req.public_key);
+    let msg = proof_message(&state.api_endpoint, &token_id, &req.cache, &req.public_key);
     verify(public_key, &msg, &req.proof).map_err(|e| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,

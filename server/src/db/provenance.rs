@@ -16,7 +16,7 @@ pub(super) enum Bind {
 
 /// WHERE clauses and their values, numbered as they are added.
 pub(super) struct Filter {
-    pub(super) clauses: Vec<String>,
+    clauses: Vec<String>,
     binds: Vec<Bind>,
 }
 
@@ -32,6 +32,31 @@ impl Filter {
         self.binds.push(value);
         self.clauses
             .push(clause.replace('?', &format!("${}", self.binds.len())));
+    }
+
+    /// A clause without a value.
+    pub(super) fn add_unbound(&mut self, clause: &str) {
+        self.clauses.push(clause.to_string());
+    }
+
+    /// `column IN (ids...)`.
+    pub(super) fn add_in(&mut self, column: &str, ids: &[i64]) {
+        let first = self.binds.len() + 1;
+        self.binds.extend(ids.iter().map(|id| Bind::Int(*id)));
+        self.clauses.push(format!(
+            "{column} IN ({})",
+            super::placeholders(first, ids.len())
+        ));
+    }
+
+    /// `column` between `since` and `until` (inclusive), where given.
+    pub(super) fn add_window(&mut self, column: &str, since: Option<i64>, until: Option<i64>) {
+        if let Some(t) = since {
+            self.add(&format!("{column} >= ?"), Bind::Int(t));
+        }
+        if let Some(t) = until {
+            self.add(&format!("{column} <= ?"), Bind::Int(t));
+        }
     }
 
     pub(super) fn sql(&self) -> String {
@@ -165,12 +190,7 @@ impl Db {
             f.add("u.store_path_hash = ?", Bind::Text(h.into()));
         }
         identity_filters(&mut f, q);
-        if let Some(t) = q.since {
-            f.add("u.created_at >= ?", Bind::Int(t));
-        }
-        if let Some(t) = q.until {
-            f.add("u.created_at <= ?", Bind::Int(t));
-        }
+        f.add_window("u.created_at", q.since, q.until);
         if let Some(c) = q.cursor {
             let op = if oldest_first { ">" } else { "<" };
             f.add(&format!("u.id {op} ?"), Bind::Int(c));
@@ -206,12 +226,7 @@ impl Db {
         let mut f = Filter::new();
         f.add("k.cache_id = ?", Bind::Int(cache_id));
         identity_filters(&mut f, q);
-        if let Some(t) = q.since {
-            f.add("k.created_at >= ?", Bind::Int(t));
-        }
-        if let Some(t) = q.until {
-            f.add("k.created_at <= ?", Bind::Int(t));
-        }
+        f.add_window("k.created_at", q.since, q.until);
         if let Some(c) = q.cursor {
             f.add("k.id < ?", Bind::Int(c));
         }

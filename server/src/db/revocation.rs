@@ -7,7 +7,7 @@ use provenix_provenance::audit::AuditQuery;
 use provenix_provenance::revocation::{RevokeRequest, RevokedPath};
 use sqlx::Row;
 
-use super::provenance::{identity_filters, Bind, Filter};
+use super::provenance::{identity_filters, Filter};
 use super::{placeholders, Db, BATCH};
 
 pub struct Revoked {
@@ -44,12 +44,8 @@ impl Db {
         let mut keys = Vec::new();
         if req.selects_keys() {
             let mut f = Filter::new();
-            for id in cache_ids {
-                f.add("?", Bind::Int(*id));
-            }
-            let in_list = f.clauses.drain(..).collect::<Vec<_>>().join(", ");
-            f.clauses.push(format!("k.cache_id IN ({in_list})"));
-            f.clauses.push("k.revocation_id IS NULL".into());
+            f.add_in("k.cache_id", cache_ids);
+            f.add_unbound("k.revocation_id IS NULL");
             let q = AuditQuery {
                 repository: req.repository.clone(),
                 workflow: req.workflow.clone(),
@@ -59,12 +55,7 @@ impl Db {
                 ..AuditQuery::default()
             };
             identity_filters(&mut f, &q);
-            if let Some(t) = req.issued_after {
-                f.add("k.created_at >= ?", Bind::Int(t));
-            }
-            if let Some(t) = req.issued_before {
-                f.add("k.created_at <= ?", Bind::Int(t));
-            }
+            f.add_window("k.created_at", req.issued_after, req.issued_before);
             let sql = format!(
                 "SELECT k.id, k.key_id FROM signing_keys k WHERE {} ORDER BY k.id",
                 f.sql()
