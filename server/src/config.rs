@@ -35,6 +35,14 @@ pub struct Config {
     /// `Cache-Control` may keep a narinfo: how fast a revocation reaches them.
     #[serde(default = "default_narinfo_max_age", with = "humantime_serde_compat")]
     pub narinfo_max_age: Duration,
+    /// An upload running longer is cut off. GC sweeps stored objects no row
+    /// names once they are twice this old (a killed upload's chunks), so
+    /// every replica and the garbage collector must agree on it.
+    #[serde(
+        default = "default_max_upload_duration",
+        with = "humantime_serde_compat"
+    )]
+    pub max_upload_duration: Duration,
     pub token_hs256_secret_base64: Option<String>,
     pub token_rs256_secret_base64: Option<String>,
     pub database: DatabaseConfig,
@@ -112,6 +120,10 @@ impl Default for SigningKeysConfig {
             lifetime: default_key_lifetime(),
         }
     }
+}
+
+fn default_max_upload_duration() -> Duration {
+    Duration::from_secs(12 * 3600)
 }
 
 fn default_narinfo_max_age() -> Duration {
@@ -331,6 +343,9 @@ impl Config {
         if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
         {
             bail!("[database] url must start with sqlite:// or postgres://");
+        }
+        if self.max_upload_duration < Duration::from_secs(1) {
+            bail!("max-upload-duration must be at least 1 second");
         }
         let lifetime = self.signing_keys.lifetime;
         if lifetime > MAX_KEY_LIFETIME || lifetime < Duration::from_secs(1) {

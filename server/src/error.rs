@@ -63,18 +63,14 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        // PostgreSQL aborts one of two transactions that lock rows in
-        // opposite orders (40P01) or cannot be serialized (40001): nothing
-        // was committed, and sending the request again succeeds.
-        if let sqlx::Error::Database(db) = &e {
-            if matches!(db.code().as_deref(), Some("40P01" | "40001")) {
-                tracing::info!("transaction aborted by the database, client told to retry: {db}");
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "retry",
-                    "a concurrent transaction conflicted with this one; nothing was stored, send it again",
-                );
-            }
+        // Nothing was committed: sending the request again succeeds.
+        if crate::db::is_transient(&e) {
+            tracing::info!("transaction aborted by the database, client told to retry: {e}");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "retry",
+                "a concurrent transaction conflicted with this one; nothing was stored, send it again",
+            );
         }
         ApiError::internal(format!("database: {e}"))
     }

@@ -6,7 +6,6 @@ use anyhow::Result;
 use futures::TryStreamExt;
 use serde::Serialize;
 
-use crate::api::upload::MAX_UPLOAD_DURATION;
 use crate::state::AppState;
 
 #[derive(Debug, Default, Serialize)]
@@ -43,7 +42,7 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
 
     // Objects older than twice the longest upload that no row names can
     // belong to no upload in progress.
-    let sweep_cutoff = now - 2 * MAX_UPLOAD_DURATION.as_secs() as i64;
+    let sweep_cutoff = now - 2 * state.config.max_upload_duration.as_secs() as i64;
     report.swept_objects = sweep(state, sweep_cutoff).await?;
     // A token past exp (and the leeway, added when it was spent) is refused
     // by its exp check, so its jti no longer needs remembering.

@@ -61,6 +61,17 @@ impl Http {
         )
     }
 
+    /// A whole body that must arrive with 200 (a NAR, say).
+    pub async fn get_bytes(&self, path: &str, token: Option<&str>) -> Vec<u8> {
+        let mut r = self.client.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await.expect("request");
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.bytes().await.expect("the whole body").to_vec()
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Answer {
         self.send(self.client.get(format!("{}{path}", self.base)), token)
             .await

@@ -1,6 +1,7 @@
 //! Crash safety: `kill -9` of the server and a client vanishing in the
 //! middle of an upload leave nothing visible and no NAR pointing at missing
-//! chunks; what completed before is served after a restart. Concurrent
+//! chunks; what completed before is served after a restart, and GC reclaims
+//! what the interrupted uploads stored. Concurrent
 //! uploads of one NAR to one and to two caches are all kept, stored once.
 
 use futures::SinkExt;
@@ -26,6 +27,10 @@ fn info(cache: &str, name: &str, nar: &[u8]) -> Value {
     } else {
         HASH
     };
+    info_at(cache, hash, name, nar)
+}
+
+fn info_at(cache: &str, hash: &str, name: &str, nar: &[u8]) -> Value {
     json!({
         "cache": cache,
         "store_path": format!("/nix/store/{hash}-{name}"),
@@ -60,8 +65,12 @@ async fn stalled_upload(
     (handle, tx)
 }
 
+/// Uploads are cut off after this, so GC sweeps unnamed objects after twice
+/// as long: short here to see a killed upload's leftovers reclaimed.
+const MAX_UPLOAD: Duration = Duration::from_secs(5);
+
 async fn crash_mid_upload(backend: Backend, storage: ObjectStorage) {
-    let mut server = TestServer::start_on(backend, storage, "");
+    let mut server = TestServer::start_on(backend, storage, "max-upload-duration = \"5s\"");
     let root = server.root_token.clone();
     server.client().ok(&["cache", "create", "main"]);
     let http = Http::new(&server.url);
@@ -70,6 +79,7 @@ async fn crash_mid_upload(backend: Backend, storage: ObjectStorage) {
     let done_info = info("main", "done", &done);
     let a = http.upload(None, &key.sign(&done_info), done.clone()).await;
     assert_eq!(a.0, 200, "{}", a.2);
+    let objects_of_done = server.stored_objects();
 
     // kill -9 in the middle of the second upload.
     let nar = big_nar(2);
@@ -125,10 +135,34 @@ async fn crash_mid_upload(backend: Backend, storage: ObjectStorage) {
     let (ok, out, err) = server.run_mode("verify");
     assert!(ok, "{out}{err}");
 
+    // Both left chunks behind that no row names. GC keeps them while an
+    // upload could still be writing them, then reclaims every one: what
+    // remains is exactly what the completed upload stored.
+    let leftovers = server.stored_objects() - objects_of_done;
+    assert!(leftovers > 0, "the interrupted uploads stored nothing");
+    let report = gc_report(&server);
+    assert_eq!(report["swept_objects"], 0, "swept too early: {report}");
+    tokio::time::sleep(2 * MAX_UPLOAD + Duration::from_secs(1)).await;
+    let report = gc_report(&server);
+    assert_eq!(report["swept_objects"], leftovers as u64, "{report}");
+    assert_eq!(server.stored_objects(), objects_of_done);
+    let (ok, out, err) = server.run_mode("verify");
+    assert!(ok, "{out}{err}");
+    let (status, _, text) = http
+        .get(&format!("/main/{HASH}.narinfo"), Some(&root))
+        .await;
+    assert_eq!(status, 200, "{text}");
+
     // The path uploads cleanly afterwards.
     let a = http.upload(None, &key.sign(&crashed), nar).await;
     assert_eq!(a.0, 200, "{}", a.2);
     assert_eq!(a.1["outcome"], "uploaded");
+}
+
+fn gc_report(server: &TestServer) -> Value {
+    let (ok, out, err) = server.run_mode("garbage-collector-once");
+    assert!(ok, "{err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 #[tokio::test]
@@ -191,4 +225,72 @@ async fn concurrent_uploads_of_one_nar_sqlite_local() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_uploads_of_one_nar_postgres_s3() {
     concurrent_uploads(Backend::Postgres, ObjectStorage::S3).await;
+}
+
+/// Uploads of *different* new NARs made of the same chunks in different
+/// orders, all at once: on PostgreSQL their commits upsert the same chunk
+/// rows, which must not deadlock into a refusal.
+async fn concurrent_uploads_sharing_chunks(backend: Backend, storage: ObjectStorage) {
+    let server = TestServer::start_on(backend, storage, "");
+    let root = server.root_token.clone();
+    server.client().ok(&["cache", "create", "main"]);
+    let http = Http::new(&server.url);
+    let blocks: Vec<Vec<u8>> = (0..8).map(|i| random_bytes(100 + i, 512 * 1024)).collect();
+    let mut uploads = Vec::new();
+    for n in 0..6usize {
+        // Each NAR: the blocks rotated and, for odd n, reversed.
+        let mut order: Vec<usize> = (0..blocks.len()).map(|i| (i + n) % blocks.len()).collect();
+        if n % 2 == 1 {
+            order.reverse();
+        }
+        let contents: Vec<u8> = order.iter().flat_map(|&i| blocks[i].clone()).collect();
+        let nar = nar::write(&Node::Regular {
+            executable: false,
+            contents,
+        });
+        let hash = format!("{n}{}", &HASH[1..]);
+        let key = http.key_for(&root, "main").await;
+        uploads.push((hash, key, nar));
+    }
+    let answers = futures::future::join_all(uploads.iter().map(|(hash, key, nar)| {
+        let http = &http;
+        let body = key.sign(&info_at("main", hash, "shared", nar));
+        async move { http.upload(None, &body, nar.clone()).await }
+    }))
+    .await;
+    for a in &answers {
+        assert_eq!(a.0, 200, "{}", a.2);
+    }
+    for (hash, _, nar) in &uploads {
+        let (status, _, text) = http
+            .get(&format!("/main/{hash}.narinfo"), Some(&root))
+            .await;
+        assert_eq!(status, 200, "{text}");
+        let url = text
+            .lines()
+            .find_map(|l| l.strip_prefix("URL: "))
+            .expect("URL line");
+        assert!(text.contains("Compression: zstd"), "{text}");
+        let served = http.get_bytes(&format!("/main/{url}"), Some(&root)).await;
+        let bytes = zstd::decode_all(&served[..]).expect("a zstd stream");
+        // Not assert_eq!: a mismatch would print megabytes.
+        assert!(
+            bytes == *nar,
+            "the NAR served for {hash} differs from the one uploaded: {} vs {} bytes",
+            bytes.len(),
+            nar.len()
+        );
+    }
+    let (ok, out, err) = server.run_mode("verify");
+    assert!(ok, "{out}{err}");
+}
+
+#[tokio::test]
+async fn concurrent_uploads_sharing_chunks_sqlite_local() {
+    concurrent_uploads_sharing_chunks(Backend::Sqlite, ObjectStorage::Local).await;
+}
+
+#[tokio::test]
+async fn concurrent_uploads_sharing_chunks_postgres_s3() {
+    concurrent_uploads_sharing_chunks(Backend::Postgres, ObjectStorage::S3).await;
 }

@@ -14,7 +14,6 @@ use provenix_provenance::upload::{
     UPLOAD_HEADER,
 };
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::auth::Auth;
 use crate::db::caches::CacheRow;
@@ -23,10 +22,6 @@ use crate::db::objects::{CommitOutcome, NewObject, Witness};
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::IngestError;
 use crate::state::AppState;
-
-/// An upload running longer than this is cut off, so that GC's sweep of
-/// unreferenced objects (which waits twice as long) never races one.
-pub const MAX_UPLOAD_DURATION: Duration = Duration::from_secs(12 * 3600);
 
 /// The cache if the caller may push to it.
 async fn cache_for_push(state: &AppState, auth: &Auth, cache: &str) -> ApiResult<CacheRow> {
@@ -240,7 +235,7 @@ pub async fn upload_path(
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream);
     let ingest = state.ingestor.ingest(reader, &info.nar_hash, info.nar_size);
-    let ingested = match tokio::time::timeout(MAX_UPLOAD_DURATION, ingest).await {
+    let ingested = match tokio::time::timeout(state.config.max_upload_duration, ingest).await {
         Err(_) => {
             return Err(ApiError::bad_request(
                 "upload-timeout",
@@ -260,10 +255,23 @@ pub async fn upload_path(
         }
         Ok(Ok(i)) => i,
     };
-    let outcome = state
-        .db
-        .commit_upload(&obj, ingested.compression, &ingested.chunks)
-        .await?;
+    // The commit is one transaction: if the database aborts it for a
+    // conflict with another (deadlock, serialization), nothing was written
+    // and it can simply run again; the chunks are stored already.
+    let mut attempts = 0;
+    let outcome = loop {
+        attempts += 1;
+        match state
+            .db
+            .commit_upload(&obj, ingested.compression, &ingested.chunks)
+            .await
+        {
+            Err(e) if attempts < 4 && crate::db::is_transient(&e) => {
+                tracing::info!(path = %info.store_path, "commit conflicted, running it again: {e}");
+            }
+            other => break other?,
+        }
+    };
     if outcome == CommitOutcome::Created {
         tracing::info!(path = %info.store_path, cache = %c.name, key = %key.key_id, sub = %key.subject, size = info.nar_size, "uploaded");
     }

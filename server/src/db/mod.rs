@@ -56,6 +56,13 @@ fn for_backend(sql: &str, backend: Backend) -> String {
     }
 }
 
+/// PostgreSQL aborts one of two transactions that lock rows in opposite
+/// orders (40P01) or cannot be serialized (40001): nothing was committed,
+/// and running the transaction again succeeds.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
 /// SQLite's limit on bound parameters is 32766; stay far below it.
 pub const BATCH: usize = 500;
 

@@ -279,6 +279,10 @@ impl Db {
                 ChunkSource::Duplicate => {}
             }
         }
+        // Concurrent commits lock shared chunk rows in one global order
+        // (hash, then id), so two uploads never wait on each other in a cycle.
+        new.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        existing.sort_unstable();
         // hash -> (id, file_size)
         let mut ids: HashMap<String, (i64, i64)> = HashMap::new();
         for batch in new.chunks(BATCH / 8) {
