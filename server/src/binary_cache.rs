@@ -10,7 +10,7 @@ use futures::StreamExt;
 use provenix_policy::validate_cache_name;
 use provenix_provenance::narinfo::NarInfo;
 use provenix_provenance::store_path::validate_hash_part;
-use provenix_provenance::{NarHash, SecretKey};
+use provenix_provenance::NarHash;
 use std::sync::Arc;
 
 use crate::auth::Auth;
@@ -25,19 +25,22 @@ const TOUCH_INTERVAL: i64 = 3600;
 /// The cache if the caller may pull from it. An anonymous caller gets 401 and
 /// an authenticated one 404, whether the cache is private or missing.
 pub async fn cache_for_pull(state: &AppState, auth: &Auth, name: &str) -> ApiResult<CacheRow> {
-    let hidden = || {
-        if auth.is_anonymous() {
-            ApiError::unauthorized(format!("cache {name:?} needs a token (or does not exist)"))
-        } else {
-            ApiError::no_such_cache(name)
-        }
-    };
     if validate_cache_name(name).is_err() {
         return Err(ApiError::no_such_cache(name));
     }
-    match state.db.cache_by_name(name).await? {
+    let found = state.db.cache_by_name(name).await?;
+    visible_to(auth, name, found)
+}
+
+/// The cache if it exists and the caller may pull from it; otherwise the
+/// same refusal whether it is private or missing.
+fn visible_to(auth: &Auth, name: &str, cache: Option<CacheRow>) -> ApiResult<CacheRow> {
+    match cache {
         Some(c) if c.is_public || auth.permission(name).pull => Ok(c),
-        _ => Err(hidden()),
+        _ if auth.is_anonymous() => Err(ApiError::unauthorized(format!(
+            "cache {name:?} needs a token (or does not exist)"
+        ))),
+        _ => Err(ApiError::no_such_cache(name)),
     }
 }
 
@@ -63,9 +66,16 @@ fn nar_file_name(store_path_hash: &str, compression: &str) -> String {
 
 async fn find_object(state: &AppState, cache: &CacheRow, hash: &str) -> ApiResult<ObjectRow> {
     let obj = state.db.object(cache.id, hash).await?;
-    let obj = obj.ok_or_else(|| {
-        ApiError::not_found("no-such-path", format!("{hash} is not in this cache"))
-    })?;
+    let obj = obj.ok_or_else(|| no_such_path(hash))?;
+    touch_later(state, &obj);
+    Ok(obj)
+}
+
+fn no_such_path(hash: &str) -> ApiError {
+    ApiError::not_found("no-such-path", format!("{hash} is not in this cache"))
+}
+
+fn touch_later(state: &AppState, obj: &ObjectRow) {
     let now = crate::now();
     if now - obj.last_accessed_at > TOUCH_INTERVAL {
         // Off the request path: retention bookkeeping must not slow pulls.
@@ -77,7 +87,6 @@ async fn find_object(state: &AppState, cache: &CacheRow, hash: &str) -> ApiResul
             }
         });
     }
-    Ok(obj)
 }
 
 pub async fn narinfo(
@@ -85,12 +94,24 @@ pub async fn narinfo(
     auth: Auth,
     Path((cache, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let c = cache_for_pull(&state, &auth, &cache).await?;
-    let hash = file
-        .strip_suffix(".narinfo")
-        .ok_or_else(|| ApiError::not_found("not-found", format!("no such file {file:?}")))?;
+    if validate_cache_name(&cache).is_err() {
+        return Err(ApiError::no_such_cache(&cache));
+    }
+    let hash = file.strip_suffix(".narinfo");
+    // The cache, its keys' version and the path in one query; a malformed
+    // name still gets the cache's visibility answer first.
+    let lookup_hash = hash.filter(|h| validate_hash_part(h).is_ok()).unwrap_or("");
+    let found = state.db.narinfo_lookup(&cache, lookup_hash).await?;
+    let (c, keys_version, obj) = match found {
+        Some(l) => (Some(l.cache), l.keys_version, l.object),
+        None => (None, 0, None),
+    };
+    let c = visible_to(&auth, &cache, c)?;
+    let hash =
+        hash.ok_or_else(|| ApiError::not_found("not-found", format!("no such file {file:?}")))?;
     validate_hash_part(hash).map_err(|e| ApiError::not_found("no-such-path", e.to_string()))?;
-    let obj = find_object(&state, &c, hash).await?;
+    let obj = obj.ok_or_else(|| no_such_path(hash))?;
+    touch_later(&state, &obj);
     let nar_hash = NarHash::parse(&obj.nar_hash).map_err(ApiError::internal)?;
     let mut info = NarInfo {
         store_path: obj.store_path.clone(),
@@ -105,9 +126,9 @@ pub async fn narinfo(
         sigs: vec![],
         ca: obj.ca.clone(),
     };
-    for key in state.db.signing_keys(c.id, crate::now()).await? {
-        let sk = SecretKey::parse(&key.secret).map_err(ApiError::internal)?;
-        info.sign(&c.store_dir, &sk);
+    let keys = state.key_ring.keys(&state.db, c.id, keys_version).await?;
+    for key in keys.signing_at(crate::now()) {
+        info.sign(&c.store_dir, key);
     }
     let mut resp = (
         [(header::CONTENT_TYPE, "text/x-nix-narinfo")],

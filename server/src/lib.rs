@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod gc;
 pub mod ingest;
+pub mod key_ring;
 pub mod oidc;
 pub mod state;
 pub mod storage;

@@ -20,6 +20,7 @@ pub struct AppState {
     /// Canonical base URL, always ending in '/'.
     pub api_endpoint: String,
     pub oidc: OidcVerifier,
+    pub key_ring: crate::key_ring::KeyRing,
     /// Loaded on first use: the database may not be migrated when the
     /// state is built (the `db-migrations` mode runs separately).
     ca: tokio::sync::OnceCell<CertificateAuthority>,
@@ -54,6 +55,7 @@ impl AppState {
             ingestor,
             api_endpoint,
             oidc,
+            key_ring: Default::default(),
             ca: tokio::sync::OnceCell::new(),
         }))
     }

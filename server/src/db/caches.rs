@@ -42,6 +42,16 @@ fn cache_from_row(r: &sqlx::any::AnyRow) -> Result<CacheRow, sqlx::Error> {
     })
 }
 
+/// What a narinfo request needs, read in one query: the cache, the version
+/// of its signing keys, and the path if the cache holds it.
+pub struct NarinfoLookup {
+    pub cache: CacheRow,
+    /// The newest key's id: every key change (rotation, regeneration) adds
+    /// a key, so parsed keys cached under this version are never stale.
+    pub keys_version: i64,
+    pub object: Option<super::objects::ObjectRow>,
+}
+
 pub struct NewCache<'a> {
     pub name: &'a str,
     pub is_public: bool,
@@ -61,6 +71,43 @@ impl Db {
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
             .collect()
+    }
+
+    /// One round trip for the hottest request a cache serves (the narinfo):
+    /// a join, not three queries, because each query costs a hop to
+    /// SQLite's worker thread or a network round trip to PostgreSQL.
+    pub async fn narinfo_lookup(
+        &self,
+        cache_name: &str,
+        store_path_hash: &str,
+    ) -> Result<Option<NarinfoLookup>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT c.id, c.name, c.is_public, c.priority, c.store_dir, c.upstream_cache_key_names, c.retention_period,
+                    (SELECT MAX(k.id) FROM cache_keys k WHERE k.cache_id = c.id) AS keys_version,
+                    o.id AS object_id, o.store_path, o.nar_id, o.refs, o.deriver, o.ca, o.last_accessed_at,
+                    n.nar_hash, n.nar_size, n.compression, n.file_size
+             FROM caches c
+             LEFT JOIN objects o ON o.cache_id = c.id AND o.store_path_hash = $2
+             LEFT JOIN nars n ON n.id = o.nar_id
+             WHERE c.name = $1",
+        )
+        .bind(cache_name)
+        .bind(store_path_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let object_id: Option<i64> = r.try_get("object_id")?;
+        let object = match object_id {
+            Some(_) => Some(super::objects::object_from_row_with_id(&r, "object_id")?),
+            None => None,
+        };
+        Ok(Some(NarinfoLookup {
+            cache: cache_from_row(&r)?,
+            keys_version: r.try_get::<Option<i64>, _>("keys_version")?.unwrap_or(0),
+            object,
+        }))
     }
 
     pub async fn cache_by_name(&self, name: &str) -> Result<Option<CacheRow>, sqlx::Error> {

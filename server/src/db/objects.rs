@@ -81,9 +81,17 @@ const OBJECT_SELECT: &str =
      FROM objects o JOIN nars n ON o.nar_id = n.id";
 
 fn object_from_row(r: &sqlx::any::AnyRow) -> Result<ObjectRow, sqlx::Error> {
+    object_from_row_with_id(r, "id")
+}
+
+/// `id_column`: what the object's id is called in a row that joins more.
+pub(super) fn object_from_row_with_id(
+    r: &sqlx::any::AnyRow,
+    id_column: &str,
+) -> Result<ObjectRow, sqlx::Error> {
     let refs: String = r.try_get("refs")?;
     Ok(ObjectRow {
-        id: r.try_get("id")?,
+        id: r.try_get(id_column)?,
         store_path: r.try_get("store_path")?,
         nar_id: r.try_get("nar_id")?,
         nar_hash: r.try_get("nar_hash")?,

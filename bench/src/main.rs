@@ -1,0 +1,673 @@
+//! `provenix-bench` (run it with scripts/bench.sh): starts provenixd with its
+//! default settings and measures push, pull and narinfo serving, each beside
+//! a baseline measured in the same run on the same bytes (zstd, nginx), and
+//! prints whether each target of docs/performance.md holds. Output is
+//! Markdown, to paste into that file.
+
+mod nginx;
+mod nix_store;
+mod server;
+mod synthetic;
+mod wrk;
+
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use nix_store::NixStore;
+use server::{Client, Provenixd};
+
+const MB: f64 = 1e6;
+const MIB: u64 = 1 << 20;
+
+/// What one run measures; `--quick` shrinks everything for a smoke run.
+struct Plan {
+    /// Seconds per wrk run.
+    load_secs: u32,
+    /// Sizes of the synthetic NARs for the memory measurement.
+    big_nars: Vec<u64>,
+    /// Path counts for the narinfo scaling measurement.
+    path_counts: Vec<u64>,
+    /// Runs of each timed transfer (the best is kept).
+    repeats: u32,
+}
+
+struct Target {
+    what: String,
+    figure: String,
+    holds: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("usage: provenix-bench [--quick] [--keep]\n  --quick  small sizes and short runs (a smoke run, not figures to publish)\n  --keep   keep the work directory\nEnvironment: PROVENIX_BENCH_TREE (the realistic store path's source, default: the Rust toolchain's lib/), PROVENIX_BENCH_DIR (work directory), PROVENIX_BIN_DIR (provenixd and provenix, default: beside this binary)");
+        return ExitCode::SUCCESS;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let keep = args.iter().any(|a| a == "--keep");
+    let plan = if quick {
+        Plan {
+            load_secs: 2,
+            big_nars: vec![64 * MIB, 256 * MIB],
+            path_counts: vec![1_000, 20_000],
+            repeats: 1,
+        }
+    } else {
+        Plan {
+            load_secs: 5,
+            big_nars: vec![256 * MIB, 1024 * MIB, 2048 * MIB],
+            path_counts: vec![1_000, 100_000, 1_000_000],
+            repeats: 3,
+        }
+    };
+    let work = std::env::var_os("PROVENIX_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("provenix-bench-{}", std::process::id()))
+        });
+    let result = run(&plan, &work);
+    if keep {
+        eprintln!("work directory kept: {}", work.display());
+    } else {
+        let _ = nix_store::remove_store(&work);
+    }
+    match result {
+        Ok(targets) => {
+            println!("\n## Targets\n\n| target | figure | holds |\n|---|---|---|");
+            for t in &targets {
+                let verdict = if t.holds { "yes" } else { "**no**" };
+                println!("| {} | {} | {verdict} |", t.what, t.figure);
+            }
+            let held = targets.iter().filter(|t| t.holds).count();
+            println!("\n{held} of {} targets hold.", targets.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("provenix-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(plan: &Plan, work: &Path) -> Result<Vec<Target>> {
+    std::fs::create_dir_all(work)?;
+    let bin_dir = match std::env::var_os("PROVENIX_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no binary directory")?
+            .to_path_buf(),
+    };
+    for tool in ["nix", "nix-store", "zstd", "curl", "wrk", "sqlite3"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(true)
+        {
+            bail!("{tool} is not installed (scripts/bench.sh installs what the bench needs)");
+        }
+    }
+    print_machine()?;
+
+    let server = Provenixd::start(&bin_dir, work)?;
+    let client = Client::new(&bin_dir, work)?;
+    client.run(&["login", "local", &server.url, &server.root_token])?;
+    client.run(&["cache", "create", "bench", "--public"])?;
+    let public_key = cache_public_key(&client, "bench")?;
+    let store = NixStore::new(&work.join("store"), None)?;
+    let puller = NixStore::new(&work.join("puller"), Some(&public_key))?;
+    let mut targets = Vec::new();
+
+    let mut realistic = push_realistic(plan, work, &server, &client, &store, &mut targets)?;
+    pull(plan, work, &server, &puller, &mut realistic, &mut targets)?;
+    let nginx = realistic.nginx.as_ref().expect("started by pull");
+    narinfo_load(
+        plan,
+        work,
+        &server,
+        &client,
+        &store,
+        nginx,
+        &realistic,
+        &mut targets,
+    )?;
+    memory(plan, work, &server, &client, &store, &mut targets)?;
+    narinfo_scaling(plan, work, &server, &mut targets)?;
+    Ok(targets)
+}
+
+/// Runs a command; its stdout, or an error with its stderr.
+pub fn output(c: &mut Command) -> Result<String> {
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {:?}", c.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} {:?} failed: {}",
+            c.get_program(),
+            c.get_args().collect::<Vec<_>>(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The HTTP status of a GET.
+pub fn curl_status(url: &str) -> Result<u16> {
+    let out =
+        output(Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url]))?;
+    Ok(out.trim().parse()?)
+}
+
+/// Seconds a full download of `url` (discarded) takes; fails unless 200.
+fn download_secs(url: &str) -> Result<f64> {
+    let out = output(Command::new("curl").args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{time_total}",
+        url,
+    ]))?;
+    let (code, secs) = out.trim().split_once(' ').context("curl output")?;
+    anyhow::ensure!(code == "200", "GET {url} answered {code}");
+    Ok(secs.parse()?)
+}
+
+fn timed(c: &mut Command) -> Result<f64> {
+    let start = Instant::now();
+    output(c)?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn best_of(n: u32, mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..n.max(1) {
+        best = best.min(f()?);
+    }
+    Ok(best)
+}
+
+fn ratio_target(
+    targets: &mut Vec<Target>,
+    what: &str,
+    ours: f64,
+    base: f64,
+    at_least: f64,
+    unit: &str,
+) {
+    let ratio = ours / base;
+    targets.push(Target {
+        what: format!("{what} >= {:.0}% of baseline", at_least * 100.0),
+        figure: format!("{ours:.1} vs {base:.1} {unit} = {:.0}%", ratio * 100.0),
+        holds: ratio >= at_least,
+    });
+}
+
+fn print_machine() -> Result<()> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let version = |c: &str, arg: &str| {
+        Command::new(c)
+            .arg(arg)
+            .output()
+            .map(|o| {
+                let text = [o.stdout, o.stderr].concat();
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    println!("# provenix-bench\n");
+    println!(
+        "Machine: {model}, {cores} cores, {mem_gib:.0} GiB RAM; {}",
+        version("uname", "-sr")
+    );
+    println!(
+        "Baselines: {}; {}; {}; {}\n",
+        version("zstd", "--version"),
+        version("nginx", "-v"),
+        version("nix", "--version"),
+        version("wrk", "-v"),
+    );
+    Ok(())
+}
+
+fn cache_public_key(client: &Client, cache: &str) -> Result<String> {
+    let info = client.run(&["cache", "info", cache])?;
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("Public Key:"))
+        .map(|k| k.trim().to_string())
+        .context("no public key in `provenix cache info`")
+}
+
+/// The realistic path, pushed; and (once `pull` ran) nginx serving it.
+struct Realistic {
+    store_path: String,
+    hash: String,
+    nar_size: u64,
+    nar_url: String,
+    nginx: Option<nginx::Nginx>,
+}
+
+fn push_realistic(
+    plan: &Plan,
+    work: &Path,
+    server: &Provenixd,
+    client: &Client,
+    store: &NixStore,
+    targets: &mut Vec<Target>,
+) -> Result<Realistic> {
+    let tree = match std::env::var_os("PROVENIX_BENCH_TREE") {
+        Some(t) => PathBuf::from(t),
+        None => {
+            let sysroot = output(Command::new("rustc").args(["--print", "sysroot"]))?;
+            PathBuf::from(sysroot.trim()).join("lib")
+        }
+    };
+    let store_path = store.add(&tree, "rust-toolchain-lib")?;
+    let nar_file = work.join("realistic.nar");
+    let nar_size = store.dump(&store_path, &nar_file)?;
+    println!(
+        "## Push\n\nA realistic path: `{}` (real ELF libraries and rlibs) as a {:.1} MB NAR.\n",
+        tree.display(),
+        nar_size as f64 / MB
+    );
+    // Baseline: zstd level 3 on both cores, same bytes, from the page cache.
+    std::fs::read(&nar_file)?;
+    let zstd = |threads: &str| {
+        let nar_file = nar_file.clone();
+        let threads = threads.to_string();
+        move || {
+            timed(
+                Command::new("zstd")
+                    .args(["-3", &threads, "-q", "-c"])
+                    .arg(&nar_file)
+                    .stdout(std::fs::File::create("/dev/null")?),
+            )
+        }
+    };
+    let zstd_all = nar_size as f64 / MB / best_of(plan.repeats, zstd("-T0"))?;
+    let zstd_one = nar_size as f64 / MB / best_of(plan.repeats, zstd("-T1"))?;
+
+    server.reset_peak_rss()?;
+    let secs = timed(store.isolate(&mut client.command()).args([
+        "push",
+        "bench",
+        &store_path,
+        "--store",
+        &store.root_arg(),
+    ]))?;
+    let push = nar_size as f64 / MB / secs;
+    let rss = server.peak_rss_mib()?;
+    println!("| what | MB/s | server peak RSS |\n|---|---|---|");
+    println!("| `zstd -3 -T0` (baseline, both cores) | {zstd_all:.1} | |");
+    println!("| `zstd -3 -T1` (one core, for reference) | {zstd_one:.1} | |");
+    println!("| `provenix push` (client and server on this machine) | {push:.1} | {rss:.1} MiB |");
+    println!("| Attic, as reported in the issue (not measured here) | 13.8 | 134 MB |\n");
+    ratio_target(targets, "push throughput", push, zstd_all, 0.6, "MB/s");
+
+    let hash = store_path["/nix/store/".len()..][..32].to_string();
+    std::fs::remove_file(&nar_file)?;
+    Ok(Realistic {
+        store_path,
+        hash,
+        nar_size,
+        nar_url: String::new(),
+        nginx: None,
+    })
+}
+
+fn pull(
+    plan: &Plan,
+    work: &Path,
+    server: &Provenixd,
+    puller: &NixStore,
+    realistic: &mut Realistic,
+    targets: &mut Vec<Target>,
+) -> Result<()> {
+    // nginx gets exactly the bytes provenix serves.
+    let www = work.join("www");
+    let cache_dir = www.join("bench");
+    std::fs::create_dir_all(cache_dir.join("nar"))?;
+    let get = |path: &str, to: &Path| -> Result<()> {
+        output(
+            Command::new("curl")
+                .args(["-sf", "-o"])
+                .arg(to)
+                .arg(format!("{}/bench/{path}", server.url)),
+        )?;
+        Ok(())
+    };
+    get("nix-cache-info", &cache_dir.join("nix-cache-info"))?;
+    let narinfo_file = cache_dir.join(format!("{}.narinfo", realistic.hash));
+    get(&format!("{}.narinfo", realistic.hash), &narinfo_file)?;
+    let narinfo = std::fs::read_to_string(&narinfo_file)?;
+    let url = narinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .context("no URL in the narinfo")?
+        .to_string();
+    get(&url, &cache_dir.join(&url))?;
+    realistic.nar_url = url.clone();
+    let nginx = nginx::Nginx::start(work, &www)?;
+
+    let mb = realistic.nar_size as f64 / MB;
+    let ours_url = format!("{}/bench/{url}", server.url);
+    let base_url = format!("{}/bench/{url}", nginx.url);
+    let base_http = mb / best_of(plan.repeats, || download_secs(&base_url))?;
+    server.reset_peak_rss()?;
+    let ours_http = mb / best_of(plan.repeats, || download_secs(&ours_url))?;
+    let rss = server.peak_rss_mib()?;
+
+    let target = work.join("pulled");
+    let base_nix = mb
+        / best_of(plan.repeats.min(2), || {
+            puller.pull_into_fresh(
+                &format!("{}/bench", nginx.url),
+                &realistic.store_path,
+                &target,
+            )
+        })?;
+    let ours_nix = mb
+        / best_of(plan.repeats.min(2), || {
+            puller.pull_into_fresh(
+                &format!("{}/bench", server.url),
+                &realistic.store_path,
+                &target,
+            )
+        })?;
+    println!(
+        "## Pull\n\nThe same NAR ({mb:.1} MB, served zstd-compressed, {:.1} MB on the wire) from provenix and from nginx serving provenix's own narinfo and NAR bytes from disk. MB/s of NAR.\n",
+        std::fs::metadata(cache_dir.join(&url))?.len() as f64 / MB
+    );
+    println!("| client | nginx (baseline) | provenix | ratio |\n|---|---|---|---|");
+    println!(
+        "| curl (plain HTTP) | {base_http:.1} | {ours_http:.1} | {:.0}% |",
+        ours_http / base_http * 100.0
+    );
+    println!(
+        "| `nix copy --from` (Nix {}) | {base_nix:.1} | {ours_nix:.1} | {:.0}% |",
+        nix_version(),
+        ours_nix / base_nix * 100.0
+    );
+    println!("\nServer peak RSS while serving it: {rss:.1} MiB.\n");
+    ratio_target(
+        targets,
+        "NAR pull, plain HTTP",
+        ours_http,
+        base_http,
+        0.8,
+        "MB/s",
+    );
+    ratio_target(
+        targets,
+        "NAR pull, real Nix client",
+        ours_nix,
+        base_nix,
+        0.8,
+        "MB/s",
+    );
+    realistic.nginx = Some(nginx);
+    Ok(())
+}
+
+fn nix_version() -> String {
+    output(Command::new("nix").arg("--version"))
+        .map(|v| v.split_whitespace().last().unwrap_or("?").to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn narinfo_load(
+    plan: &Plan,
+    work: &Path,
+    server: &Provenixd,
+    client: &Client,
+    store: &NixStore,
+    nginx: &nginx::Nginx,
+    realistic: &Realistic,
+    targets: &mut Vec<Target>,
+) -> Result<()> {
+    // Revocation on: a path pushed by a key revoked since must answer 404.
+    client.run(&["cache", "create", "bench-revoked", "--public"])?;
+    let small = work.join("revoked-source");
+    std::fs::write(&small, b"pushed by a key that is then revoked\n")?;
+    let revoked_path = store.add(&small, "revoked")?;
+    output(store.isolate(&mut client.command()).args([
+        "push",
+        "bench-revoked",
+        &revoked_path,
+        "--store",
+        &store.root_arg(),
+    ]))?;
+    client.run(&[
+        "revoke",
+        "--cache",
+        "bench-revoked",
+        "--reason",
+        "benchmark",
+    ])?;
+    let revoked_url = format!(
+        "{}/bench-revoked/{}.narinfo",
+        server.url,
+        &revoked_path[11..43]
+    );
+    anyhow::ensure!(
+        curl_status(&revoked_url)? == 404,
+        "a revoked path is still served"
+    );
+
+    println!("## narinfo\n\nOne path's narinfo over and over, signed per request by provenix (revoked keys in the database: a revoked path answers 404), against nginx serving the same narinfo file. wrk, {} s per run, keep-alive.\n", plan.load_secs);
+    println!("| clients | nginx req/s | provenix req/s | ratio | nginx p50 / p99 ms | provenix p50 / p99 ms |\n|---|---|---|---|---|---|");
+    let path = format!("/bench/{}.narinfo", realistic.hash);
+    for clients in [1, 8, 64] {
+        let base = wrk::run(
+            &format!("{}{path}", nginx.url),
+            clients,
+            plan.load_secs,
+            None,
+        )?;
+        let ours = wrk::run(
+            &format!("{}{path}", server.url),
+            clients,
+            plan.load_secs,
+            None,
+        )?;
+        anyhow::ensure!(
+            base.errors == 0 && ours.errors == 0,
+            "errors under load: nginx {}, provenix {}",
+            base.errors,
+            ours.errors
+        );
+        println!(
+            "| {clients} | {:.0} | {:.0} | {:.0}% | {:.2} / {:.2} | {:.2} / {:.2} |",
+            base.requests_per_sec,
+            ours.requests_per_sec,
+            ours.requests_per_sec / base.requests_per_sec * 100.0,
+            base.p50_ms,
+            base.p99_ms,
+            ours.p50_ms,
+            ours.p99_ms
+        );
+        ratio_target(
+            targets,
+            &format!("narinfo req/s, {clients} clients"),
+            ours.requests_per_sec,
+            base.requests_per_sec,
+            0.5,
+            "req/s",
+        );
+        if clients == 64 {
+            targets.push(Target {
+                what: "narinfo p99 at 64 clients < 5 ms".into(),
+                figure: format!("{:.2} ms", ours.p99_ms),
+                holds: ours.p99_ms < 5.0,
+            });
+        }
+    }
+    println!();
+    Ok(())
+}
+
+/// Writes `size` bytes that compress about 2:1 and share no chunk: each
+/// 64 KiB block is half pseudo-random, half a repeated line naming it.
+fn write_synthetic(file: &Path, size: u64) -> Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(file)?);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ size;
+    let mut block = vec![0u8; 64 * 1024];
+    let mut written = 0u64;
+    let mut n = 0u64;
+    while written < size {
+        for word in block[..32 * 1024].chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        let line = format!("block {n} of a synthetic NAR for provenix-bench\n");
+        for (i, b) in block[32 * 1024..].iter_mut().enumerate() {
+            *b = line.as_bytes()[i % line.len()];
+        }
+        let take = (size - written).min(block.len() as u64) as usize;
+        out.write_all(&block[..take])?;
+        written += take as u64;
+        n += 1;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn memory(
+    plan: &Plan,
+    work: &Path,
+    server: &Provenixd,
+    client: &Client,
+    store: &NixStore,
+    targets: &mut Vec<Target>,
+) -> Result<()> {
+    println!("## Memory\n\nServer peak RSS (VmHWM, reset before each step) pushing and pulling single-file NARs that compress about 2:1.\n");
+    println!("| NAR | push MB/s | peak RSS, push | peak RSS, pull (curl) |\n|---|---|---|---|");
+    let mut peaks = Vec::new();
+    for &size in &plan.big_nars {
+        let source = work.join("big");
+        write_synthetic(&source, size)?;
+        let name = format!("big-{}MiB", size / MIB);
+        let store_path = store.add(&source, &name)?;
+        std::fs::remove_file(&source)?;
+        server.reset_peak_rss()?;
+        let secs = timed(store.isolate(&mut client.command()).args([
+            "push",
+            "bench",
+            &store_path,
+            "--store",
+            &store.root_arg(),
+        ]))?;
+        let push_rss = server.peak_rss_mib()?;
+        let narinfo = output(Command::new("curl").args([
+            "-sf",
+            &format!("{}/bench/{}.narinfo", server.url, &store_path[11..43]),
+        ]))?;
+        let url = narinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("URL: "))
+            .context("URL")?;
+        server.reset_peak_rss()?;
+        download_secs(&format!("{}/bench/{url}", server.url))?;
+        let pull_rss = server.peak_rss_mib()?;
+        store.delete(&store_path)?;
+        println!(
+            "| {} MiB | {:.1} | {push_rss:.1} MiB | {pull_rss:.1} MiB |",
+            size / MIB,
+            size as f64 / MB / secs
+        );
+        peaks.push((size, push_rss.max(pull_rss)));
+    }
+    println!();
+    let (largest, top) = *peaks.last().expect("sizes");
+    let smallest = peaks[0].1;
+    targets.push(Target {
+        what: format!(
+            "server peak RSS, push and pull of {} MiB < 64 MiB",
+            largest / MIB
+        ),
+        figure: format!("{top:.1} MiB"),
+        holds: peaks.iter().all(|p| p.1 < 64.0),
+    });
+    // Flat: growing the NAR 8x adds less than 8 MiB.
+    targets.push(Target {
+        what: format!(
+            "peak RSS flat from {} to {} MiB (< +8 MiB)",
+            peaks[0].0 / MIB,
+            largest / MIB
+        ),
+        figure: format!("{smallest:.1} -> {top:.1} MiB"),
+        holds: top - smallest < 8.0,
+    });
+    Ok(())
+}
+
+fn narinfo_scaling(
+    plan: &Plan,
+    work: &Path,
+    server: &Provenixd,
+    targets: &mut Vec<Target>,
+) -> Result<()> {
+    let db = server.database()?;
+    let cache = synthetic::cache_id(&db, "bench")?;
+    println!("## narinfo as the cache grows\n\nSynthetic paths (a path row and a NAR row each) added to the `bench` cache's SQLite database; wrk requests a random one of 1,000 sampled paths, 8 clients, {} s.\n", plan.load_secs);
+    println!("| paths | req/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    let mut rows = Vec::new();
+    for &count in &plan.path_counts {
+        synthetic::grow_to(&db, cache, count)?;
+        let sample = synthetic::sample(&db, cache, 1000)?;
+        let script = work.join("paths.lua");
+        wrk::random_paths_script(&script, "/bench/", &sample)?;
+        let load = wrk::run(&server.url, 8, plan.load_secs, Some(&script))?;
+        anyhow::ensure!(
+            load.errors == 0,
+            "{} errors under load at {count} paths",
+            load.errors
+        );
+        println!(
+            "| {count} | {:.0} | {:.2} | {:.2} |",
+            load.requests_per_sec, load.p50_ms, load.p99_ms
+        );
+        rows.push((count, load));
+    }
+    println!();
+    let (first_n, first) = rows[0];
+    let (last_n, last) = *rows.last().expect("counts");
+    targets.push(Target {
+        what: format!("narinfo p50 at {last_n} paths <= 1.5x at {first_n}"),
+        figure: format!(
+            "{:.2} vs {:.2} ms = {:.2}x",
+            last.p50_ms,
+            first.p50_ms,
+            last.p50_ms / first.p50_ms
+        ),
+        holds: last.p50_ms <= 1.5 * first.p50_ms,
+    });
+    Ok(())
+}
