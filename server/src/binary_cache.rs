@@ -17,6 +17,7 @@ use crate::auth::Auth;
 use crate::db::caches::CacheRow;
 use crate::db::objects::ObjectRow;
 use crate::error::{ApiError, ApiResult};
+use crate::signed_narinfo::BodyKey;
 use crate::state::AppState;
 
 /// Last-access times are written at most this often per path.
@@ -112,27 +113,43 @@ pub async fn narinfo(
     validate_hash_part(hash).map_err(|e| ApiError::not_found("no-such-path", e.to_string()))?;
     let obj = obj.ok_or_else(|| no_such_path(hash))?;
     touch_later(&state, &obj);
-    let nar_hash = NarHash::parse(&obj.nar_hash).map_err(ApiError::internal)?;
-    let mut info = NarInfo {
-        store_path: obj.store_path.clone(),
-        url: format!("nar/{}", nar_file_name(hash, &obj.compression)),
-        compression: obj.compression.clone(),
-        file_hash: None,
-        file_size: Some(obj.file_size as u64),
-        nar_hash,
-        nar_size: obj.nar_size as u64,
-        references: obj.refs.clone(),
-        deriver: obj.deriver.clone(),
-        sigs: vec![],
-        ca: obj.ca.clone(),
-    };
     let keys = state.key_ring.keys(&state.db, c.id, keys_version).await?;
-    for key in keys.signing_at(crate::now()) {
-        info.sign(&c.store_dir, key);
-    }
+    let now = crate::now();
+    let memo_key = BodyKey {
+        object_id: obj.id,
+        keys_version,
+        signing_keys: keys.signing_at(now).count(),
+    };
+    let body = match state.signed_narinfos.get(&memo_key, &c.store_dir) {
+        Some(body) => body,
+        None => {
+            let nar_hash = NarHash::parse(&obj.nar_hash).map_err(ApiError::internal)?;
+            let mut info = NarInfo {
+                store_path: obj.store_path,
+                url: format!("nar/{}", nar_file_name(hash, &obj.compression)),
+                compression: obj.compression,
+                file_hash: None,
+                file_size: Some(obj.file_size as u64),
+                nar_hash,
+                nar_size: obj.nar_size as u64,
+                references: obj.refs,
+                deriver: obj.deriver,
+                sigs: vec![],
+                ca: obj.ca,
+            };
+            for key in keys.signing_at(now) {
+                info.sign(&c.store_dir, key);
+            }
+            let body: Arc<str> = info.render().into();
+            state
+                .signed_narinfos
+                .insert(memo_key, &c.store_dir, body.clone());
+            body
+        }
+    };
     let mut resp = (
         [(header::CONTENT_TYPE, "text/x-nix-narinfo")],
-        info.render(),
+        body.to_string(),
     )
         .into_response();
     // Private answers must not be stored by shared proxies.

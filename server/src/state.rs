@@ -21,6 +21,7 @@ pub struct AppState {
     pub api_endpoint: String,
     pub oidc: OidcVerifier,
     pub key_ring: crate::key_ring::KeyRing,
+    pub signed_narinfos: crate::signed_narinfo::SignedNarinfos,
     /// Loaded on first use: the database may not be migrated when the
     /// state is built (the `db-migrations` mode runs separately).
     ca: tokio::sync::OnceCell<CertificateAuthority>,
@@ -56,6 +57,7 @@ impl AppState {
             api_endpoint,
             oidc,
             key_ring: Default::default(),
+            signed_narinfos: Default::default(),
             ca: tokio::sync::OnceCell::new(),
         }))
     }

@@ -52,6 +52,17 @@ pub struct NarinfoLookup {
     pub object: Option<super::objects::ObjectRow>,
 }
 
+/// `$1`: the cache name, `$2`: the store path hash.
+pub(super) const NARINFO_LOOKUP_SQL: &str =
+    "SELECT c.id, c.name, c.is_public, c.priority, c.store_dir, c.upstream_cache_key_names, c.retention_period,
+            (SELECT MAX(k.id) FROM cache_keys k WHERE k.cache_id = c.id) AS keys_version,
+            o.id AS object_id, o.store_path, o.nar_id, o.refs, o.deriver, o.ca, o.last_accessed_at,
+            n.nar_hash, n.nar_size, n.compression, n.file_size
+     FROM caches c
+     LEFT JOIN objects o ON o.cache_id = c.id AND o.store_path_hash = $2
+     LEFT JOIN nars n ON n.id = o.nar_id
+     WHERE c.name = $1";
+
 pub struct NewCache<'a> {
     pub name: &'a str,
     pub is_public: bool,
@@ -80,21 +91,15 @@ impl Db {
         &self,
         cache_name: &str,
         store_path_hash: &str,
-    ) -> Result<Option<NarinfoLookup>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT c.id, c.name, c.is_public, c.priority, c.store_dir, c.upstream_cache_key_names, c.retention_period,
-                    (SELECT MAX(k.id) FROM cache_keys k WHERE k.cache_id = c.id) AS keys_version,
-                    o.id AS object_id, o.store_path, o.nar_id, o.refs, o.deriver, o.ca, o.last_accessed_at,
-                    n.nar_hash, n.nar_size, n.compression, n.file_size
-             FROM caches c
-             LEFT JOIN objects o ON o.cache_id = c.id AND o.store_path_hash = $2
-             LEFT JOIN nars n ON n.id = o.nar_id
-             WHERE c.name = $1",
-        )
-        .bind(cache_name)
-        .bind(store_path_hash)
-        .fetch_optional(&self.pool)
-        .await?;
+    ) -> anyhow::Result<Option<NarinfoLookup>> {
+        if let Some(reader) = &self.sqlite_reader {
+            return reader.narinfo_lookup(cache_name, store_path_hash);
+        }
+        let row = sqlx::query(NARINFO_LOOKUP_SQL)
+            .bind(cache_name)
+            .bind(store_path_hash)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(r) = row else {
             return Ok(None);
         };

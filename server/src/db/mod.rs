@@ -8,6 +8,7 @@ pub mod identity;
 pub mod objects;
 pub mod provenance;
 pub mod revocation;
+pub mod sqlite_reader;
 
 use anyhow::{Context, Result};
 use sqlx::any::AnyPoolOptions;
@@ -24,6 +25,8 @@ pub enum Backend {
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// SQLite only: the narinfo lookup without sqlx's thread hops.
+    pub sqlite_reader: Option<std::sync::Arc<sqlite_reader::SqliteReader>>,
 }
 
 /// Written in the SQL both databases share; `for_backend` swaps the one
@@ -94,7 +97,15 @@ impl Db {
             .connect(url)
             .await
             .with_context(|| format!("cannot connect to database {}", redact_url(url)))?;
-        Ok(Db { pool, backend })
+        let sqlite_reader = match backend {
+            Backend::Sqlite => sqlite_reader::SqliteReader::for_url(url).map(std::sync::Arc::new),
+            Backend::Postgres => None,
+        };
+        Ok(Db {
+            pool,
+            backend,
+            sqlite_reader,
+        })
     }
 
     /// Begins a transaction that will write. On SQLite it takes the write
