@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::sync::Arc;
@@ -59,18 +59,6 @@ impl Storage {
             .await
             .with_context(|| format!("storing {key}"))?;
         Ok(())
-    }
-
-    pub async fn get_stream(
-        &self,
-        key: &str,
-    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>> {
-        let res = self
-            .store
-            .get(&ObjectPath::from(key))
-            .await
-            .with_context(|| format!("reading {key}"))?;
-        Ok(res.into_stream().map_err(std::io::Error::other).boxed())
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes> {

@@ -53,14 +53,33 @@ impl SqliteReader {
         Ok(c)
     }
 
-    pub fn narinfo_lookup(&self, cache_name: &str, hash: &str) -> Result<Option<NarinfoLookup>> {
+    /// Runs `f` on an idle connection (opening one if none is idle).
+    fn with_connection<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.connection()?;
-        let found = lookup(&conn, cache_name, hash).context("narinfo lookup");
+        let result = f(&conn);
         let mut idle = self.idle.lock().expect("not poisoned");
         if idle.len() < KEEP_IDLE {
             idle.push(conn);
         }
-        found
+        Ok(result?)
+    }
+
+    pub fn narinfo_lookup(&self, cache_name: &str, hash: &str) -> Result<Option<NarinfoLookup>> {
+        self.with_connection(|conn| lookup(conn, cache_name, hash))
+            .context("narinfo lookup")
+    }
+
+    /// The id of a valid stored chunk with this hash, if any: asked for
+    /// every chunk of every upload, so it runs in place too.
+    pub fn valid_chunk(&self, hash: &str, compression: &str) -> Result<Option<i64>> {
+        self.with_connection(|conn| {
+            conn.prepare_cached(
+                "SELECT id FROM chunks WHERE chunk_hash = ?1 AND compression = ?2 AND state = 'valid'",
+            )?
+            .query_row((hash, compression), |r| r.get(0))
+            .optional()
+        })
+        .context("chunk lookup")
     }
 }
 
