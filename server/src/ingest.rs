@@ -74,24 +74,35 @@ enum Step {
     Hashed(String, Vec<u8>),
 }
 
-/// Compresses a chunk with a zstd context kept per thread (creating one per
-/// chunk showed up in profiles), or stores it raw.
+/// zstd contexts reused across chunks: creating one per chunk showed up in
+/// profiles. A shared pool, not one per thread, because the blocking pool
+/// may run many threads and each idle context holds a megabyte or two.
+static COMPRESSORS: Mutex<Vec<(i32, zstd::bulk::Compressor<'static>)>> = Mutex::new(Vec::new());
+
+/// Contexts kept idle: as many as chunks compress at once on a small server.
+const IDLE_COMPRESSORS: usize = 4;
+
+/// Compresses a chunk at `level`, or keeps it raw (None).
 fn compress(level: Option<i32>, data: Vec<u8>) -> Result<Bytes, IngestError> {
-    thread_local! {
-        static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-            const { std::cell::RefCell::new(None) };
-    }
     let Some(level) = level else {
         return Ok(Bytes::from(data));
     };
-    COMPRESSOR.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        if cell.as_ref().is_none_or(|(l, _)| *l != level) {
-            *cell = Some((level, zstd::bulk::Compressor::new(level)?));
-        }
-        let (_, compressor) = cell.as_mut().expect("set above");
-        Ok(Bytes::from(compressor.compress(&data)?))
-    })
+    let pooled = {
+        let mut pool = COMPRESSORS.lock().expect("not poisoned");
+        pool.iter()
+            .position(|(l, _)| *l == level)
+            .map(|i| pool.swap_remove(i).1)
+    };
+    let mut compressor = match pooled {
+        Some(c) => c,
+        None => zstd::bulk::Compressor::new(level)?,
+    };
+    let compressed = compressor.compress(&data);
+    let mut pool = COMPRESSORS.lock().expect("not poisoned");
+    if pool.len() < IDLE_COMPRESSORS {
+        pool.push((level, compressor));
+    }
+    Ok(Bytes::from(compressed?))
 }
 
 impl Ingestor {
