@@ -31,7 +31,7 @@ impl Provenixd {
             .env("HOME", &home)
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("XDG_DATA_HOME")
-            .env("RUST_LOG", "warn")
+            .env("PROVENIX_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
