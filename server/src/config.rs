@@ -444,7 +444,9 @@ pub fn default_config_text(data_dir: &Path) -> String {
     format!(
         r#"# provenixd configuration, written on first run. See docs/configuration.md.
 listen = "127.0.0.1:8080"
-api-endpoint = "http://127.0.0.1:8080/"
+# The URL clients reach this server by (behind a proxy: the public URL).
+# Unset, it is the address listened on (`--listen` included).
+# api-endpoint = "https://cache.example.com/"
 allowed-hosts = []
 
 # Signs the access tokens this server issues. Keep it secret.

@@ -274,9 +274,15 @@ fn first_run_writes_defaults_and_prints_a_working_login_line() {
     let client = provenix_tests::Client::new();
     client.ok(&["login", args[0], args[1], args[2]]);
     client.ok(&["cache", "create", "first"]);
-    assert!(client
-        .ok(&["cache", "info", "first"])
-        .contains("Public Key: first-1:"));
+    let info = client.ok(&["cache", "info", "first"]);
+    assert!(info.contains("Public Key: first-1:"), "{info}");
+    // With no api-endpoint set, the server names itself by the address it
+    // listens on (here a port picked at start), not by the default 8080.
+    let endpoint = format!(
+        "Binary Cache Endpoint: {}/first",
+        args[1].trim_end_matches('/')
+    );
+    assert!(info.contains(&endpoint), "{info}");
     let _ = child.kill();
     let _ = child.wait();
 
