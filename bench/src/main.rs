@@ -180,6 +180,17 @@ fn download_secs(url: &str) -> Result<f64> {
     Ok(secs.parse()?)
 }
 
+/// `provenix push CACHE PATH` from the private store; the seconds it took.
+fn push_secs(client: &Client, store: &NixStore, cache: &str, store_path: &str) -> Result<f64> {
+    timed(store.isolate(&mut client.command()).args([
+        "push",
+        cache,
+        store_path,
+        "--store",
+        &store.root_arg(),
+    ]))
+}
+
 fn timed(c: &mut Command) -> Result<f64> {
     let start = Instant::now();
     output(c)?;
@@ -312,13 +323,7 @@ fn push_realistic(
     let zstd_one = nar_size as f64 / MB / best_of(plan.repeats, zstd("-T1"))?;
 
     server.reset_peak_rss()?;
-    let secs = timed(store.isolate(&mut client.command()).args([
-        "push",
-        "bench",
-        &store_path,
-        "--store",
-        &store.root_arg(),
-    ]))?;
+    let secs = push_secs(client, store, "bench", &store_path)?;
     let push = nar_size as f64 / MB / secs;
     let rss = server.peak_rss_mib()?;
     println!("| what | MB/s | server peak RSS |\n|---|---|---|");
@@ -382,22 +387,15 @@ fn pull(
     let rss = server.peak_rss_mib()?;
 
     let target = work.join("pulled");
-    let base_nix = mb
-        / best_of(plan.repeats.min(2), || {
-            puller.pull_into_fresh(
-                &format!("{}/bench", nginx.url),
-                &realistic.store_path,
-                &target,
-            )
-        })?;
-    let ours_nix = mb
-        / best_of(plan.repeats.min(2), || {
-            puller.pull_into_fresh(
-                &format!("{}/bench", server.url),
-                &realistic.store_path,
-                &target,
-            )
-        })?;
+    let nix_pull = |base: &str| {
+        let from = format!("{base}/bench");
+        best_of(plan.repeats.min(2), || {
+            puller.pull_into_fresh(&from, &realistic.store_path, &target)
+        })
+        .map(|secs| mb / secs)
+    };
+    let base_nix = nix_pull(&nginx.url)?;
+    let ours_nix = nix_pull(&server.url)?;
     println!(
         "## Pull\n\nThe same NAR ({mb:.1} MB, served zstd-compressed, {:.1} MB on the wire) from provenix and from nginx serving provenix's own narinfo and NAR bytes from disk. MB/s of NAR.\n",
         std::fs::metadata(cache_dir.join(&url))?.len() as f64 / MB
@@ -455,13 +453,7 @@ fn narinfo_load(
     let small = work.join("revoked-source");
     std::fs::write(&small, b"pushed by a key that is then revoked\n")?;
     let revoked_path = store.add(&small, "revoked")?;
-    output(store.isolate(&mut client.command()).args([
-        "push",
-        "bench-revoked",
-        &revoked_path,
-        "--store",
-        &store.root_arg(),
-    ]))?;
+    push_secs(client, store, "bench-revoked", &revoked_path)?;
     client.run(&[
         "revoke",
         "--cache",
@@ -577,13 +569,7 @@ fn memory(
         let store_path = store.add(&source, &name)?;
         std::fs::remove_file(&source)?;
         server.reset_peak_rss()?;
-        let secs = timed(store.isolate(&mut client.command()).args([
-            "push",
-            "bench",
-            &store_path,
-            "--store",
-            &store.root_arg(),
-        ]))?;
+        let secs = push_secs(client, store, "bench", &store_path)?;
         let push_rss = server.peak_rss_mib()?;
         let narinfo = output(Command::new("curl").args([
             "-sf",
