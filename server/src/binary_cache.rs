@@ -2,7 +2,7 @@
 //! fetch time, and NARs streamed from their stored chunks. Every failure to
 //! find something is a 4xx: a 5xx would abort a Nix substitution.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -65,11 +65,24 @@ fn nar_file_name(store_path_hash: &str, compression: &str) -> String {
     }
 }
 
-async fn find_object(state: &AppState, cache: &CacheRow, hash: &str) -> ApiResult<ObjectRow> {
-    let obj = state.db.object(cache.id, hash).await?;
-    let obj = obj.ok_or_else(|| no_such_path(hash))?;
-    touch_later(state, &obj);
-    Ok(obj)
+/// The cache (refused as `cache_for_pull` refuses), its keys' version and
+/// the path `hash` in it, in one query. A malformed hash looks up no path,
+/// so the caller still gets the cache's visibility answer first.
+async fn cache_and_path(
+    state: &AppState,
+    auth: &Auth,
+    cache: &str,
+    hash: Option<&str>,
+) -> ApiResult<(CacheRow, i64, Option<ObjectRow>)> {
+    if validate_cache_name(cache).is_err() {
+        return Err(ApiError::no_such_cache(cache));
+    }
+    let lookup_hash = hash.filter(|h| validate_hash_part(h).is_ok()).unwrap_or("");
+    let (c, keys_version, obj) = match state.db.path_lookup(cache, lookup_hash).await? {
+        Some(l) => (Some(l.cache), l.keys_version, l.object),
+        None => (None, 0, None),
+    };
+    Ok((visible_to(auth, cache, c)?, keys_version, obj))
 }
 
 fn no_such_path(hash: &str) -> ApiError {
@@ -95,19 +108,8 @@ pub async fn narinfo(
     auth: Auth,
     Path((cache, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    if validate_cache_name(&cache).is_err() {
-        return Err(ApiError::no_such_cache(&cache));
-    }
     let hash = file.strip_suffix(".narinfo");
-    // The cache, its keys' version and the path in one query; a malformed
-    // name still gets the cache's visibility answer first.
-    let lookup_hash = hash.filter(|h| validate_hash_part(h).is_ok()).unwrap_or("");
-    let found = state.db.narinfo_lookup(&cache, lookup_hash).await?;
-    let (c, keys_version, obj) = match found {
-        Some(l) => (Some(l.cache), l.keys_version, l.object),
-        None => (None, 0, None),
-    };
-    let c = visible_to(&auth, &cache, c)?;
+    let (c, keys_version, obj) = cache_and_path(&state, &auth, &cache, hash).await?;
     let hash =
         hash.ok_or_else(|| ApiError::not_found("not-found", format!("no such file {file:?}")))?;
     validate_hash_part(hash).map_err(|e| ApiError::not_found("no-such-path", e.to_string()))?;
@@ -140,18 +142,14 @@ pub async fn narinfo(
             for key in keys.signing_at(now) {
                 info.sign(&c.store_dir, key);
             }
-            let body: Arc<str> = info.render().into();
+            let body = Bytes::from(info.render());
             state
                 .signed_narinfos
                 .insert(memo_key, &c.store_dir, body.clone());
             body
         }
     };
-    let mut resp = (
-        [(header::CONTENT_TYPE, "text/x-nix-narinfo")],
-        body.to_string(),
-    )
-        .into_response();
+    let mut resp = ([(header::CONTENT_TYPE, "text/x-nix-narinfo")], body).into_response();
     // Private answers must not be stored by shared proxies.
     let visibility = if c.is_public { "public" } else { "private" };
     resp.headers_mut().insert(
@@ -171,12 +169,13 @@ pub async fn nar(
     method: Method,
     Path((cache, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let c = cache_for_pull(&state, &auth, &cache).await?;
+    let hash = file.split('.').next().unwrap_or_default();
+    let (c, _, obj) = cache_and_path(&state, &auth, &cache, Some(hash)).await?;
     let not_found =
         || ApiError::not_found("no-such-path", format!("no NAR {file:?} in this cache"));
-    let hash = file.split('.').next().unwrap_or_default();
     validate_hash_part(hash).map_err(|_| not_found())?;
-    let obj = find_object(&state, &c, hash).await?;
+    let obj = obj.ok_or_else(|| no_such_path(hash))?;
+    touch_later(&state, &obj);
     if file != nar_file_name(hash, &obj.compression) {
         return Err(not_found());
     }

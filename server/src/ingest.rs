@@ -37,6 +37,8 @@ pub enum IngestError {
     Storage(anyhow::Error),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database: {0:#}")]
+    DbRead(anyhow::Error),
 }
 
 #[derive(Clone)]
@@ -211,9 +213,9 @@ impl Ingestor {
             let Some(reader) = reader else {
                 return Ok(Step::Hashed(hash, data));
             };
-            let found = reader.valid_chunk(&hash, compression).map_err(|e| {
-                IngestError::Db(sqlx::Error::Io(std::io::Error::other(format!("{e:#}"))))
-            })?;
+            let found = reader
+                .valid_chunk(&hash, compression)
+                .map_err(IngestError::DbRead)?;
             match found {
                 Some(id) => Ok(Step::Existing(hash, id)),
                 None => Ok(Step::Compressed(hash, compress(level, data)?)),

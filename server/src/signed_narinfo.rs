@@ -8,8 +8,9 @@
 //! the path is served at all still runs on every request: a revoked path
 //! answers 404 at once whatever is remembered here.
 
+use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Bodies kept (about 1 KB each); the whole map is dropped when full, which
 /// is simpler than an LRU and costs one re-signing per path.
@@ -26,11 +27,12 @@ pub struct BodyKey {
 
 #[derive(Default)]
 pub struct SignedNarinfos {
-    bodies: Mutex<HashMap<BodyKey, (String, Arc<str>)>>,
+    bodies: Mutex<HashMap<BodyKey, (String, Bytes)>>,
 }
 
 impl SignedNarinfos {
-    pub fn get(&self, key: &BodyKey, store_dir: &str) -> Option<Arc<str>> {
+    /// The body, shared (no copy), if one was signed under `key`.
+    pub fn get(&self, key: &BodyKey, store_dir: &str) -> Option<Bytes> {
         let bodies = self.bodies.lock().expect("not poisoned");
         match bodies.get(key) {
             Some((dir, body)) if dir == store_dir => Some(body.clone()),
@@ -38,7 +40,7 @@ impl SignedNarinfos {
         }
     }
 
-    pub fn insert(&self, key: BodyKey, store_dir: &str, body: Arc<str>) {
+    pub fn insert(&self, key: BodyKey, store_dir: &str, body: Bytes) {
         let mut bodies = self.bodies.lock().expect("not poisoned");
         if bodies.len() >= CAPACITY {
             bodies.clear();

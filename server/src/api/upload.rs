@@ -248,7 +248,9 @@ pub async fn upload_path(
                 IngestError::HashMismatch { .. } => "nar-hash-mismatch",
                 IngestError::SizeMismatch { .. } => "nar-size-mismatch",
                 IngestError::Io(_) => "upload-interrupted",
-                IngestError::Storage(_) | IngestError::Db(_) => return Err(ApiError::internal(e)),
+                IngestError::Storage(_) | IngestError::Db(_) | IngestError::DbRead(_) => {
+                    return Err(ApiError::internal(e))
+                }
             };
             tracing::info!(path = %info.store_path, key = %key.key_id, "upload refused: {e}");
             return Err(ApiError::bad_request(code, e.to_string()));

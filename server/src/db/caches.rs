@@ -42,9 +42,9 @@ fn cache_from_row(r: &sqlx::any::AnyRow) -> Result<CacheRow, sqlx::Error> {
     })
 }
 
-/// What a narinfo request needs, read in one query: the cache, the version
-/// of its signing keys, and the path if the cache holds it.
-pub struct NarinfoLookup {
+/// What a narinfo or NAR request needs, read in one query: the cache, the
+/// version of its signing keys, and the path if the cache holds it.
+pub struct PathLookup {
     pub cache: CacheRow,
     /// The newest key's id: every key change (rotation, regeneration) adds
     /// a key, so parsed keys cached under this version are never stale.
@@ -53,7 +53,7 @@ pub struct NarinfoLookup {
 }
 
 /// `$1`: the cache name, `$2`: the store path hash.
-pub(super) const NARINFO_LOOKUP_SQL: &str =
+pub(super) const PATH_LOOKUP_SQL: &str =
     "SELECT c.id, c.name, c.is_public, c.priority, c.store_dir, c.upstream_cache_key_names, c.retention_period,
             (SELECT MAX(k.id) FROM cache_keys k WHERE k.cache_id = c.id) AS keys_version,
             o.id AS object_id, o.store_path, o.nar_id, o.refs, o.deriver, o.ca, o.last_accessed_at,
@@ -84,18 +84,18 @@ impl Db {
             .collect()
     }
 
-    /// One round trip for the hottest request a cache serves (the narinfo):
-    /// a join, not three queries, because each query costs a hop to
+    /// One round trip for the hottest requests a cache serves (narinfo,
+    /// NAR): a join, not three queries, because each query costs a hop to
     /// SQLite's worker thread or a network round trip to PostgreSQL.
-    pub async fn narinfo_lookup(
+    pub async fn path_lookup(
         &self,
         cache_name: &str,
         store_path_hash: &str,
-    ) -> anyhow::Result<Option<NarinfoLookup>> {
+    ) -> anyhow::Result<Option<PathLookup>> {
         if let Some(reader) = &self.sqlite_reader {
-            return reader.narinfo_lookup(cache_name, store_path_hash);
+            return reader.path_lookup(cache_name, store_path_hash);
         }
-        let row = sqlx::query(NARINFO_LOOKUP_SQL)
+        let row = sqlx::query(PATH_LOOKUP_SQL)
             .bind(cache_name)
             .bind(store_path_hash)
             .fetch_optional(&self.pool)
@@ -105,10 +105,10 @@ impl Db {
         };
         let object_id: Option<i64> = r.try_get("object_id")?;
         let object = match object_id {
-            Some(_) => Some(super::objects::object_from_row_with_id(&r, "object_id")?),
+            Some(_) => Some(super::objects::object_from_row(&r, "object_id")?),
             None => None,
         };
-        Ok(Some(NarinfoLookup {
+        Ok(Some(PathLookup {
             cache: cache_from_row(&r)?,
             keys_version: r.try_get::<Option<i64>, _>("keys_version")?.unwrap_or(0),
             object,

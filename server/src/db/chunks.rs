@@ -5,6 +5,10 @@ use std::collections::HashSet;
 
 use super::{placeholders, Db, BATCH};
 
+/// `$1`: the chunk's sha256 (hex), `$2`: its compression.
+pub(super) const VALID_CHUNK_SQL: &str =
+    "SELECT id FROM chunks WHERE chunk_hash = $1 AND compression = $2 AND state = 'valid'";
+
 impl Db {
     /// The id of a stored chunk that uploads may reuse.
     pub async fn valid_chunk(
@@ -12,13 +16,11 @@ impl Db {
         hash: &str,
         compression: &str,
     ) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT id FROM chunks WHERE chunk_hash = $1 AND compression = $2 AND state = 'valid'",
-        )
-        .bind(hash)
-        .bind(compression)
-        .fetch_optional(&self.pool)
-        .await
+        sqlx::query_scalar(VALID_CHUNK_SQL)
+            .bind(hash)
+            .bind(compression)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Deletes paths not accessed within their cache's retention period

@@ -75,17 +75,8 @@ pub enum CommitOutcome {
     ChunkGone,
 }
 
-const OBJECT_SELECT: &str =
-    "SELECT o.id, o.store_path, o.nar_id, o.refs, o.deriver, o.ca, o.last_accessed_at,
-     n.nar_hash, n.nar_size, n.compression, n.file_size
-     FROM objects o JOIN nars n ON o.nar_id = n.id";
-
-fn object_from_row(r: &sqlx::any::AnyRow) -> Result<ObjectRow, sqlx::Error> {
-    object_from_row_with_id(r, "id")
-}
-
 /// `id_column`: what the object's id is called in a row that joins more.
-pub(super) fn object_from_row_with_id(
+pub(super) fn object_from_row(
     r: &sqlx::any::AnyRow,
     id_column: &str,
 ) -> Result<ObjectRow, sqlx::Error> {
@@ -106,20 +97,6 @@ pub(super) fn object_from_row_with_id(
 }
 
 impl Db {
-    pub async fn object(
-        &self,
-        cache_id: i64,
-        store_path_hash: &str,
-    ) -> Result<Option<ObjectRow>, sqlx::Error> {
-        let sql = format!("{OBJECT_SELECT} WHERE o.cache_id = $1 AND o.store_path_hash = $2");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(cache_id)
-            .bind(store_path_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(object_from_row).transpose()
-    }
-
     /// Marks a path as accessed, for retention-based GC.
     pub async fn touch_object(&self, id: i64, now: i64) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE objects SET last_accessed_at = $1 WHERE id = $2")

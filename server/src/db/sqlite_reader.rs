@@ -1,4 +1,5 @@
-//! The narinfo lookup on SQLite, run inline on the request's thread.
+//! On SQLite, the path lookup (every narinfo and NAR request) and the dedup
+//! lookup (every uploaded chunk), run in place on the calling thread.
 //!
 //! sqlx runs every SQLite statement on a worker thread per connection and
 //! hands results back over channels: for a microsecond point query those two
@@ -9,11 +10,12 @@
 //! runtime beyond the query itself. Writes and every other query stay on sqlx.
 
 use anyhow::{Context, Result};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{named_params, Connection, OpenFlags, OptionalExtension};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use super::caches::{CacheRow, NarinfoLookup, NARINFO_LOOKUP_SQL};
+use super::caches::{CacheRow, PathLookup, PATH_LOOKUP_SQL};
+use super::chunks::VALID_CHUNK_SQL;
 use super::objects::ObjectRow;
 
 /// Idle read-only connections kept for reuse.
@@ -64,32 +66,28 @@ impl SqliteReader {
         Ok(result?)
     }
 
-    pub fn narinfo_lookup(&self, cache_name: &str, hash: &str) -> Result<Option<NarinfoLookup>> {
+    pub fn path_lookup(&self, cache_name: &str, hash: &str) -> Result<Option<PathLookup>> {
         self.with_connection(|conn| lookup(conn, cache_name, hash))
-            .context("narinfo lookup")
+            .context("path lookup")
     }
 
     /// The id of a valid stored chunk with this hash, if any: asked for
     /// every chunk of every upload, so it runs in place too.
     pub fn valid_chunk(&self, hash: &str, compression: &str) -> Result<Option<i64>> {
         self.with_connection(|conn| {
-            conn.prepare_cached(
-                "SELECT id FROM chunks WHERE chunk_hash = ?1 AND compression = ?2 AND state = 'valid'",
-            )?
-            .query_row((hash, compression), |r| r.get(0))
-            .optional()
+            conn.prepare_cached(VALID_CHUNK_SQL)?
+                .query_row(named_params! {"$1": hash, "$2": compression}, |r| r.get(0))
+                .optional()
         })
         .context("chunk lookup")
     }
 }
 
-fn lookup(
-    conn: &Connection,
-    cache_name: &str,
-    hash: &str,
-) -> rusqlite::Result<Option<NarinfoLookup>> {
-    let mut stmt = conn.prepare_cached(&NARINFO_LOOKUP_SQL.replace('$', "?"))?;
-    stmt.query_row((cache_name, hash), |r| {
+fn lookup(conn: &Connection, cache_name: &str, hash: &str) -> rusqlite::Result<Option<PathLookup>> {
+    // By name: SQLite numbers `$N` parameters in order of appearance, and
+    // the query names `$2` before `$1`.
+    let mut stmt = conn.prepare_cached(PATH_LOOKUP_SQL)?;
+    stmt.query_row(named_params! {"$1": cache_name, "$2": hash}, |r| {
         let upstream: String = r.get("upstream_cache_key_names")?;
         let cache = CacheRow {
             id: r.get("id")?,
@@ -119,7 +117,7 @@ fn lookup(
                 })
             }
         };
-        Ok(NarinfoLookup {
+        Ok(PathLookup {
             cache,
             keys_version: r.get::<_, Option<i64>>("keys_version")?.unwrap_or(0),
             object,
