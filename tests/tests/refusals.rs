@@ -3,7 +3,7 @@
 use provenix_provenance::nar::{self, Node};
 use provenix_provenance::upload::UploadPathNarInfo;
 use provenix_provenance::{NarHash, NarInfo, StorePath, DEFAULT_STORE_DIR};
-use provenix_tests::http::{new_key, Http};
+use provenix_tests::http::{new_key, Answer, Http, UploadKey};
 use provenix_tests::{Backend, TestServer};
 use serde_json::{json, Value};
 
@@ -28,6 +28,11 @@ fn info_for(cache: &str, path: &str, nar_bytes: &[u8]) -> Value {
         "nar_size": nar_bytes.len(),
         "references": [],
     })
+}
+
+/// Uploads `nar` with `info` signed by `key`.
+async fn signed_upload(http: &Http, key: &UploadKey, info: &Value, nar: &[u8]) -> Answer {
+    http.upload(None, &key.sign(info), nar.to_vec()).await
 }
 
 async fn assert_not_visible(http: &Http, token: &str, cache: &str) {
@@ -67,13 +72,7 @@ async fn bad_uploads_are_refused(backend: Backend) {
     // A NAR that is not a NAR, with a hash and size that match its bytes.
     let mut corrupt = good.clone();
     corrupt[10] ^= 0xff;
-    let a = http
-        .upload(
-            None,
-            &key.sign(&info_for("main", PATH, &corrupt)),
-            corrupt.clone(),
-        )
-        .await;
+    let a = signed_upload(&http, &key, &info_for("main", PATH, &corrupt), &corrupt).await;
     assert_refused(&a, 400, "malformed-nar");
 
     // A NAR whose entry name climbs out of the store path.
@@ -94,13 +93,7 @@ async fn bad_uploads_are_refused(backend: Backend) {
             evil.extend_from_slice(part);
         }
     }
-    let a = http
-        .upload(
-            None,
-            &key.sign(&info_for("main", PATH, &evil)),
-            evil.clone(),
-        )
-        .await;
+    let a = signed_upload(&http, &key, &info_for("main", PATH, &evil), &evil).await;
     assert_refused(&a, 400, "malformed-nar");
     assert!(
         a.1["message"]
@@ -115,7 +108,7 @@ async fn bad_uploads_are_refused(backend: Backend) {
     let mut info = info_for("main", PATH, &good);
     info["nar_hash"] = json!(NarHash::of(b"other").to_nix_string());
     assert_refused(
-        &http.upload(None, &key.sign(&info), good.clone()).await,
+        &signed_upload(&http, &key, &info, &good).await,
         400,
         "nar-hash-mismatch",
     );
@@ -124,40 +117,28 @@ async fn bad_uploads_are_refused(backend: Backend) {
     let mut info = info_for("main", PATH, &good);
     info["nar_size"] = json!(good.len() + 8);
     assert_refused(
-        &http.upload(None, &key.sign(&info), good.clone()).await,
+        &signed_upload(&http, &key, &info, &good).await,
         400,
         "nar-size-mismatch",
     );
     let mut info = info_for("main", PATH, &good);
     info["nar_size"] = json!(good.len() - 8);
     assert_refused(
-        &http.upload(None, &key.sign(&info), good.clone()).await,
+        &signed_upload(&http, &key, &info, &good).await,
         400,
         "nar-size-mismatch",
     );
 
     // Bad cache names and store paths.
-    let a = http
-        .upload(
-            None,
-            &key.sign(&info_for("../etc", PATH, &good)),
-            good.clone(),
-        )
-        .await;
+    let a = signed_upload(&http, &key, &info_for("../etc", PATH, &good), &good).await;
     assert_refused(&a, 400, "invalid-cache-name");
     let traversal = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-../../etc/passwd";
-    let a = http
-        .upload(
-            None,
-            &key.sign(&info_for("main", traversal, &good)),
-            good.clone(),
-        )
-        .await;
+    let a = signed_upload(&http, &key, &info_for("main", traversal, &good), &good).await;
     assert_refused(&a, 400, "invalid-nar-info");
     let mut info = info_for("main", PATH, &good);
     info["references"] = json!(["/etc/passwd"]);
     assert_refused(
-        &http.upload(None, &key.sign(&info), good.clone()).await,
+        &signed_upload(&http, &key, &info, &good).await,
         400,
         "invalid-nar-info",
     );
@@ -207,13 +188,7 @@ async fn bad_uploads_are_refused(backend: Backend) {
     assert_not_visible(&http, &root, "main").await;
 
     // The good upload then works and is served signed.
-    let a = http
-        .upload(
-            None,
-            &key.sign(&info_for("main", PATH, &good)),
-            good.clone(),
-        )
-        .await;
+    let a = signed_upload(&http, &key, &info_for("main", PATH, &good), &good).await;
     assert_eq!(a.0, 200, "{}", a.2);
     assert_eq!(a.1["outcome"], "uploaded");
     let (status, _, text) = http
@@ -235,13 +210,7 @@ async fn bad_uploads_are_refused(backend: Backend) {
         .await;
     assert_eq!(NarInfo::parse(&text).unwrap().nar_hash, NarHash::of(&good));
     // Same path, same NAR: idempotent.
-    let a = http
-        .upload(
-            None,
-            &key.sign(&info_for("main", PATH, &good)),
-            good.clone(),
-        )
-        .await;
+    let a = signed_upload(&http, &key, &info_for("main", PATH, &good), &good).await;
     assert_eq!(a.1["outcome"], "exists", "{}", a.2);
 }
 
