@@ -6,7 +6,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
+use futures::TryStreamExt;
 use provenix_policy::validate_cache_name;
 use provenix_provenance::narinfo::NarInfo;
 use provenix_provenance::store_path::validate_hash_part;
@@ -17,11 +17,19 @@ use crate::auth::Auth;
 use crate::db::caches::CacheRow;
 use crate::db::objects::ObjectRow;
 use crate::error::{ApiError, ApiResult};
+use crate::pack_reads::plan_reads;
 use crate::signed_narinfo::BodyKey;
 use crate::state::AppState;
 
 /// Last-access times are written at most this often per path.
 const TOUCH_INTERVAL: i64 = 3600;
+
+/// Chunk rows fetched at once while serving a NAR.
+const CHUNK_PAGE: i64 = 1024;
+/// Largest ranged read of a pack while serving a NAR, and how many are
+/// read ahead of the client.
+const READ_MAX: u64 = 1024 * 1024;
+const READS_AHEAD: usize = 3;
 
 /// The cache if the caller may pull from it. An anonymous caller gets 401 and
 /// an authenticated one 404, whether the cache is private or missing.
@@ -179,7 +187,6 @@ pub async fn nar(
     if file != nar_file_name(hash, &obj.compression) {
         return Err(not_found());
     }
-    let chunks = state.db.nar_chunks(obj.nar_id).await?;
     let mut resp = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-nix-nar")
@@ -194,23 +201,35 @@ pub async fn nar(
     // one valid zstd stream, so nothing is recompressed on the read path.
     // Content-Length is set, so a chunk failing mid-stream shows the client a
     // truncated transfer, never a short 200 it could take for the whole NAR.
-    // Each chunk is read whole (one storage call; a chunk is at most
-    // `max-size` before compression) and a few are read ahead, about 4 MiB
-    // in all: streaming each object in small pieces cost a thread hop per
-    // piece and made pulls several times slower than a static file server.
-    let ahead = (4 * 1024 * 1024 / state.config.chunking.max_size.max(1)).clamp(2, 16);
-    let storage = state.storage.clone();
-    let body = futures::stream::iter(chunks)
-        .map(move |(key, _)| {
-            let storage = storage.clone();
-            async move {
-                storage.get(&key).await.map_err(|e| {
-                    tracing::error!("serving NAR: {e:#}");
-                    std::io::Error::other(e)
-                })
+    // The chunk list is read a page at a time and neighbouring chunks of a
+    // pack are read together (1 MiB reads, a few ahead): memory per pull
+    // stays the same whatever the NAR's size.
+    let db = state.db.clone();
+    let nar_id = obj.nar_id;
+    let reads = futures::stream::try_unfold(0i64, move |from| {
+        let db = db.clone();
+        async move {
+            let page = db.nar_chunks(nar_id, from, CHUNK_PAGE).await?;
+            if page.is_empty() {
+                return Ok::<_, anyhow::Error>(None);
             }
+            let next = from + page.len() as i64;
+            let reads = plan_reads(page, READ_MAX).into_iter().map(Ok);
+            Ok(Some((futures::stream::iter(reads), next)))
+        }
+    })
+    .try_flatten();
+    let storage = state.storage.clone();
+    let body = reads
+        .map_ok(move |r| {
+            let storage = storage.clone();
+            async move { storage.get_range(&r.object_key, r.start..r.end).await }
         })
-        .buffered(ahead);
+        .try_buffered(READS_AHEAD)
+        .map_err(|e| {
+            tracing::error!("serving NAR: {e:#}");
+            std::io::Error::other(e)
+        });
     resp.body(Body::from_stream(body))
         .map_err(ApiError::internal)
 }

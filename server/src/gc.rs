@@ -30,13 +30,27 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
 
     let grace = state.config.garbage_collection.chunk_grace_period.as_secs() as i64;
     let claimed = state.db.claim_orphan_chunks(now - grace).await?;
-    let mut deleted = Vec::with_capacity(claimed.len());
-    for (id, key) in &claimed {
+    // A pack is deleted with its last valid chunk; the space of dead chunks
+    // in a pack still in use is reclaimed when the rest go
+    // (docs/architecture.md).
+    let mut keys: Vec<String> = claimed.iter().map(|(_, k)| k.clone()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let in_use = state.db.object_keys_in_use(&keys).await?;
+    let mut gone = std::collections::HashSet::new();
+    for key in keys.iter().filter(|k| !in_use.contains(*k)) {
         match state.storage.delete(key).await {
-            Ok(()) => deleted.push(*id),
+            Ok(()) => {
+                gone.insert(key.as_str());
+            }
             Err(e) => tracing::warn!("gc: cannot delete {key}: {e:#}"),
         }
     }
+    let deleted: Vec<i64> = claimed
+        .iter()
+        .filter(|(_, k)| in_use.contains(k) || gone.contains(k.as_str()))
+        .map(|(id, _)| *id)
+        .collect();
     state.db.delete_chunk_rows(&deleted).await?;
     report.deleted_chunks = deleted.len() as u64;
 
@@ -51,7 +65,7 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
     Ok(report)
 }
 
-/// Deletes stored chunk objects older than `cutoff` that no chunk row names.
+/// Deletes stored objects older than `cutoff` that no chunk row names.
 pub async fn sweep(state: &AppState, cutoff: i64) -> Result<u64> {
     let mut swept = 0;
     let mut listing = state.storage.list("chunks");

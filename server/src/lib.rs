@@ -11,6 +11,7 @@ pub mod gc;
 pub mod ingest;
 pub mod key_ring;
 pub mod oidc;
+pub mod pack_reads;
 pub mod signed_narinfo;
 pub mod state;
 pub mod storage;

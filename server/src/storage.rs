@@ -61,6 +61,29 @@ impl Storage {
         Ok(())
     }
 
+    /// Stores the concatenation of `parts` (without copying them together).
+    pub async fn put_parts(&self, key: &str, parts: Vec<Bytes>) -> Result<()> {
+        self.store
+            .put(&ObjectPath::from(key), parts.into_iter().collect())
+            .await
+            .with_context(|| format!("storing {key}"))?;
+        Ok(())
+    }
+
+    /// Bytes `range` of an object; an object too short for it is an error.
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let bytes = self
+            .store
+            .get_range(&ObjectPath::from(key), range.clone())
+            .await
+            .with_context(|| format!("reading {key} at {range:?}"))?;
+        anyhow::ensure!(
+            bytes.len() as u64 == range.end - range.start,
+            "reading {key} at {range:?}: the object is shorter"
+        );
+        Ok(bytes)
+    }
+
     pub async fn get(&self, key: &str) -> Result<Bytes> {
         let res = self
             .store

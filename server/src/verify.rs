@@ -1,6 +1,7 @@
-//! `provenixd --mode verify`: reads every stored chunk back, checks it is
-//! there and hashes to its recorded sha256 and size, and names the paths a
-//! damaged chunk would break. Exits non-zero when anything is damaged.
+//! `provenixd --mode verify`: reads every stored chunk back (its range of
+//! the pack it is stored in), checks it is there and hashes to its recorded
+//! sha256 and size, and names the paths a damaged chunk would break. Exits
+//! non-zero when anything is damaged.
 
 use anyhow::Result;
 use futures::StreamExt;
@@ -12,9 +13,12 @@ use crate::state::AppState;
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyReport {
     pub checked_chunks: u64,
-    /// Object keys with no stored object.
+    /// Chunks missing or corrupt.
+    pub damaged_chunks: u64,
+    /// Keys of objects that are not stored (each once).
     pub missing: Vec<String>,
-    /// Object keys whose content does not match the recorded hash or size.
+    /// Keys of objects holding a chunk that does not match its recorded hash
+    /// or size (each once).
     pub corrupt: Vec<String>,
     /// `cache: store path` of every path whose NAR uses a damaged chunk.
     pub damaged_paths: Vec<String>,
@@ -32,7 +36,8 @@ enum Damage {
 }
 
 async fn check(state: &AppState, c: &crate::db::chunks::StoredChunk) -> Option<Damage> {
-    let data = match state.storage.get(&c.object_key).await {
+    let range = c.offset as u64..(c.offset + c.file_size) as u64;
+    let data = match state.storage.get_range(&c.object_key, range).await {
         Ok(d) => d,
         Err(e) => {
             let not_found = e
@@ -78,6 +83,9 @@ pub async fn run(state: &AppState) -> Result<VerifyReport> {
             .await;
         for (c, damage) in results {
             report.checked_chunks += 1;
+            if damage.is_some() {
+                report.damaged_chunks += 1;
+            }
             match damage {
                 Some(Damage::Missing) => report.missing.push(c.object_key.clone()),
                 Some(Damage::Corrupt) => report.corrupt.push(c.object_key.clone()),
@@ -87,7 +95,9 @@ pub async fn run(state: &AppState) -> Result<VerifyReport> {
         }
     }
     report.missing.sort();
+    report.missing.dedup();
     report.corrupt.sort();
+    report.corrupt.dedup();
     report.damaged_paths = state.db.paths_using_chunks(&damaged_ids).await?;
     Ok(report)
 }

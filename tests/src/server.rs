@@ -168,7 +168,15 @@ url = "{db_url}"
             .args(["--mode", mode]))
     }
 
-    /// The directory holding the chunk objects (the bucket's, for S3).
+    /// Chunks the database records, counted by `--mode verify` (which reads
+    /// each back from its stored object and fails on any damage).
+    pub fn verified_chunks(&self) -> u64 {
+        let (ok, out, err) = self.run_mode("verify");
+        assert!(ok, "verify failed: {out}{err}");
+        let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        report["checked_chunks"].as_u64().unwrap()
+    }
+
     /// `garbage-collector-once` with no chunk grace period (unused chunks go
     /// now); returns its JSON report.
     pub fn gc_without_grace(&self) -> String {
@@ -194,7 +202,7 @@ url = "{db_url}"
         }
     }
 
-    /// Number of stored chunk objects.
+    /// Number of stored objects (packs of chunks).
     pub fn stored_objects(&self) -> usize {
         fn count(p: &Path) -> usize {
             std::fs::read_dir(p).map_or(0, |rd| {

@@ -125,16 +125,18 @@ fn same_nar_in_two_caches_is_stored_once(backend: Backend) {
     let p = src.add_input_addressed("shared", &[("blob", &data)], &[]);
     client.ok(&["push", "a", &p, "--store", &src.root()]);
     let objects = server.stored_objects();
+    let chunks = server.verified_chunks();
     assert!(
-        objects > 10,
-        "a 3 MiB NAR should be chunked, got {objects} objects"
+        chunks > 10,
+        "a 3 MiB NAR should be chunked, got {chunks} chunks"
     );
+    assert_eq!(objects, 1, "a 3 MiB NAR's chunks are stored in one pack");
 
     let out = client.ok_stderr(&["push", "b", &p, "--store", &src.root()]);
     assert!(out.contains("1 deduplicated"), "{out}");
     assert_eq!(
-        server.stored_objects(),
-        objects,
+        (server.stored_objects(), server.verified_chunks()),
+        (objects, chunks),
         "the second cache stored the NAR again"
     );
 
@@ -154,7 +156,10 @@ fn same_nar_in_two_caches_is_stored_once(backend: Backend) {
     let ci = server.client_with_token(&pusher);
     let out = ci.ok_stderr(&["push", "c", &p, "--store", &src.root()]);
     assert!(out.contains("Pushed 1 paths"), "{out}");
-    assert_eq!(server.stored_objects(), objects);
+    assert_eq!(
+        (server.stored_objects(), server.verified_chunks()),
+        (objects, chunks)
+    );
 
     let key = client.public_key("b");
     let dst = NixStore::new();

@@ -32,8 +32,11 @@ async fn storage_suite(backend: Backend, storage: ObjectStorage) {
     let big = src.add_input_addressed("big", &[("blob", &big_data)], &[]);
     let small = src.add_input_addressed("small", &[("bin/x", b"#!/bin/sh\n")], &[]);
     client.ok(&["push", "a", &big, &small, "--store", &src.root()]);
+    let chunks = server.verified_chunks();
+    assert!(chunks > 10, "a 3 MiB NAR is chunked: {chunks} chunks");
+    // One pack per NAR here: each NAR's new chunks are stored together.
     let objects = server.stored_objects();
-    assert!(objects > 10, "a 3 MiB NAR is chunked: {objects}");
+    assert_eq!(objects, 2, "{:?}", chunk_files(&server));
 
     // The real Nix client substitutes both, byte for byte.
     let netrc = (host_of(&server.url), server.root_token.clone());
@@ -54,12 +57,47 @@ async fn storage_suite(backend: Backend, storage: ObjectStorage) {
     client.ok(&["push", "b", &big, &small, "--store", &src.root()]);
     assert_eq!(server.stored_objects(), objects);
 
-    // GC: while b still holds big, nothing goes; once no cache does, its chunks go.
+    // A NAR sharing most chunks with big: only its few new chunks are
+    // stored, in a pack of their own; the shared ones stay in big's pack.
+    let bigger = src.add_input_addressed(
+        "bigger",
+        &[("blob", &big_data), ("extra", b"more bytes")],
+        &[],
+    );
+    client.ok(&["push", "a", &bigger, "--store", &src.root()]);
+    let new_chunks = server.verified_chunks() - chunks;
+    assert!(
+        (1..=3).contains(&new_chunks),
+        "bigger reuses big's chunks: {new_chunks} new"
+    );
+    assert_eq!(server.stored_objects(), objects + 1);
+
+    // GC: while b still holds big, nothing goes; once no cache does, its
+    // own chunks go, but its pack stays while bigger uses chunks in it.
     client.ok(&["cache", "delete-path", "a", &big]);
     server.gc_without_grace();
-    assert_eq!(server.stored_objects(), objects);
+    assert_eq!(server.stored_objects(), objects + 1);
     client.ok(&["cache", "delete-path", "b", &big]);
     // Chunk times are in seconds: let "unused since" be strictly in the past.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = server.gc_without_grace();
+    assert!(out.contains("\"deleted_nars\":1"), "{out}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let deleted = report["deleted_chunks"].as_u64().unwrap();
+    assert!(deleted >= 1, "big's own chunks go: {out}");
+    assert_eq!(server.stored_objects(), objects + 1, "{out}");
+    assert_eq!(server.verified_chunks(), chunks + new_chunks - deleted);
+    let dst = NixStore::new();
+    let (ok, err) = dst.copy_from(
+        &format!("{}/a", server.url),
+        &bigger,
+        &[&key_a],
+        Some((&netrc.0, &netrc.1)),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(dst.read(&bigger, "blob"), big_data);
+    // Once nothing uses big's pack, it goes with bigger's.
+    client.ok(&["cache", "delete-path", "a", &bigger]);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = server.gc_without_grace();
     assert!(out.contains("\"deleted_nars\":1"), "{out}");
@@ -89,7 +127,10 @@ async fn storage_suite(backend: Backend, storage: ObjectStorage) {
         out.contains(&format!("a: {small}")) && out.contains(&format!("b: {small}")),
         "{out}"
     );
-    assert!(err.contains("1 corrupt chunks; 2 paths affected"), "{err}");
+    assert!(
+        err.contains("1 damaged chunks in 0 missing and 1 corrupt objects; 2 paths affected"),
+        "{err}"
+    );
     std::fs::remove_file(&left[0]).unwrap();
     let (ok, out, _) = server.run_mode("verify");
     assert!(!ok && out.contains("\"missing\":[\"chunks/"), "{out}");

@@ -56,6 +56,7 @@ impl Db {
     /// Claims unreferenced chunks unused since `cutoff` for deletion, plus any
     /// a previous GC run claimed but did not finish. An upload that touches a
     /// chunk first keeps it; one that comes after sees it claimed and retries.
+    /// Returns the claimed rows (id, object key).
     pub async fn claim_orphan_chunks(
         &self,
         cutoff: i64,
@@ -74,6 +75,28 @@ impl Db {
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("object_key")?)))
             .collect()
+    }
+
+    /// Of `keys`, the objects some valid chunk is still stored in. Only the
+    /// upload that wrote an object ever adds rows naming it, so an object
+    /// none of whose rows is valid stays unused.
+    pub async fn object_keys_in_use(
+        &self,
+        keys: &[String],
+    ) -> Result<HashSet<String>, sqlx::Error> {
+        let mut used = HashSet::new();
+        for batch in keys.chunks(BATCH) {
+            let sql = format!(
+                "SELECT DISTINCT object_key FROM chunks WHERE state = 'valid' AND object_key IN ({})",
+                placeholders(1, batch.len())
+            );
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for k in batch {
+                q = q.bind(k);
+            }
+            used.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(used)
     }
 
     pub async fn delete_chunk_rows(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
@@ -96,7 +119,7 @@ impl Db {
         let mut known = HashSet::new();
         for batch in keys.chunks(BATCH) {
             let sql = format!(
-                "SELECT object_key FROM chunks WHERE object_key IN ({})",
+                "SELECT DISTINCT object_key FROM chunks WHERE object_key IN ({})",
                 placeholders(1, batch.len())
             );
             let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
@@ -108,17 +131,6 @@ impl Db {
         Ok(known)
     }
 
-    /// (chunk rows, NAR rows): for tests and `check-config`-style reports.
-    pub async fn storage_counts(&self) -> Result<(i64, i64), sqlx::Error> {
-        let chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chunks")
-            .fetch_one(&self.pool)
-            .await?;
-        let nars: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nars")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((chunks, nars))
-    }
-
     /// Valid chunks after `after` (by id), for verification.
     pub async fn stored_chunks(
         &self,
@@ -126,7 +138,7 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<StoredChunk>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT id, chunk_hash, compression, chunk_size, object_key FROM chunks
+            "SELECT id, chunk_hash, compression, chunk_size, object_key, object_offset, file_size FROM chunks
              WHERE state = 'valid' AND id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
@@ -141,6 +153,8 @@ impl Db {
                     compression: r.try_get("compression")?,
                     chunk_size: r.try_get("chunk_size")?,
                     object_key: r.try_get("object_key")?,
+                    offset: r.try_get("object_offset")?,
+                    file_size: r.try_get("file_size")?,
                 })
             })
             .collect()
@@ -179,4 +193,6 @@ pub struct StoredChunk {
     pub compression: String,
     pub chunk_size: i64,
     pub object_key: String,
+    pub offset: i64,
+    pub file_size: i64,
 }

@@ -30,7 +30,8 @@ pub struct Db {
 }
 
 /// Written in the SQL both databases share; `for_backend` swaps the one
-/// construct they spell differently (auto-increment keys).
+/// construct they spell differently (auto-increment keys). A migration the
+/// two cannot share is in `SPLIT_MIGRATIONS`.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "core", include_str!("../../migrations/0001_core.sql")),
     (
@@ -49,6 +50,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0004_revocation.sql"),
     ),
 ];
+
+/// (version, description, SQLite, PostgreSQL). The SQLite side manages its
+/// own transaction (a table rebuild needs foreign keys off, which SQLite
+/// ignores inside a transaction), so it runs outside the migrator's.
+const SPLIT_MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    5,
+    "packs",
+    include_str!("../../migrations/0005_packs.sqlite.sql"),
+    include_str!("../../migrations/0005_packs.postgres.sql"),
+)];
 
 fn for_backend(sql: &str, backend: Backend) -> String {
     match backend {
@@ -120,13 +131,19 @@ impl Db {
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        let migrations = MIGRATIONS
-            .iter()
-            .map(|(v, d, sql)| {
-                let sql = sqlx::AssertSqlSafe(for_backend(sql, self.backend)).into_sql_str();
-                Migration::new(*v, (*d).into(), MigrationType::Simple, sql, false)
-            })
-            .collect();
+        let shared = MIGRATIONS.iter().map(|(v, d, sql)| {
+            let sql = sqlx::AssertSqlSafe(for_backend(sql, self.backend)).into_sql_str();
+            Migration::new(*v, (*d).into(), MigrationType::Simple, sql, false)
+        });
+        let split = SPLIT_MIGRATIONS.iter().map(|(v, d, sqlite, postgres)| {
+            let (sql, no_tx) = match self.backend {
+                Backend::Sqlite => (*sqlite, true),
+                Backend::Postgres => (*postgres, false),
+            };
+            let sql = sqlx::AssertSqlSafe(sql.to_string()).into_sql_str();
+            Migration::new(*v, (*d).into(), MigrationType::Simple, sql, no_tx)
+        });
+        let migrations = shared.chain(split).collect();
         Migrator::with_migrations(migrations)
             .run(&self.pool)
             .await

@@ -23,8 +23,13 @@ pub struct ObjectRow {
 /// A chunk of an upload as the ingest pipeline left it.
 #[derive(Debug, Clone)]
 pub enum ChunkSource {
-    /// Written to storage by this upload under `object_key`.
-    New { object_key: String, file_size: i64 },
+    /// Written to storage by this upload: `file_size` bytes at `offset` of
+    /// the pack `object_key`.
+    New {
+        object_key: std::sync::Arc<str>,
+        offset: i64,
+        file_size: i64,
+    },
     /// Already in the database when the upload saw it.
     Existing { id: i64 },
     /// Repeats a chunk seen earlier in the same upload (stored once).
@@ -33,9 +38,20 @@ pub enum ChunkSource {
 
 #[derive(Debug, Clone)]
 pub struct IngestedChunk {
-    pub hash: String,
+    /// sha256 of the uncompressed chunk (binary: an upload holds one of
+    /// these per chunk until its commit).
+    pub hash: [u8; 32],
     pub size: i64,
     pub source: ChunkSource,
+}
+
+/// Where a stored chunk's bytes are: `file_size` bytes at `offset` of the
+/// object `object_key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkLocation {
+    pub object_key: String,
+    pub offset: i64,
+    pub file_size: i64,
 }
 
 #[derive(Debug)]
@@ -155,17 +171,31 @@ impl Db {
             .collect()
     }
 
-    /// Chunks of a NAR in order: (object key, stored size).
-    pub async fn nar_chunks(&self, nar_id: i64) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    /// Up to `limit` chunks of a NAR from position `from` on, in order.
+    pub async fn nar_chunks(
+        &self,
+        nar_id: i64,
+        from: i64,
+        limit: i64,
+    ) -> Result<Vec<ChunkLocation>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT c.object_key, c.file_size FROM nar_chunks nc JOIN chunks c ON nc.chunk_id = c.id
-             WHERE nc.nar_id = $1 ORDER BY nc.seq",
+            "SELECT c.object_key, c.object_offset, c.file_size
+             FROM nar_chunks nc JOIN chunks c ON nc.chunk_id = c.id
+             WHERE nc.nar_id = $1 AND nc.seq >= $2 ORDER BY nc.seq LIMIT $3",
         )
         .bind(nar_id)
+        .bind(from)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("object_key")?, r.try_get("file_size")?)))
+            .map(|r| {
+                Ok(ChunkLocation {
+                    object_key: r.try_get("object_key")?,
+                    offset: r.try_get("object_offset")?,
+                    file_size: r.try_get("file_size")?,
+                })
+            })
             .collect()
     }
 
@@ -250,54 +280,67 @@ impl Db {
         }
 
         // Each distinct chunk once, from the upload job that stored or found it.
-        let mut new: Vec<(&str, i64, &str, i64)> = Vec::new();
+        let mut new: Vec<(String, i64, &str, i64, i64)> = Vec::new();
         let mut existing: Vec<i64> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for c in chunks {
-            seen.insert(c.hash.as_str());
+            seen.insert(c.hash);
             match &c.source {
                 ChunkSource::New {
                     object_key,
+                    offset,
                     file_size,
-                } => new.push((c.hash.as_str(), c.size, object_key.as_str(), *file_size)),
+                } => new.push((
+                    hex::encode(c.hash),
+                    c.size,
+                    &**object_key,
+                    *offset,
+                    *file_size,
+                )),
                 ChunkSource::Existing { id } => existing.push(*id),
                 ChunkSource::Duplicate => {}
             }
         }
         // Concurrent commits lock shared chunk rows in one global order
         // (hash, then id), so two uploads never wait on each other in a cycle.
-        new.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        new.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         existing.sort_unstable();
         // hash -> (id, file_size)
-        let mut ids: HashMap<String, (i64, i64)> = HashMap::new();
-        for batch in new.chunks(BATCH / 8) {
+        let mut ids: HashMap<[u8; 32], (i64, i64)> = HashMap::with_capacity(seen.len());
+        let mut note = |r: &sqlx::any::AnyRow| -> Result<(), sqlx::Error> {
+            let hash: String = r.try_get("chunk_hash")?;
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&hash, &mut digest)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            ids.insert(digest, (r.try_get("id")?, r.try_get("file_size")?));
+            Ok(())
+        };
+        for batch in new.chunks(BATCH / 9) {
             let values: Vec<String> = (0..batch.len())
-                .map(|i| format!("({})", placeholders(1 + i * 8, 8)))
+                .map(|i| format!("({})", placeholders(1 + i * 9, 9)))
                 .collect();
             let sql = format!(
-                "INSERT INTO chunks (chunk_hash, compression, chunk_size, file_size, object_key, state, last_used_at, created_at)
+                "INSERT INTO chunks (chunk_hash, compression, chunk_size, file_size, object_key, object_offset, state, last_used_at, created_at)
                  VALUES {} ON CONFLICT (chunk_hash, compression)
                  DO UPDATE SET last_used_at = excluded.last_used_at WHERE chunks.state = 'valid'
                  RETURNING id, chunk_hash, file_size",
                 values.join(", ")
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (hash, size, key, file_size) in batch {
+            for (hash, size, key, offset, file_size) in batch {
                 q = q
-                    .bind(*hash)
+                    .bind(hash.as_str())
                     .bind(compression)
                     .bind(*size)
                     .bind(*file_size)
                     .bind(*key)
+                    .bind(*offset)
                     .bind("valid")
                     .bind(now)
                     .bind(now);
             }
             for r in q.fetch_all(&mut *tx).await? {
-                ids.insert(
-                    r.try_get("chunk_hash")?,
-                    (r.try_get("id")?, r.try_get("file_size")?),
-                );
+                note(&r)?;
             }
         }
         for batch in existing.chunks(BATCH) {
@@ -311,10 +354,7 @@ impl Db {
                 q = q.bind(*id);
             }
             for r in q.fetch_all(&mut *tx).await? {
-                ids.insert(
-                    r.try_get("chunk_hash")?,
-                    (r.try_get("id")?, r.try_get("file_size")?),
-                );
+                note(&r)?;
             }
         }
         if ids.len() != seen.len() {
