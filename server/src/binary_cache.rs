@@ -134,6 +134,7 @@ pub async fn narinfo(
         Some(body) => body,
         None => {
             let nar_hash = NarHash::parse(&obj.nar_hash).map_err(ApiError::internal)?;
+            let references = obj.refs();
             let mut info = NarInfo {
                 store_path: obj.store_path,
                 url: format!("nar/{}", nar_file_name(hash, &obj.compression)),
@@ -142,7 +143,7 @@ pub async fn narinfo(
                 file_size: Some(obj.file_size as u64),
                 nar_hash,
                 nar_size: obj.nar_size as u64,
-                references: obj.refs,
+                references,
                 deriver: obj.deriver,
                 sigs: vec![],
                 ca: obj.ca,

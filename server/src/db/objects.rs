@@ -14,10 +14,19 @@ pub struct ObjectRow {
     pub nar_size: i64,
     pub compression: String,
     pub file_size: i64,
-    pub refs: Vec<String>,
+    /// References as stored (a JSON array): parsed only when a narinfo is
+    /// rendered, not on every lookup (most narinfo requests are served from
+    /// the memo of signed bodies).
+    pub refs_json: String,
     pub deriver: Option<String>,
     pub ca: Option<String>,
     pub last_accessed_at: i64,
+}
+
+impl ObjectRow {
+    pub fn refs(&self) -> Vec<String> {
+        serde_json::from_str(&self.refs_json).unwrap_or_default()
+    }
 }
 
 /// A chunk of an upload as the ingest pipeline left it.
@@ -96,7 +105,6 @@ pub(super) fn object_from_row(
     r: &sqlx::any::AnyRow,
     id_column: &str,
 ) -> Result<ObjectRow, sqlx::Error> {
-    let refs: String = r.try_get("refs")?;
     Ok(ObjectRow {
         id: r.try_get(id_column)?,
         store_path: r.try_get("store_path")?,
@@ -105,7 +113,7 @@ pub(super) fn object_from_row(
         nar_size: r.try_get("nar_size")?,
         compression: r.try_get("compression")?,
         file_size: r.try_get("file_size")?,
-        refs: serde_json::from_str(&refs).unwrap_or_default(),
+        refs_json: r.try_get("refs")?,
         deriver: r.try_get("deriver")?,
         ca: r.try_get("ca")?,
         last_accessed_at: r.try_get("last_accessed_at")?,
