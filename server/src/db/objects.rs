@@ -288,7 +288,7 @@ impl Db {
         }
 
         // Each distinct chunk once, from the upload job that stored or found it.
-        let mut new: Vec<(String, i64, &str, i64, i64)> = Vec::new();
+        let mut new: Vec<([u8; 32], i64, &str, i64, i64)> = Vec::new();
         let mut existing: Vec<i64> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for c in chunks {
@@ -298,20 +298,14 @@ impl Db {
                     object_key,
                     offset,
                     file_size,
-                } => new.push((
-                    hex::encode(c.hash),
-                    c.size,
-                    &**object_key,
-                    *offset,
-                    *file_size,
-                )),
+                } => new.push((c.hash, c.size, &**object_key, *offset, *file_size)),
                 ChunkSource::Existing { id } => existing.push(*id),
                 ChunkSource::Duplicate => {}
             }
         }
         // Concurrent commits lock shared chunk rows in one global order
         // (hash, then id), so two uploads never wait on each other in a cycle.
-        new.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        new.sort_unstable_by_key(|c| c.0);
         existing.sort_unstable();
         // hash -> (id, file_size)
         let mut ids: HashMap<[u8; 32], (i64, i64)> = HashMap::with_capacity(seen.len());
@@ -337,7 +331,7 @@ impl Db {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (hash, size, key, offset, file_size) in batch {
                 q = q
-                    .bind(hash.as_str())
+                    .bind(hex::encode(hash))
                     .bind(compression)
                     .bind(*size)
                     .bind(*file_size)
