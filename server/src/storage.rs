@@ -5,7 +5,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 use std::sync::Arc;
 
 use crate::config::StorageConfig;
@@ -53,14 +53,6 @@ impl Storage {
         Ok(Storage { store })
     }
 
-    pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.store
-            .put(&ObjectPath::from(key), PutPayload::from_bytes(data))
-            .await
-            .with_context(|| format!("storing {key}"))?;
-        Ok(())
-    }
-
     /// Stores the concatenation of `parts` (without copying them together).
     pub async fn put_parts(&self, key: &str, parts: Vec<Bytes>) -> Result<()> {
         self.store
@@ -82,15 +74,6 @@ impl Storage {
             "reading {key} at {range:?}: the object is shorter"
         );
         Ok(bytes)
-    }
-
-    pub async fn get(&self, key: &str) -> Result<Bytes> {
-        let res = self
-            .store
-            .get(&ObjectPath::from(key))
-            .await
-            .with_context(|| format!("reading {key}"))?;
-        Ok(res.bytes().await?)
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {

@@ -84,19 +84,7 @@ impl Db {
         &self,
         keys: &[String],
     ) -> Result<HashSet<String>, sqlx::Error> {
-        let mut used = HashSet::new();
-        for batch in keys.chunks(BATCH) {
-            let sql = format!(
-                "SELECT DISTINCT object_key FROM chunks WHERE state = 'valid' AND object_key IN ({})",
-                placeholders(1, batch.len())
-            );
-            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-            for k in batch {
-                q = q.bind(k);
-            }
-            used.extend(q.fetch_all(&self.pool).await?);
-        }
-        Ok(used)
+        self.object_keys_named(keys, "state = 'valid' AND").await
     }
 
     pub async fn delete_chunk_rows(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
@@ -116,19 +104,29 @@ impl Db {
 
     /// Of `keys`, those a chunk row points at.
     pub async fn known_object_keys(&self, keys: &[String]) -> Result<HashSet<String>, sqlx::Error> {
-        let mut known = HashSet::new();
+        self.object_keys_named(keys, "").await
+    }
+
+    /// Of `keys`, those named by a chunk row matching `condition` (a fixed
+    /// SQL fragment ending in AND, or empty).
+    async fn object_keys_named(
+        &self,
+        keys: &[String],
+        condition: &'static str,
+    ) -> Result<HashSet<String>, sqlx::Error> {
+        let mut named = HashSet::new();
         for batch in keys.chunks(BATCH) {
             let sql = format!(
-                "SELECT DISTINCT object_key FROM chunks WHERE object_key IN ({})",
+                "SELECT DISTINCT object_key FROM chunks WHERE {condition} object_key IN ({})",
                 placeholders(1, batch.len())
             );
             let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
             for k in batch {
                 q = q.bind(k);
             }
-            known.extend(q.fetch_all(&self.pool).await?);
+            named.extend(q.fetch_all(&self.pool).await?);
         }
-        Ok(known)
+        Ok(named)
     }
 
     /// Valid chunks after `after` (by id), for verification.
