@@ -32,6 +32,27 @@ struct Plan {
     path_counts: Vec<u64>,
     /// Runs of each timed transfer (the best is kept).
     repeats: u32,
+    /// `--only SECTION`: that section (and what it needs) and nothing else.
+    only: Option<String>,
+}
+
+/// The bench's sections, in run order; `--only` takes one of these.
+const SECTIONS: [&str; 5] = ["push", "pull", "narinfo", "memory", "scaling"];
+
+impl Plan {
+    /// Whether `section` runs: all do by default; with `--only`, the chosen
+    /// one and those it builds on (pull and narinfo need the pushed path,
+    /// narinfo the nginx that pull starts).
+    fn runs(&self, section: &str) -> bool {
+        let Some(only) = &self.only else {
+            return true;
+        };
+        match only.as_str() {
+            "pull" => ["push", "pull"].contains(&section),
+            "narinfo" => ["push", "pull", "narinfo"].contains(&section),
+            other => other == section,
+        }
+    }
 }
 
 struct Target {
@@ -43,17 +64,31 @@ struct Target {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: provenix-bench [--quick] [--keep]\n  --quick  small sizes and short runs (a smoke run, not figures to publish)\n  --keep   keep the work directory\nEnvironment: PROVENIX_BENCH_TREE (the realistic store path's source, default: the Rust toolchain's lib/), PROVENIX_BENCH_DIR (work directory), PROVENIX_BIN_DIR (provenixd and provenix, default: beside this binary)");
+        println!("usage: provenix-bench [--quick] [--keep] [--only SECTION]\n  --quick  small sizes and short runs (a smoke run, not figures to publish)\n  --keep   keep the work directory\n  --only   one of push, pull, narinfo, memory, scaling (and what it needs)\nEnvironment: PROVENIX_BENCH_TREE (the realistic store path's source, default: the Rust toolchain's lib/), PROVENIX_BENCH_DIR (work directory), PROVENIX_BIN_DIR (provenixd and provenix, default: beside this binary)");
         return ExitCode::SUCCESS;
     }
     let quick = args.iter().any(|a| a == "--quick");
     let keep = args.iter().any(|a| a == "--keep");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args.get(i + 1).cloned().unwrap_or_default());
+    if let Some(only) = &only {
+        if !SECTIONS.contains(&only.as_str()) {
+            eprintln!(
+                "provenix-bench: --only takes one of {}, not {only:?}",
+                SECTIONS.join(", ")
+            );
+            return ExitCode::from(2);
+        }
+    }
     let plan = if quick {
         Plan {
             load_secs: 2,
             big_nars: vec![64 * MIB, 256 * MIB],
             path_counts: vec![1_000, 20_000],
             repeats: 1,
+            only,
         }
     } else {
         Plan {
@@ -61,6 +96,7 @@ fn main() -> ExitCode {
             big_nars: vec![256 * MIB, 1024 * MIB, 2048 * MIB],
             path_counts: vec![1_000, 100_000, 1_000_000],
             repeats: 3,
+            only,
         }
     };
     let work = std::env::var_os("PROVENIX_BENCH_DIR")
@@ -123,21 +159,31 @@ fn run(plan: &Plan, work: &Path) -> Result<Vec<Target>> {
     let puller = NixStore::new(&work.join("puller"), Some(&public_key))?;
     let mut targets = Vec::new();
 
-    let mut realistic = push_realistic(plan, work, &server, &client, &store, &mut targets)?;
-    pull(plan, work, &server, &puller, &mut realistic, &mut targets)?;
-    let nginx = realistic.nginx.as_ref().expect("started by pull");
-    narinfo_load(
-        plan,
-        work,
-        &server,
-        &client,
-        &store,
-        nginx,
-        &realistic,
-        &mut targets,
-    )?;
-    memory(plan, work, &server, &client, &store, &mut targets)?;
-    narinfo_scaling(plan, work, &server, &mut targets)?;
+    if plan.runs("push") {
+        let mut realistic = push_realistic(plan, work, &server, &client, &store, &mut targets)?;
+        if plan.runs("pull") {
+            pull(plan, work, &server, &puller, &mut realistic, &mut targets)?;
+        }
+        if plan.runs("narinfo") {
+            let nginx = realistic.nginx.as_ref().expect("started by pull");
+            narinfo_load(
+                plan,
+                work,
+                &server,
+                &client,
+                &store,
+                nginx,
+                &realistic,
+                &mut targets,
+            )?;
+        }
+    }
+    if plan.runs("memory") {
+        memory(plan, work, &server, &client, &store, &mut targets)?;
+    }
+    if plan.runs("scaling") {
+        narinfo_scaling(plan, work, &server, &mut targets)?;
+    }
     Ok(targets)
 }
 
@@ -672,4 +718,36 @@ fn narinfo_scaling(
         holds: last.p50_ms <= 1.5 * first.p50_ms,
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(only: Option<&str>) -> Plan {
+        Plan {
+            load_secs: 1,
+            big_nars: vec![],
+            path_counts: vec![],
+            repeats: 1,
+            only: only.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn only_runs_the_section_and_what_it_needs() {
+        let ran = |only| {
+            SECTIONS
+                .iter()
+                .filter(|s| plan(only).runs(s))
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ran(None), SECTIONS);
+        assert_eq!(ran(Some("memory")), ["memory"]);
+        assert_eq!(ran(Some("scaling")), ["scaling"]);
+        assert_eq!(ran(Some("push")), ["push"]);
+        assert_eq!(ran(Some("pull")), ["push", "pull"]);
+        assert_eq!(ran(Some("narinfo")), ["push", "pull", "narinfo"]);
+    }
 }

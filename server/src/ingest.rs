@@ -116,7 +116,12 @@ fn compress(level: Option<i32>, data: Vec<u8>) -> Result<Bytes, IngestError> {
     if pool.len() < IDLE_COMPRESSORS {
         pool.push((level, compressor));
     }
-    Ok(Bytes::from(compressed?))
+    // The buffer was sized for the worst case (a bit over the input); a
+    // pack holds about a hundred of these, and the unused halves were the
+    // largest part of an upload's memory (glibc shrinks in place).
+    let mut compressed = compressed?;
+    compressed.shrink_to_fit();
+    Ok(Bytes::from(compressed))
 }
 
 /// Collects an upload's new chunks into packs and stores each full pack
@@ -249,11 +254,12 @@ impl Ingestor {
         // results come back in NAR order and are packed in that order, so a
         // pull reads a NAR's new chunks as a few large sequential ranges.
         let mut packer = Packer::new(self.storage.clone(), self.zstd_level.is_some());
-        // Room for the most chunks the declared size can cut into, reserved
-        // once: pages never written stay unallocated, and growing by doubling
-        // held two copies at once (peak RSS grew with NAR size).
-        let most = expected_size / self.chunking.min_size.max(1) as u64 + 1;
-        let mut chunks = Vec::with_capacity(most.min(1 << 24) as usize);
+        // Room for the chunks the declared size likely cuts into (FastCDC's
+        // cuts average `avg_size`), plus a margin: growing by doubling held
+        // two copies at once. Not room for the most it could cut into: that
+        // allocation could come from pages the heap already holds resident.
+        let likely = expected_size / self.chunking.avg_size.max(1) as u64 * 5 / 4 + 1;
+        let mut chunks = Vec::with_capacity(likely.min(1 << 20) as usize);
         if expected_size < self.chunking.nar_size_threshold as u64 {
             // Small NARs are one chunk: chunking them would only add rows.
             let mut data = Vec::with_capacity(expected_size as usize + 1);

@@ -234,6 +234,7 @@ pub async fn upload_path(
 
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream);
+    let started = std::time::Instant::now();
     let ingest = state.ingestor.ingest(reader, &info.nar_hash, info.nar_size);
     let ingested = match tokio::time::timeout(state.config.max_upload_duration, ingest).await {
         Err(_) => {
@@ -257,6 +258,7 @@ pub async fn upload_path(
         }
         Ok(Ok(i)) => i,
     };
+    let ingested_at = std::time::Instant::now();
     // The commit is one transaction: if the database aborts it for a
     // conflict with another (deadlock, serialization), nothing was written
     // and it can simply run again; the chunks are stored already.
@@ -275,7 +277,9 @@ pub async fn upload_path(
         }
     };
     if outcome == CommitOutcome::Created {
-        tracing::info!(path = %info.store_path, cache = %c.name, key = %key.key_id, sub = %key.subject, size = info.nar_size, "uploaded");
+        tracing::info!(path = %info.store_path, cache = %c.name, key = %key.key_id, sub = %key.subject, size = info.nar_size,
+            ingest_ms = (ingested_at - started).as_millis() as u64,
+            commit_ms = ingested_at.elapsed().as_millis() as u64, "uploaded");
     }
     outcome_to_result(outcome, UploadOutcome::Uploaded, &info)
 }

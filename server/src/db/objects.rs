@@ -1,7 +1,6 @@
 //! Store paths in caches, and the one transaction that makes an upload visible.
 
 use sqlx::Row;
-use std::collections::HashMap;
 
 use super::{placeholders, Db, BATCH};
 
@@ -287,34 +286,32 @@ impl Db {
             return Ok(outcome);
         }
 
-        // Each distinct chunk once, from the upload job that stored or found it.
-        let mut new: Vec<([u8; 32], i64, &str, i64, i64)> = Vec::new();
+        // Each distinct chunk appears once as New or Existing (its repeats
+        // are Duplicate). Indices into `chunks`, not copies: a NAR of a few
+        // GiB has tens of thousands of chunks, and this runs at peak memory.
+        let mut new: Vec<u32> = Vec::new();
         let mut existing: Vec<i64> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for c in chunks {
-            seen.insert(c.hash);
+        for (i, c) in chunks.iter().enumerate() {
             match &c.source {
-                ChunkSource::New {
-                    object_key,
-                    offset,
-                    file_size,
-                } => new.push((c.hash, c.size, &**object_key, *offset, *file_size)),
+                ChunkSource::New { .. } => new.push(i as u32),
                 ChunkSource::Existing { id } => existing.push(*id),
                 ChunkSource::Duplicate => {}
             }
         }
+        let distinct = new.len() + existing.len();
         // Concurrent commits lock shared chunk rows in one global order
         // (hash, then id), so two uploads never wait on each other in a cycle.
-        new.sort_unstable_by_key(|c| c.0);
+        new.sort_unstable_by_key(|&i| chunks[i as usize].hash);
         existing.sort_unstable();
-        // hash -> (id, file_size)
-        let mut ids: HashMap<[u8; 32], (i64, i64)> = HashMap::with_capacity(seen.len());
+        // (hash, id, file_size) of every distinct chunk, sorted by hash once
+        // complete: a third of the memory of a hash map.
+        let mut ids: Vec<([u8; 32], i64, i64)> = Vec::with_capacity(distinct);
         let mut note = |r: &sqlx::any::AnyRow| -> Result<(), sqlx::Error> {
             let hash: String = r.try_get("chunk_hash")?;
             let mut digest = [0u8; 32];
             hex::decode_to_slice(&hash, &mut digest)
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            ids.insert(digest, (r.try_get("id")?, r.try_get("file_size")?));
+            ids.push((digest, r.try_get("id")?, r.try_get("file_size")?));
             Ok(())
         };
         for batch in new.chunks(BATCH / 9) {
@@ -329,13 +326,22 @@ impl Db {
                 values.join(", ")
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (hash, size, key, offset, file_size) in batch {
+            for &i in batch {
+                let c = &chunks[i as usize];
+                let ChunkSource::New {
+                    object_key,
+                    offset,
+                    file_size,
+                } = &c.source
+                else {
+                    unreachable!("only new chunks are indexed here");
+                };
                 q = q
-                    .bind(hex::encode(hash))
+                    .bind(hex::encode(c.hash))
                     .bind(compression)
-                    .bind(*size)
+                    .bind(c.size)
                     .bind(*file_size)
-                    .bind(*key)
+                    .bind(&**object_key)
                     .bind(*offset)
                     .bind("valid")
                     .bind(now)
@@ -359,12 +365,20 @@ impl Db {
                 note(&r)?;
             }
         }
-        if ids.len() != seen.len() {
+        // A row missing here was claimed by GC meanwhile (or was never valid).
+        if ids.len() != distinct {
             return Ok(CommitOutcome::ChunkGone);
         }
+        ids.sort_unstable_by_key(|e| e.0);
+        let row = |hash: &[u8; 32]| -> Result<(i64, i64), sqlx::Error> {
+            let i = ids
+                .binary_search_by(|e| e.0.cmp(hash))
+                .map_err(|_| sqlx::Error::Protocol("a chunk row went missing".into()))?;
+            Ok((ids[i].1, ids[i].2))
+        };
         let mut file_size = 0i64;
         for c in chunks {
-            file_size += ids[&c.hash].1;
+            file_size += row(&c.hash)?.1;
         }
         // A concurrent upload of the same NAR may insert it first (PostgreSQL
         // runs both transactions at once): then ours refers to theirs.
@@ -402,7 +416,7 @@ impl Db {
                 q = q
                     .bind(nar_id)
                     .bind((n * (BATCH / 4) + i) as i64)
-                    .bind(ids[&c.hash].0);
+                    .bind(row(&c.hash)?.0);
             }
             q.execute(&mut *tx).await?;
         }
