@@ -7,7 +7,7 @@
 use aws_lc_rs::digest::{self, SHA256};
 use bytes::Bytes;
 use fastcdc::v2020::AsyncStreamCDC;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use provenix_provenance::nar::{NarError, NarValidator};
 use provenix_provenance::NarHash;
 use rand::RngCore;
@@ -78,7 +78,7 @@ enum Prepared {
 enum Step {
     Done(Prepared),
     /// Hashed only: the dedup lookup is asynchronous (PostgreSQL).
-    Hashed(Vec<u8>),
+    Hashed(Bytes),
 }
 
 /// New chunks of an upload are stored together, in NAR order, in objects of
@@ -97,9 +97,9 @@ static COMPRESSORS: Mutex<Vec<(i32, zstd::bulk::Compressor<'static>)>> = Mutex::
 const IDLE_COMPRESSORS: usize = 4;
 
 /// Compresses a chunk at `level`, or keeps it raw (None).
-fn compress(level: Option<i32>, data: Vec<u8>) -> Result<Bytes, IngestError> {
+fn compress(level: Option<i32>, data: Bytes) -> Result<Bytes, IngestError> {
     let Some(level) = level else {
-        return Ok(Bytes::from(data));
+        return Ok(data);
     };
     let pooled = {
         let mut pool = COMPRESSORS.lock().expect("not poisoned");
@@ -221,6 +221,82 @@ fn new_pack_key(ext: &str) -> Arc<str> {
     format!("chunks/{}/{id}.{ext}", &id[..2]).into()
 }
 
+/// The whole-stream checks (size, NAR syntax, NAR hash) in a task of their
+/// own, fed the NAR's bytes in order. On the request task they were the
+/// longest sequential step of a push (SHA-256 at ~1.3 GB/s here) and a core
+/// sat idle while it ran.
+struct StreamCheck {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    done: tokio::task::JoinHandle<Result<Checked, IngestError>>,
+}
+
+/// Bytes seen, whether they end as a complete NAR, and their SHA-256.
+type Checked = (u64, Result<(), NarError>, NarHash);
+
+impl StreamCheck {
+    fn start() -> StreamCheck {
+        // A few chunks of slack: the checker keeps pace, and a malformed NAR
+        // stops the upload within these.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let done = tokio::spawn(async move {
+            // SHA-256 from aws-lc (already linked for TLS and JWTs): a push
+            // hashes every byte twice (the NAR, then each chunk), and aws-lc's
+            // code took about 4% less server CPU per push than the sha2 crate.
+            let mut state = (digest::Context::new(&SHA256), NarValidator::new(), 0u64);
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, 16).await > 0 {
+                // Hashing on the async workers competed with the request
+                // task and hyper (pushes 4% slower); one blocking hop per
+                // batch, not per chunk, and no thread held while idle.
+                let pieces = std::mem::take(&mut batch);
+                state = tokio::task::spawn_blocking(move || {
+                    let (mut hasher, mut validator, mut total) = state;
+                    for data in pieces {
+                        hasher.update(&data);
+                        validator.feed(&data)?;
+                        total += data.len() as u64;
+                    }
+                    Ok::<_, IngestError>((hasher, validator, total))
+                })
+                .await
+                .map_err(|e| IngestError::Io(std::io::Error::other(e)))??;
+            }
+            let (hasher, validator, total) = state;
+            let hash = NarHash(hasher.finish().as_ref().try_into().expect("32 bytes"));
+            Ok((total, validator.finish(), hash))
+        });
+        StreamCheck { tx, done }
+    }
+
+    fn sender(&self) -> tokio::sync::mpsc::Sender<Bytes> {
+        self.tx.clone()
+    }
+
+    async fn feed(&self, data: Bytes) -> Result<(), IngestError> {
+        Self::send(&self.tx, data).await
+    }
+
+    /// Passes the next bytes on; an error if the checker stopped (at a
+    /// malformed NAR: `finish` returns its error).
+    async fn send(tx: &tokio::sync::mpsc::Sender<Bytes>, data: Bytes) -> Result<(), IngestError> {
+        if tx.send(data).await.is_err() {
+            // The checker only stops early on an error, which `done` holds;
+            // the upload ends here, so waiting for it is immediate.
+            return Err(IngestError::Io(std::io::Error::other(
+                "the NAR checker stopped",
+            )));
+        }
+        Ok(())
+    }
+
+    async fn finish(self) -> Result<Checked, IngestError> {
+        drop(self.tx);
+        self.done
+            .await
+            .map_err(|e| IngestError::Io(std::io::Error::other(e)))?
+    }
+}
+
 impl Ingestor {
     pub async fn ingest<R: AsyncRead + Unpin + Send>(
         &self,
@@ -236,19 +312,7 @@ impl Ingestor {
             .clamp(2, 8)
             * 2;
         let claimed = Arc::new(Mutex::new(HashSet::new()));
-
-        // SHA-256 from aws-lc (already linked for TLS and JWTs): a push hashes
-        // every byte twice (the NAR, then each chunk), and aws-lc's code took
-        // about 4% less server CPU per push than the sha2 crate here.
-        let mut hasher = digest::Context::new(&SHA256);
-        let mut validator = NarValidator::new();
-        let mut total: u64 = 0;
-        let mut observe = |data: &[u8]| -> Result<(), IngestError> {
-            hasher.update(data);
-            validator.feed(data)?;
-            total += data.len() as u64;
-            Ok(())
-        };
+        let check = StreamCheck::start();
 
         // Hashing, dedup and compression run on several chunks at once; the
         // results come back in NAR order and are packed in that order, so a
@@ -260,41 +324,60 @@ impl Ingestor {
         // allocation could come from pages the heap already holds resident.
         let likely = expected_size / self.chunking.avg_size.max(1) as u64 * 5 / 4 + 1;
         let mut chunks = Vec::with_capacity(likely.min(1 << 20) as usize);
-        if expected_size < self.chunking.nar_size_threshold as u64 {
-            // Small NARs are one chunk: chunking them would only add rows.
-            let mut data = Vec::with_capacity(expected_size as usize + 1);
-            let mut reader = reader;
-            reader.read_to_end(&mut data).await?;
-            observe(&data)?;
-            if !data.is_empty() {
-                let prepared = self.prepare_chunk(data, claimed.clone()).await?;
-                chunks.push(packer.place(prepared).await?);
-            }
-        } else {
-            let mut cdc = AsyncStreamCDC::new(
-                reader,
-                self.chunking.min_size,
-                self.chunking.avg_size,
-                self.chunking.max_size,
-            );
-            let prepared = cdc
-                .as_stream()
-                .map(|chunk| {
-                    let chunk = chunk.map_err(|e| match e {
+        let streamed = async {
+            if expected_size < self.chunking.nar_size_threshold as u64 {
+                // Small NARs are one chunk: chunking them would only add rows.
+                let mut data = Vec::with_capacity(expected_size as usize + 1);
+                let mut reader = reader;
+                reader.read_to_end(&mut data).await?;
+                let data = Bytes::from(data);
+                check.feed(data.clone()).await?;
+                if !data.is_empty() {
+                    let prepared = self.prepare_chunk(data, claimed.clone()).await?;
+                    chunks.push(packer.place(prepared).await?);
+                }
+            } else {
+                let mut cdc = AsyncStreamCDC::new(
+                    reader,
+                    self.chunking.min_size,
+                    self.chunking.avg_size,
+                    self.chunking.max_size,
+                );
+                let tx = check.sender();
+                let prepared = cdc
+                    .as_stream()
+                    .map_err(|e| match e {
                         fastcdc::v2020::Error::IoError(io) => IngestError::Io(io),
                         other => IngestError::Io(std::io::Error::other(other.to_string())),
-                    })?;
-                    observe(&chunk.data)?;
-                    Ok(self.prepare_chunk(chunk.data, claimed.clone()))
-                })
-                .try_buffered(concurrency);
-            let mut prepared = std::pin::pin!(prepared);
-            while let Some(p) = prepared.try_next().await? {
-                chunks.push(packer.place(p).await?);
+                    })
+                    .and_then(|chunk| {
+                        let data = Bytes::from(chunk.data);
+                        let tx = tx.clone();
+                        // Owned, not borrowed: a future borrowing `self` from
+                        // inside this closure fails the Send check axum needs.
+                        let ingestor = self.clone();
+                        let claimed = claimed.clone();
+                        async move {
+                            StreamCheck::send(&tx, data.clone()).await?;
+                            Ok(async move { ingestor.prepare_chunk(data, claimed).await })
+                        }
+                    })
+                    .try_buffered(concurrency);
+                let mut prepared = std::pin::pin!(prepared);
+                while let Some(p) = prepared.try_next().await? {
+                    chunks.push(packer.place(p).await?);
+                }
             }
+            packer.finish().await
         }
-        packer.finish().await?;
-
+        .await;
+        // A malformed NAR stops the checker, and then the stream: its error
+        // is the one to report.
+        let checked = check.finish().await;
+        if let Err(e) = streamed {
+            return Err(checked.err().unwrap_or(e));
+        }
+        let (total, syntax, actual) = checked?;
         if total != expected_size {
             let actual = if total > expected_size {
                 format!("more than {expected_size}")
@@ -306,8 +389,7 @@ impl Ingestor {
                 actual,
             });
         }
-        validator.finish()?;
-        let actual = NarHash(hasher.finish().as_ref().try_into().expect("32 bytes"));
+        syntax?;
         if &actual != expected_hash {
             return Err(IngestError::HashMismatch {
                 expected: expected_hash.to_nix_string(),
@@ -323,7 +405,7 @@ impl Ingestor {
     /// Hashes a chunk, looks it up and compresses it if it is new.
     async fn prepare_chunk(
         &self,
-        data: Vec<u8>,
+        data: Bytes,
         claimed: Arc<Mutex<HashSet<[u8; 32]>>>,
     ) -> Result<([u8; 32], i64, Prepared), IngestError> {
         let size = data.len() as i64;

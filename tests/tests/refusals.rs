@@ -104,6 +104,33 @@ async fn bad_uploads_are_refused(backend: Backend) {
         a.2
     );
 
+    // A large NAR (cut into chunks, checked as it streams) whose structure
+    // breaks half way: refused as malformed, not as a broken upload.
+    let files: Vec<(String, Node)> = (0..64)
+        .map(|i| {
+            let contents = format!("file {i}\n").repeat(2_000).into_bytes();
+            (
+                format!("f{i:02}"),
+                Node::Regular {
+                    executable: false,
+                    contents,
+                },
+            )
+        })
+        .collect();
+    let mut big = nar::write(&Node::Directory(files));
+    assert!(big.len() > 8 * 64 * 1024, "must span several chunks");
+    let token = b"entry";
+    let half = big.len() / 2;
+    let at = half
+        + big[half..]
+            .windows(token.len())
+            .position(|w| w == token)
+            .expect("an entry after the middle");
+    big[at + 4] = b'x';
+    let a = signed_upload(&http, &key, &info_for("main", PATH, &big), &big).await;
+    assert_refused(&a, 400, "malformed-nar");
+
     // Hash of other bytes.
     let mut info = info_for("main", PATH, &good);
     info["nar_hash"] = json!(NarHash::of(b"other").to_nix_string());
