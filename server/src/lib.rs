@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod binary_cache;
 pub mod ca;
+pub mod chunk_hash;
 pub mod config;
 pub mod db;
 pub mod error;

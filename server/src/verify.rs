@@ -1,12 +1,11 @@
 //! `provenixd --mode verify`: reads every stored chunk back (its range of
 //! the pack it is stored in), checks it is there and hashes to its recorded
-//! sha256 and size, and names the paths a damaged chunk would break. Exits
+//! hash (`chunk_hash.rs`) and size, and names the paths a damaged chunk would break. Exits
 //! non-zero when anything is damaged.
 
 use anyhow::Result;
 use futures::StreamExt;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::state::AppState;
 
@@ -51,18 +50,22 @@ async fn check(state: &AppState, c: &crate::db::chunks::StoredChunk) -> Option<D
         }
     };
     let compression = c.compression.clone();
+    let chunk_hash = c.chunk_hash.clone();
     let digest = tokio::task::spawn_blocking(move || {
         let raw = match compression.as_str() {
             "zstd" => zstd::decode_all(&data[..]).ok()?,
             _ => data.to_vec(),
         };
-        Some((hex::encode(Sha256::digest(&raw)), raw.len() as i64))
+        Some((
+            crate::chunk_hash::matches(&chunk_hash, &raw),
+            raw.len() as i64,
+        ))
     })
     .await
     .ok()
     .flatten();
     match digest {
-        Some((hash, size)) if hash == c.chunk_hash && size == c.chunk_size => None,
+        Some((true, size)) if size == c.chunk_size => None,
         // Does not decompress, or not to what was stored.
         _ => Some(Damage::Corrupt),
     }

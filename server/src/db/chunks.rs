@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::{placeholders, Db, BATCH};
 
-/// `$1`: the chunk's sha256 (hex), `$2`: its compression.
+/// `$1`: the chunk's hash (`chunk_hash::to_text`), `$2`: its compression.
 pub(super) const VALID_CHUNK_SQL: &str =
     "SELECT id FROM chunks WHERE chunk_hash = $1 AND compression = $2 AND state = 'valid'";
 

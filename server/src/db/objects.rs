@@ -46,8 +46,8 @@ pub enum ChunkSource {
 
 #[derive(Debug, Clone)]
 pub struct IngestedChunk {
-    /// sha256 of the uncompressed chunk (binary: an upload holds one of
-    /// these per chunk until its commit).
+    /// BLAKE3 of the uncompressed chunk (`chunk_hash.rs`; binary: an upload
+    /// holds one of these per chunk until its commit).
     pub hash: [u8; 32],
     pub size: i64,
     pub source: ChunkSource,
@@ -308,9 +308,8 @@ impl Db {
         let mut ids: Vec<([u8; 32], i64, i64)> = Vec::with_capacity(distinct);
         let mut note = |r: &sqlx::any::AnyRow| -> Result<(), sqlx::Error> {
             let hash: String = r.try_get("chunk_hash")?;
-            let mut digest = [0u8; 32];
-            hex::decode_to_slice(&hash, &mut digest)
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            let digest = crate::chunk_hash::from_text(&hash)
+                .ok_or_else(|| sqlx::Error::Decode(format!("not a chunk hash: {hash:?}").into()))?;
             ids.push((digest, r.try_get("id")?, r.try_get("file_size")?));
             Ok(())
         };
@@ -337,7 +336,7 @@ impl Db {
                     unreachable!("only new chunks are indexed here");
                 };
                 q = q
-                    .bind(hex::encode(c.hash))
+                    .bind(crate::chunk_hash::to_text(&c.hash))
                     .bind(compression)
                     .bind(c.size)
                     .bind(*file_size)
