@@ -42,6 +42,14 @@ pub enum IngestError {
     DbRead(anyhow::Error),
 }
 
+/// A pipeline task that panicked or was cancelled ends the upload like a
+/// broken stream does.
+impl From<tokio::task::JoinError> for IngestError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        IngestError::Io(std::io::Error::other(e))
+    }
+}
+
 #[derive(Clone)]
 pub struct Ingestor {
     pub db: Db,
@@ -199,9 +207,7 @@ impl Packer {
 
     async fn wait(&mut self) -> Result<(), IngestError> {
         match self.storing.take() {
-            Some(handle) => handle
-                .await
-                .map_err(|e| IngestError::Io(std::io::Error::other(e)))?,
+            Some(handle) => handle.await?,
             None => Ok(()),
         }
     }
@@ -258,22 +264,13 @@ impl StreamCheck {
                     }
                     Ok::<_, IngestError>((hasher, validator, total))
                 })
-                .await
-                .map_err(|e| IngestError::Io(std::io::Error::other(e)))??;
+                .await??;
             }
             let (hasher, validator, total) = state;
             let hash = NarHash(hasher.finish().as_ref().try_into().expect("32 bytes"));
             Ok((total, validator.finish(), hash))
         });
         StreamCheck { tx, done }
-    }
-
-    fn sender(&self) -> tokio::sync::mpsc::Sender<Bytes> {
-        self.tx.clone()
-    }
-
-    async fn feed(&self, data: Bytes) -> Result<(), IngestError> {
-        Self::send(&self.tx, data).await
     }
 
     /// Passes the next bytes on; an error if the checker stopped (at a
@@ -291,9 +288,7 @@ impl StreamCheck {
 
     async fn finish(self) -> Result<Checked, IngestError> {
         drop(self.tx);
-        self.done
-            .await
-            .map_err(|e| IngestError::Io(std::io::Error::other(e)))?
+        self.done.await?
     }
 }
 
@@ -331,7 +326,7 @@ impl Ingestor {
                 let mut reader = reader;
                 reader.read_to_end(&mut data).await?;
                 let data = Bytes::from(data);
-                check.feed(data.clone()).await?;
+                StreamCheck::send(&check.tx, data.clone()).await?;
                 if !data.is_empty() {
                     let prepared = self.prepare_chunk(data, claimed.clone()).await?;
                     chunks.push(packer.place(prepared).await?);
@@ -343,7 +338,7 @@ impl Ingestor {
                     self.chunking.avg_size,
                     self.chunking.max_size,
                 );
-                let tx = check.sender();
+                let tx = check.tx.clone();
                 let prepared = cdc
                     .as_stream()
                     .map_err(|e| match e {
@@ -433,8 +428,7 @@ impl Ingestor {
                 };
                 Ok((digest, Step::Done(prepared)))
             })
-            .await
-            .map_err(|e| IngestError::Io(std::io::Error::other(e)))??;
+            .await??;
         let prepared = match step {
             Step::Done(prepared) => prepared,
             Step::Hashed(data) => {
@@ -445,9 +439,7 @@ impl Ingestor {
                 {
                     Some(id) => Prepared::Existing(id),
                     None => Prepared::New(
-                        tokio::task::spawn_blocking(move || compress(level, data))
-                            .await
-                            .map_err(|e| IngestError::Io(std::io::Error::other(e)))??,
+                        tokio::task::spawn_blocking(move || compress(level, data)).await??,
                     ),
                 }
             }

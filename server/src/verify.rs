@@ -1,7 +1,7 @@
 //! `provenixd --mode verify`: reads every stored chunk back (its range of
 //! the pack it is stored in), checks it is there and hashes to its recorded
-//! hash (`chunk_hash.rs`) and size, and names the paths a damaged chunk would break. Exits
-//! non-zero when anything is damaged.
+//! hash (`chunk_hash.rs`) and size, and names the paths a damaged chunk
+//! would break. Exits non-zero when anything is damaged.
 
 use anyhow::Result;
 use futures::StreamExt;
