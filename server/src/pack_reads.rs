@@ -35,6 +35,23 @@ pub fn plan_reads(chunks: Vec<ChunkLocation>, max_len: u64) -> Vec<Read> {
     reads
 }
 
+/// Groups reads, in order, into batches of at most `max_bytes` (a larger
+/// read alone): each batch is one trip to the blocking pool.
+pub fn batch_reads(reads: Vec<Read>, max_bytes: u64) -> Vec<Vec<Read>> {
+    let mut batches: Vec<(u64, Vec<Read>)> = Vec::new();
+    for r in reads {
+        let len = r.end - r.start;
+        match batches.last_mut() {
+            Some((total, batch)) if *total + len <= max_bytes => {
+                *total += len;
+                batch.push(r);
+            }
+            _ => batches.push((len, vec![r])),
+        }
+    }
+    batches.into_iter().map(|(_, batch)| batch).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +107,28 @@ mod tests {
     fn a_chunk_larger_than_the_cap_is_read_alone() {
         let plan = plan_reads(vec![at("p", 0, 500), at("p", 500, 10)], 100);
         assert_eq!(plan, vec![read("p", 0, 500), read("p", 500, 510)]);
+    }
+
+    #[test]
+    fn batches_keep_order_and_stay_under_their_size() {
+        let reads = vec![
+            read("p", 0, 40),
+            read("q", 0, 50),
+            read("p", 40, 60), // 40 + 50 + 20 > 100: starts a batch
+            read("r", 0, 150), // larger than a batch: alone
+            read("p", 60, 70),
+        ];
+        let batches = batch_reads(reads.clone(), 100);
+        assert_eq!(
+            batches,
+            vec![
+                vec![read("p", 0, 40), read("q", 0, 50)],
+                vec![read("p", 40, 60)],
+                vec![read("r", 0, 150)],
+                vec![read("p", 60, 70)],
+            ]
+        );
+        assert_eq!(batches.concat(), reads);
+        assert!(batch_reads(Vec::new(), 100).is_empty());
     }
 }

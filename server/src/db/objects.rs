@@ -55,6 +55,10 @@ pub struct IngestedChunk {
 
 /// Where a stored chunk's bytes are: `file_size` bytes at `offset` of the
 /// object `object_key`.
+pub(super) const NAR_CHUNKS_SQL: &str = "SELECT c.object_key, c.object_offset, c.file_size
+     FROM nar_chunks nc JOIN chunks c ON nc.chunk_id = c.id
+     WHERE nc.nar_id = $1 AND nc.seq >= $2 ORDER BY nc.seq LIMIT $3";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkLocation {
     pub object_key: String,
@@ -179,31 +183,36 @@ impl Db {
     }
 
     /// Up to `limit` chunks of a NAR from position `from` on, in order.
+    /// A page of a NAR's chunks in order: `limit` from position `from`.
     pub async fn nar_chunks(
         &self,
         nar_id: i64,
         from: i64,
         limit: i64,
-    ) -> Result<Vec<ChunkLocation>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT c.object_key, c.object_offset, c.file_size
-             FROM nar_chunks nc JOIN chunks c ON nc.chunk_id = c.id
-             WHERE nc.nar_id = $1 AND nc.seq >= $2 ORDER BY nc.seq LIMIT $3",
-        )
-        .bind(nar_id)
-        .bind(from)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
+    ) -> anyhow::Result<Vec<ChunkLocation>> {
+        if let Some(reader) = self.sqlite_reader.clone() {
+            // A page is ~1,000 rows: one blocking-pool hop, not sqlx's
+            // worker-thread round trip (a tenth of a pull's CPU).
+            return tokio::task::spawn_blocking(move || reader.nar_chunks(nar_id, from, limit))
+                .await?;
+        }
+        let rows = sqlx::query(NAR_CHUNKS_SQL)
+            .bind(nar_id)
+            .bind(from)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let chunks = rows
+            .iter()
             .map(|r| {
                 Ok(ChunkLocation {
-                    object_key: r.try_get("object_key")?,
-                    offset: r.try_get("object_offset")?,
-                    file_size: r.try_get("file_size")?,
+                    object_key: r.try_get(0)?,
+                    offset: r.try_get(1)?,
+                    file_size: r.try_get(2)?,
                 })
             })
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(chunks)
     }
 
     pub async fn delete_object(

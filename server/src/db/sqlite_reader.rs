@@ -1,5 +1,6 @@
 //! On SQLite, the path lookup (every narinfo and NAR request) and the dedup
-//! lookup (every uploaded chunk), run in place on the calling thread.
+//! lookup (every uploaded chunk) run in place on the calling thread, and a
+//! NAR's chunk list (a page per blocking-pool hop) on a blocking thread.
 //!
 //! sqlx runs every SQLite statement on a worker thread per connection and
 //! hands results back over channels: for a microsecond point query those two
@@ -16,7 +17,7 @@ use std::sync::Mutex;
 
 use super::caches::{CacheRow, PathLookup, PATH_LOOKUP_SQL};
 use super::chunks::VALID_CHUNK_SQL;
-use super::objects::ObjectRow;
+use super::objects::{ChunkLocation, ObjectRow, NAR_CHUNKS_SQL};
 
 /// Idle read-only connections kept for reuse.
 const KEEP_IDLE: usize = 16;
@@ -80,6 +81,25 @@ impl SqliteReader {
                 .optional()
         })
         .context("chunk lookup")
+    }
+}
+
+impl SqliteReader {
+    /// A page of a NAR's chunk locations (see `Db::nar_chunks`).
+    pub fn nar_chunks(&self, nar_id: i64, from: i64, limit: i64) -> Result<Vec<ChunkLocation>> {
+        self.with_connection(|conn| {
+            let mut stmt = conn.prepare_cached(NAR_CHUNKS_SQL)?;
+            let rows =
+                stmt.query_map(named_params! {"$1": nar_id, "$2": from, "$3": limit}, |r| {
+                    Ok(ChunkLocation {
+                        object_key: r.get(0)?,
+                        offset: r.get(1)?,
+                        file_size: r.get(2)?,
+                    })
+                })?;
+            rows.collect()
+        })
+        .context("reading a NAR's chunk list")
     }
 }
 
