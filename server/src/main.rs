@@ -151,7 +151,11 @@ fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
 
 fn main() {
     tune_malloc();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        runtime.worker_threads(async_workers(available_cores()));
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime");
@@ -159,6 +163,21 @@ fn main() {
         eprintln!("provenixd: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Threads for the async side (HTTP, streaming, the in-place SQLite
+/// lookups): half the cores, at least one; `TOKIO_WORKER_THREADS` overrides.
+/// The CPU-heavy work (compression, hashing, pack and chunk-list reads) runs
+/// on the blocking pool, which this does not limit. On two cores, one worker
+/// per core had the two contending for SQLite's locks and waking each other:
+/// one worker answered narinfo 40% faster (52,000 -> 73,000 req/s at 8
+/// clients), with push and pull unchanged.
+fn async_workers(cores: usize) -> usize {
+    (cores / 2).max(1)
 }
 
 /// glibc malloc, tuned before any thread starts, for a server whose large
@@ -177,7 +196,7 @@ fn main() {
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cores = available_cores();
         // SAFETY: mallopt only sets allocator parameters; no thread exists yet.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, cores.clamp(2, 8) as libc::c_int);
