@@ -186,6 +186,22 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+impl Backend {
+    /// Like `placeholders`, for a statement whose every parameter comes from
+    /// this call (bound in order of appearance): on SQLite they are
+    /// anonymous `?`. sqlx asks SQLite the name of every parameter of a
+    /// `$N` statement, and SQLite finds each by walking the statement's
+    /// list of names: quadratic in a batch's parameters, it was half of an
+    /// upload's commit (500 parameters a statement). A `$N` elsewhere in the
+    /// statement would be numbered apart from these, so there is none.
+    pub fn placeholders(self, first: usize, n: usize) -> String {
+        match self {
+            Backend::Sqlite => vec!["?"; n].join(", "),
+            Backend::Postgres => placeholders(first, n),
+        }
+    }
+}
+
 /// `$first, $first+1, ...` for `n` values: builds IN lists and multi-row
 /// VALUES for batched statements.
 pub fn placeholders(first: usize, n: usize) -> String {

@@ -324,7 +324,7 @@ impl Db {
         };
         for batch in new.chunks(BATCH / 9) {
             let values: Vec<String> = (0..batch.len())
-                .map(|i| format!("({})", placeholders(1 + i * 9, 9)))
+                .map(|i| format!("({})", self.backend.placeholders(1 + i * 9, 9)))
                 .collect();
             let sql = format!(
                 "INSERT INTO chunks (chunk_hash, compression, chunk_size, file_size, object_key, object_offset, state, last_used_at, created_at)
@@ -360,12 +360,13 @@ impl Db {
             }
         }
         for batch in existing.chunks(BATCH) {
+            // `now` is written in: every parameter must be a placeholder.
             let sql = format!(
-                "UPDATE chunks SET last_used_at = $1 WHERE state = 'valid' AND id IN ({})
+                "UPDATE chunks SET last_used_at = {now} WHERE state = 'valid' AND id IN ({})
                  RETURNING id, chunk_hash, file_size",
-                placeholders(2, batch.len())
+                self.backend.placeholders(1, batch.len())
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in batch {
                 q = q.bind(*id);
             }
@@ -413,7 +414,7 @@ impl Db {
         };
         for (n, batch) in chunks.chunks(BATCH / 4).enumerate() {
             let values: Vec<String> = (0..batch.len())
-                .map(|i| format!("({})", placeholders(1 + i * 3, 3)))
+                .map(|i| format!("({})", self.backend.placeholders(1 + i * 3, 3)))
                 .collect();
             let sql = format!(
                 "INSERT INTO nar_chunks (nar_id, seq, chunk_id) VALUES {}",
