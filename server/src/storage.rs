@@ -112,7 +112,11 @@ impl Storage {
                         &open.insert((key.clone(), f)).1
                     }
                 };
-                let len = usize::try_from(range.end - range.start)?;
+                let len = range
+                    .end
+                    .checked_sub(range.start)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .with_context(|| format!("{}: not a range", context()))?;
                 out.push(pread_exact(file, range.start, len).with_context(context)?);
             }
             Ok(out)
@@ -216,6 +220,15 @@ mod tests {
             .await
             .unwrap_err();
         assert!(format!("{missing:#}").contains("packs/none"), "{missing:#}");
+        #[allow(clippy::reversed_empty_ranges)]
+        let inverted = storage
+            .read_ranges(vec![("packs/a".to_string(), 10..5)])
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{inverted:#}").contains("not a range"),
+            "{inverted:#}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -53,12 +53,13 @@ pub struct IngestedChunk {
     pub source: ChunkSource,
 }
 
-/// Where a stored chunk's bytes are: `file_size` bytes at `offset` of the
-/// object `object_key`.
+/// A page of a NAR's chunk locations, in order (columns by position).
 pub(super) const NAR_CHUNKS_SQL: &str = "SELECT c.object_key, c.object_offset, c.file_size
      FROM nar_chunks nc JOIN chunks c ON nc.chunk_id = c.id
      WHERE nc.nar_id = $1 AND nc.seq >= $2 ORDER BY nc.seq LIMIT $3";
 
+/// Where a stored chunk's bytes are: `file_size` bytes at `offset` of the
+/// object `object_key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkLocation {
     pub object_key: String,
@@ -183,7 +184,6 @@ impl Db {
     }
 
     /// Up to `limit` chunks of a NAR from position `from` on, in order.
-    /// A page of a NAR's chunks in order: `limit` from position `from`.
     pub async fn nar_chunks(
         &self,
         nar_id: i64,

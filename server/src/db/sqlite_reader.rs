@@ -117,9 +117,7 @@ impl SqliteReader {
         })
         .context("chunk lookup")
     }
-}
 
-impl SqliteReader {
     /// A page of a NAR's chunk locations (see `Db::nar_chunks`).
     pub fn nar_chunks(&self, nar_id: i64, from: i64, limit: i64) -> Result<Vec<ChunkLocation>> {
         self.with_connection(Use::Scan, |conn| {
