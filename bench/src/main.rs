@@ -517,11 +517,9 @@ fn narinfo_load(
         "a revoked path is still served"
     );
 
-    println!("## narinfo\n\nOne path's narinfo over and over, signed per request by provenix (revoked keys in the database: a revoked path answers 404), against nginx serving the same narinfo file. wrk, {} s per run (after one unmeasured second on each server), keep-alive.\n", plan.load_secs);
+    println!("## narinfo\n\nOne path's narinfo over and over, signed per request by provenix (revoked keys in the database: a revoked path answers 404), against nginx serving the same narinfo file. wrk, {} s per run, keep-alive.\n", plan.load_secs);
     println!("| clients | nginx req/s | provenix req/s | ratio | nginx p50 / p99 ms | provenix p50 / p99 ms |\n|---|---|---|---|---|---|");
     let path = format!("/bench/{}.narinfo", realistic.hash);
-    wrk::warm_up(&format!("{}{path}", nginx.url), None)?;
-    wrk::warm_up(&format!("{}{path}", server.url), None)?;
     for clients in [1, 8, 64] {
         let base = wrk::run(
             &format!("{}{path}", nginx.url),
@@ -670,7 +668,7 @@ fn narinfo_scaling(
 ) -> Result<()> {
     let db = server.database()?;
     let cache = synthetic::cache_id(&db, "bench")?;
-    println!("## narinfo as the cache grows\n\nSynthetic paths (a path row and a NAR row each) added to the `bench` cache's SQLite database; wrk requests a random one of 1,000 sampled paths, 8 clients, {} s (after one unmeasured second).\n", plan.load_secs);
+    println!("## narinfo as the cache grows\n\nSynthetic paths (a path row and a NAR row each) added to the `bench` cache's SQLite database; wrk requests a random one of 1,000 sampled paths, 8 clients, {} s.\n", plan.load_secs);
     println!("| paths | req/s | p50 ms | p99 ms |\n|---|---|---|---|");
     let mut rows = Vec::new();
     for &count in &plan.path_counts {
@@ -678,7 +676,6 @@ fn narinfo_scaling(
         let sample = synthetic::sample(&db, cache, 1000)?;
         let script = work.join("paths.lua");
         wrk::random_paths_script(&script, "/bench/", &sample)?;
-        wrk::warm_up(&server.url, Some(&script))?;
         let load = wrk::run(&server.url, 8, plan.load_secs, Some(&script))?;
         anyhow::ensure!(
             load.errors == 0,

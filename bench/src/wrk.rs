@@ -34,15 +34,6 @@ pub fn run(url: &str, connections: u32, secs: u32, script: Option<&Path>) -> Res
     parse(&out)
 }
 
-/// One second of the same load, not measured: a server idle for a while may
-/// have had its code and database pages dropped (this VM's kernel pages out
-/// memory untouched for 60 s, DAMON `pageout`), and the first requests then
-/// wait on the disk. Those stalls made the 1,000- and 100,000-path runs of
-/// the scaling table report p99 around 20 ms after the memory section.
-pub fn warm_up(url: &str, script: Option<&Path>) -> Result<()> {
-    run(url, 8, 1, script).map(|_| ())
-}
-
 pub fn parse(out: &str) -> Result<Load> {
     let mut load = Load {
         requests_per_sec: f64::NAN,
