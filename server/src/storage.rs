@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -12,6 +12,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use crate::config::StorageConfig;
+
+/// Ranged GETs one `read_ranges` call keeps in flight on S3.
+const REMOTE_READS_AT_ONCE: usize = 4;
 
 #[derive(Clone)]
 pub struct Storage {
@@ -96,8 +99,13 @@ impl Storage {
         ranges: Vec<(String, std::ops::Range<u64>)>,
     ) -> Result<Vec<Bytes>> {
         let Some(fs) = self.local.clone() else {
-            let reads = ranges.iter().map(|(key, r)| self.get_range(key, r.clone()));
-            return futures::future::try_join_all(reads).await;
+            // Remote: ranged GETs, a few at a time (a batch of a NAR spread
+            // over many packs holds many small ranges).
+            return futures::stream::iter(ranges)
+                .map(|(key, r)| async move { self.get_range(&key, r).await })
+                .buffered(REMOTE_READS_AT_ONCE)
+                .try_collect()
+                .await;
         };
         tokio::task::spawn_blocking(move || {
             let mut open: Option<(String, File)> = None;
