@@ -51,7 +51,8 @@ async fn check(state: &AppState, c: &crate::db::chunks::StoredChunk) -> Option<D
     };
     let compression = c.compression.clone();
     let chunk_hash = c.chunk_hash.clone();
-    let digest = tokio::task::spawn_blocking(move || {
+    // (whether the bytes hash to the recorded hash, their size)
+    let decoded = tokio::task::spawn_blocking(move || {
         let raw = match compression.as_str() {
             "zstd" => zstd::decode_all(&data[..]).ok()?,
             _ => data.to_vec(),
@@ -64,7 +65,7 @@ async fn check(state: &AppState, c: &crate::db::chunks::StoredChunk) -> Option<D
     .await
     .ok()
     .flatten();
-    match digest {
+    match decoded {
         Some((true, size)) if size == c.chunk_size => None,
         // Does not decompress, or not to what was stored.
         _ => Some(Damage::Corrupt),
