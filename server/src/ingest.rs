@@ -302,10 +302,16 @@ impl Ingestor {
         // Never read more than one byte past the declared size.
         let reader = reader.take(expected_size.saturating_add(1));
         let compression = compression_name(self.zstd_level);
-        let concurrency = std::thread::available_parallelism()
+        let cores = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
-            .clamp(2, 8)
-            * 2;
+            .clamp(2, 8);
+        // Two chunks per core on the blocking pool at once (each holds a
+        // zstd context while it compresses), but a window of many more:
+        // results return in NAR order and chunk sizes vary sixteenfold, so
+        // with a window as narrow as the work the cores idled behind one
+        // large chunk (pushes about 8% slower in alternating A/B runs).
+        let working = Arc::new(tokio::sync::Semaphore::new(cores * 2));
+        let window = cores * 8;
         let claimed = Arc::new(Mutex::new(HashSet::new()));
         let check = StreamCheck::start();
 
@@ -328,7 +334,7 @@ impl Ingestor {
                 let data = Bytes::from(data);
                 StreamCheck::send(&check.tx, data.clone()).await?;
                 if !data.is_empty() {
-                    let prepared = self.prepare_chunk(data, claimed.clone()).await?;
+                    let prepared = self.prepare_chunk(data, claimed.clone(), &working).await?;
                     chunks.push(packer.place(prepared).await?);
                 }
             } else {
@@ -352,12 +358,13 @@ impl Ingestor {
                         // inside this closure fails the Send check axum needs.
                         let ingestor = self.clone();
                         let claimed = claimed.clone();
+                        let working = working.clone();
                         async move {
                             StreamCheck::send(&tx, data.clone()).await?;
-                            Ok(async move { ingestor.prepare_chunk(data, claimed).await })
+                            Ok(async move { ingestor.prepare_chunk(data, claimed, &working).await })
                         }
                     })
-                    .try_buffered(concurrency);
+                    .try_buffered(window);
                 let mut prepared = std::pin::pin!(prepared);
                 while let Some(p) = prepared.try_next().await? {
                     chunks.push(packer.place(p).await?);
@@ -402,7 +409,9 @@ impl Ingestor {
         &self,
         data: Bytes,
         claimed: Arc<Mutex<HashSet<[u8; 32]>>>,
+        working: &tokio::sync::Semaphore,
     ) -> Result<([u8; 32], i64, Prepared), IngestError> {
+        let _turn = working.acquire().await.expect("never closed");
         let size = data.len() as i64;
         let level = self.zstd_level;
         let compression = compression_name(level);
