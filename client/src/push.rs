@@ -42,18 +42,24 @@ pub async fn push(
     paths: &[String],
     opts: PushOptions,
 ) -> Result<PushSummary> {
-    // Every upload is signed by a short-term key: get one first.
-    let signer = Signer::start(server, credential, cache).await?;
-    let session = signer.session().await?;
-    eprintln!(
-        "Signing as {} with key {} (valid until {}).",
-        session.answer.identity.subject,
-        session.key_id(),
-        crate::format_time(session.answer.not_after)
-    );
-    let info = signer.api_for(&session).cache_info(cache).await?;
+    // Every upload is signed by a short-term key: get one first. Nix reads
+    // the closure meanwhile (each takes tens of milliseconds).
+    let signing = async {
+        let signer = Signer::start(server, credential, cache).await?;
+        let session = signer.session().await?;
+        eprintln!(
+            "Signing as {} with key {} (valid until {}).",
+            session.answer.identity.subject,
+            session.key_id(),
+            crate::format_time(session.answer.not_after)
+        );
+        let info = signer.api_for(&session).cache_info(cache).await?;
+        anyhow::Ok((signer, info))
+    };
+    let (signing, all) = tokio::join!(signing, store.path_infos(paths, opts.closure));
+    let (signer, info) = signing?;
+    let all = all?;
     let mut summary = PushSummary::default();
-    let all = store.path_infos(paths, opts.closure).await?;
     let (upstream, candidates): (Vec<_>, Vec<_>) = all
         .into_iter()
         .partition(|p| signed_by_upstream(p, &info.upstream_cache_key_names));

@@ -298,6 +298,15 @@ async fn run() -> Result<()> {
         }
         _ => {}
     }
+    // The signing CA is created (first run) or read now rather than by the
+    // first key exchange, which otherwise waits ~25 ms for it. A failure
+    // here (a database not migrated yet) is retried by that exchange.
+    let ca_state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = ca_state.ca().await {
+            tracing::warn!("signing CA not ready yet: {e:#}");
+        }
+    });
 
     let listener = listener.expect("bound for serving modes");
     let addr = listener.local_addr()?;
