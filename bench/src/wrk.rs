@@ -14,6 +14,19 @@ pub struct Load {
     pub errors: u64,
 }
 
+impl Load {
+    /// Each figure the median of the runs' (errors: the total).
+    pub fn median(runs: impl Iterator<Item = Load> + Clone) -> Load {
+        let of = |f: fn(&Load) -> f64| crate::median(runs.clone().map(|l| f(&l)).collect());
+        Load {
+            requests_per_sec: of(|l| l.requests_per_sec),
+            p50_ms: of(|l| l.p50_ms),
+            p99_ms: of(|l| l.p99_ms),
+            errors: runs.map(|l| l.errors).sum(),
+        }
+    }
+}
+
 /// Runs wrk against `url` (or the paths a Lua `script` picks) for `secs`.
 pub fn run(url: &str, connections: u32, secs: u32, script: Option<&Path>) -> Result<Load> {
     let threads = connections.min(2);
