@@ -22,8 +22,9 @@ pub struct AppState {
     pub oidc: OidcVerifier,
     pub key_ring: crate::key_ring::KeyRing,
     pub signed_narinfos: crate::signed_narinfo::SignedNarinfos,
-    /// Loaded on first use: the database may not be migrated when the
-    /// state is built (the `db-migrations` mode runs separately).
+    /// Loaded when a serving mode starts (in the background) or else on
+    /// first use: the database may not be migrated when the state is built
+    /// (the `db-migrations` mode runs separately).
     ca: tokio::sync::OnceCell<CertificateAuthority>,
 }
 
