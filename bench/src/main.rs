@@ -550,20 +550,11 @@ fn narinfo_load(
     println!("| clients | nginx req/s | provenix req/s | ratio | nginx p50 / p99 ms | provenix p50 / p99 ms | runs: ratio, provenix p99 ms |\n|---|---|---|---|---|---|---|");
     let path = format!("/bench/{}.narinfo", realistic.hash);
     for clients in [1, 8, 64] {
+        let load = |base: &str| wrk::run(&format!("{base}{path}"), clients, plan.load_secs, None);
         let mut runs: Vec<(wrk::Load, wrk::Load)> = Vec::new();
         for _ in 0..plan.repeats.max(1) {
-            let base = wrk::run(
-                &format!("{}{path}", nginx.url),
-                clients,
-                plan.load_secs,
-                None,
-            )?;
-            let ours = wrk::run(
-                &format!("{}{path}", server.url),
-                clients,
-                plan.load_secs,
-                None,
-            )?;
+            let base = load(&nginx.url)?;
+            let ours = load(&server.url)?;
             anyhow::ensure!(
                 base.errors == 0 && ours.errors == 0,
                 "errors under load: nginx {}, provenix {}",
