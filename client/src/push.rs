@@ -1,5 +1,6 @@
-//! `provenix push`: the closure of the given paths, minus what upstream
-//! caches sign and what the cache has, streamed from the local store.
+//! The push pipeline behind `provenix push` (`commands::push` holds its
+//! flags): the closure of the given paths, minus what upstream caches sign
+//! and what the cache has, streamed from the local store.
 
 use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
@@ -51,7 +52,7 @@ pub async fn push(
             "Signing as {} with key {} (valid until {}).",
             session.answer.identity.subject,
             session.key_id(),
-            crate::format_time(session.answer.not_after)
+            crate::time::format_time(session.answer.not_after)
         );
         let info = signer.api_for(&session).cache_info(cache).await?;
         anyhow::Ok((signer, info))

@@ -1,14 +1,85 @@
-//! `provenix provenance`, `audit`, `keys list` and `verify-attestation`:
-//! JSON for machines, tables for people.
+//! `provenix audit`: a cache's upload records or divergences, searched by
+//! identity and time; JSON for machines, tables for people. Also owns what
+//! other commands share with it: the search flags (`AuditFilters`, which
+//! `keys list` takes too) and how records print (`provenance` prints them).
 
-use anyhow::{bail, Context, Result};
-use provenix_provenance::audit::{
-    AuditQuery, DivergenceRecord, KeyRecord, Page, Provenance, UploadRecord,
-};
-use provenix_provenance::PublicKey;
+use anyhow::Result;
+use clap::Args;
+use provenix_provenance::audit::{AuditQuery, DivergenceRecord, KeyRecord, Page, UploadRecord};
 
+use super::client_for;
 use crate::api::ApiClient;
-use crate::format_time;
+use crate::time::{format_time, parse_time};
+
+/// Search a cache's upload records (or divergences) by identity and time.
+#[derive(Args)]
+pub struct AuditArgs {
+    cache: String,
+    #[command(flatten)]
+    filters: AuditFilters,
+    /// List refused uploads that claimed another NAR for a cached path.
+    #[arg(long)]
+    divergences: bool,
+}
+
+#[derive(Args)]
+pub struct AuditFilters {
+    /// OWNER/REPO or the numeric repository id.
+    #[arg(long)]
+    repository: Option<String>,
+    /// Workflow file name (build.yml) or a full workflow_ref.
+    #[arg(long)]
+    workflow: Option<String>,
+    #[arg(long)]
+    run_id: Option<String>,
+    /// A key id.
+    #[arg(long)]
+    key: Option<String>,
+    /// The identity's subject (a person's token `sub`, or the OIDC `sub`).
+    #[arg(long)]
+    subject: Option<String>,
+    /// From this time (RFC 3339 or Unix seconds).
+    #[arg(long)]
+    since: Option<String>,
+    /// Until this time (RFC 3339 or Unix seconds).
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    #[arg(long)]
+    limit: Option<i64>,
+    /// Continue after a previous page (the `--cursor` it printed).
+    #[arg(long)]
+    cursor: Option<i64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl AuditFilters {
+    pub fn query(&self) -> Result<AuditQuery> {
+        Ok(AuditQuery {
+            repository: self.repository.clone(),
+            workflow: self.workflow.clone(),
+            run_id: self.run_id.clone(),
+            key: self.key.clone(),
+            subject: self.subject.clone(),
+            since: self.since.as_deref().map(parse_time).transpose()?,
+            until: self.until.as_deref().map(parse_time).transpose()?,
+            limit: self.limit,
+            cursor: self.cursor,
+        })
+    }
+}
+
+pub async fn run(args: AuditArgs) -> Result<()> {
+    let (api, _, cache) = client_for(&args.cache)?;
+    let q = args.filters.query()?;
+    let json = args.filters.json;
+    if args.divergences {
+        divergences(&api, &cache, &q, json).await
+    } else {
+        uploads(&api, &cache, &q, json).await
+    }
+}
 
 /// The identity claims worth a column, in the order people read them.
 const SHOWN_CLAIMS: &[&str] = &[
@@ -57,7 +128,7 @@ fn print_key(k: &KeyRecord, indent: &str) {
     );
 }
 
-fn print_upload(u: &UploadRecord) {
+pub fn print_upload(u: &UploadRecord) {
     println!(
         "Upload {} at {}: {} ({} bytes), {}",
         u.id,
@@ -77,34 +148,7 @@ fn print_upload(u: &UploadRecord) {
     print_key(&u.key, "  ");
 }
 
-pub async fn provenance(
-    api: &ApiClient,
-    cache: &str,
-    path: &str,
-    json: bool,
-    in_toto: bool,
-) -> Result<()> {
-    if in_toto {
-        let env = api.in_toto(cache, path).await?;
-        println!("{}", serde_json::to_string_pretty(&env)?);
-        return Ok(());
-    }
-    let p: Provenance = api.provenance(cache, path).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&p)?);
-        return Ok(());
-    }
-    println!("{}", p.store_path.as_deref().unwrap_or(path));
-    for u in &p.uploads {
-        print_upload(u);
-    }
-    for d in &p.divergences {
-        print_divergence(d);
-    }
-    Ok(())
-}
-
-fn print_divergence(d: &DivergenceRecord) {
+pub fn print_divergence(d: &DivergenceRecord) {
     println!(
         "DIVERGENCE {} at {}: {} claimed {} but the cache serves {}",
         d.id,
@@ -128,13 +172,14 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-fn more(next: Option<i64>) {
+/// Prints the `--cursor` of the next page, if there is one.
+pub fn more(next: Option<i64>) {
     if let Some(c) = next {
         println!("(more: --cursor {c})");
     }
 }
 
-pub async fn uploads(api: &ApiClient, cache: &str, q: &AuditQuery, json: bool) -> Result<()> {
+async fn uploads(api: &ApiClient, cache: &str, q: &AuditQuery, json: bool) -> Result<()> {
     let page: Page<UploadRecord> = api.audit(cache, "uploads", q).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&page)?);
@@ -172,31 +217,7 @@ pub async fn uploads(api: &ApiClient, cache: &str, q: &AuditQuery, json: bool) -
     Ok(())
 }
 
-pub async fn keys(api: &ApiClient, cache: &str, q: &AuditQuery, json: bool) -> Result<()> {
-    let page: Page<KeyRecord> = api.audit(cache, "keys", q).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&page)?);
-        return Ok(());
-    }
-    println!(
-        "{:<32}  {:<20}  {:<8}  {:<6}  SUBJECT",
-        "KEY", "ISSUED", "STATUS", "KIND"
-    );
-    for k in &page.items {
-        println!(
-            "{:<32}  {:<20}  {:<8}  {:<6}  {}",
-            k.key_id,
-            format_time(k.not_before),
-            k.status,
-            k.kind,
-            k.subject
-        );
-    }
-    more(page.next_cursor);
-    Ok(())
-}
-
-pub async fn divergences(api: &ApiClient, cache: &str, q: &AuditQuery, json: bool) -> Result<()> {
+async fn divergences(api: &ApiClient, cache: &str, q: &AuditQuery, json: bool) -> Result<()> {
     let page: Page<DivergenceRecord> = api.audit(cache, "divergences", q).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&page)?);
@@ -209,45 +230,5 @@ pub async fn divergences(api: &ApiClient, cache: &str, q: &AuditQuery, json: boo
         print_divergence(d);
     }
     more(page.next_cursor);
-    Ok(())
-}
-
-/// Unix seconds, or an RFC 3339 time (`2026-11-21T10:00:00Z`).
-pub fn parse_time(s: &str) -> Result<i64> {
-    if let Ok(n) = s.parse::<i64>() {
-        return Ok(n);
-    }
-    let t = humantime::parse_rfc3339_weak(s).with_context(|| {
-        format!("invalid time {s:?} (RFC 3339 like 2026-11-21T10:00:00Z, or Unix seconds)")
-    })?;
-    Ok(t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0))
-}
-
-/// Verifies an exported envelope offline with the cache's public key.
-pub fn verify_attestation(file: &std::path::Path, key: &str) -> Result<()> {
-    let key = PublicKey::parse(key)
-        .context("--key must be NAME:BASE64 (as `provenix cache info` prints)")?;
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let st = provenix_provenance::attestation::verify(&bytes, &key)?;
-    let subject = &st["subject"][0];
-    let (Some(name), Some(digest)) = (
-        subject["name"].as_str(),
-        subject["digest"]["sha256"].as_str(),
-    ) else {
-        bail!("the statement has no subject");
-    };
-    println!("Verified: signed by {}", key.name());
-    println!("Subject: {name} (NAR sha256 {digest})");
-    if let Some(uploads) = st["predicate"]["uploads"].as_array() {
-        for u in uploads {
-            println!(
-                "Uploaded {} by {}",
-                format_time(u["uploaded_at"].as_i64().unwrap_or(0)),
-                u["key"]["subject"].as_str().unwrap_or("?")
-            );
-        }
-    }
     Ok(())
 }

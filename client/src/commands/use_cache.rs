@@ -2,9 +2,29 @@
 //! keys, with the token in a netrc (Nix sends netrc credentials as Basic auth).
 
 use anyhow::{Context, Result};
+use clap::Args;
 use std::path::{Path, PathBuf};
 
+use super::client_for;
 use crate::api::CacheInfo;
+
+/// Configure Nix to substitute from a cache (nix.conf, trusted keys, netrc).
+#[derive(Args)]
+pub struct UseArgs {
+    cache: String,
+}
+
+pub async fn run(args: UseArgs) -> Result<()> {
+    let (api, server, cache) = client_for(&args.cache)?;
+    let info = api.cache_info(&cache).await?;
+    let conf = configure_nix(&info, server.token.as_deref())?;
+    println!(
+        "Configuring Nix to use \"{cache}\" ({}), trusting {}",
+        info.substituter_endpoint, info.public_key
+    );
+    println!("Wrote {}", conf.display());
+    Ok(())
+}
 
 /// Adds `value` to a space-separated `key = ...` line, or appends the line.
 pub fn add_to_setting(conf: &str, key: &str, value: &str) -> String {

@@ -1,0 +1,56 @@
+//! The command line: the top-level parser, the `Command` enum with one
+//! variant per command wrapping the clap type its module owns, and the
+//! dispatch to that module's `run`.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::commands::{
+    audit, cache, check_store, keys, login, provenance, publisher, push, revoke, use_cache,
+    verify_attestation, whoami,
+};
+
+#[derive(Parser)]
+#[command(name = "provenix", version, about = "provenix binary cache client")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+// A command's help text is the doc comment of the type its variant wraps.
+// `provenix --help` lists the commands in this order.
+#[derive(Subcommand)]
+enum Command {
+    Login(login::LoginArgs),
+    Use(use_cache::UseArgs),
+    Push(push::PushArgs),
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+    #[command(subcommand)]
+    Publisher(publisher::PublisherCommand),
+    Provenance(provenance::ProvenanceArgs),
+    Audit(audit::AuditArgs),
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    Revoke(revoke::RevokeArgs),
+    CheckStore(check_store::CheckStoreArgs),
+    VerifyAttestation(verify_attestation::VerifyAttestationArgs),
+    Whoami(whoami::WhoamiArgs),
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Login(args) => login::run(args),
+        Command::Use(args) => use_cache::run(args).await,
+        Command::Push(args) => push::run(args).await,
+        Command::Cache(command) => cache::run(command).await,
+        Command::Publisher(command) => publisher::run(command).await,
+        Command::Provenance(args) => provenance::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
+        Command::Keys(command) => keys::run(command).await,
+        Command::Revoke(args) => revoke::run(args).await,
+        Command::CheckStore(args) => check_store::run(args).await,
+        Command::VerifyAttestation(args) => verify_attestation::run(args),
+        Command::Whoami(args) => whoami::run(args).await,
+    }
+}

@@ -1,0 +1,154 @@
+//! `provenix publisher add|list|remove`: the CI workflows (trusted
+//! publishers) whose OIDC tokens may push to a cache.
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use provenix_policy::publisher::{GenericPublisher, GithubPublisher, DEFAULT_GITHUB_ISSUER};
+use provenix_policy::Publisher;
+
+use super::client_for;
+use crate::time::format_time;
+
+/// Manage the CI workflows trusted to push to a cache (trusted publishers).
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum PublisherCommand {
+    /// Trust a GitHub Actions workflow (`--github`) or any OIDC issuer's
+    /// tokens (`--issuer NAME --claim NAME=GLOB ...`) to push to a cache.
+    Add {
+        cache: String,
+        /// OWNER/REPO of the repository whose workflow pushes.
+        #[arg(long, requires_all = ["repository_id", "owner_id", "workflow"])]
+        github: Option<String>,
+        /// The repository's numeric id (`gh api repos/OWNER/REPO --jq .id`).
+        #[arg(long)]
+        repository_id: Option<u64>,
+        /// The owner's numeric id (`gh api repos/OWNER/REPO --jq .owner.id`).
+        #[arg(long)]
+        owner_id: Option<u64>,
+        /// The workflow file under .github/workflows/, e.g. build.yml.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Require this deployment environment.
+        #[arg(long)]
+        environment: Option<String>,
+        /// Require the git ref to match this glob, e.g. 'refs/heads/main' or 'refs/tags/v*'.
+        #[arg(long = "ref")]
+        ref_glob: Option<String>,
+        /// The reusable workflow the job runs in: OWNER/REPO/PATH@REF (REF may be a glob).
+        #[arg(long)]
+        reusable_workflow: Option<String>,
+        /// Accept an event refused by default (pull_request_target). Repeatable.
+        #[arg(long = "allow-event")]
+        allow_events: Vec<String>,
+        /// Accept self-hosted runners (default: GitHub-hosted only).
+        #[arg(long)]
+        allow_self_hosted: bool,
+        /// The server's name for the issuer ([[oidc.issuers]] name).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// For a generic issuer: a claim that must match a glob, NAME=GLOB. Repeatable.
+        #[arg(long = "claim", conflicts_with = "github")]
+        claims: Vec<String>,
+    },
+    /// List a cache's trusted publishers.
+    List {
+        cache: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting a publisher (by the id `list` shows).
+    Remove { cache: String, id: i64 },
+}
+
+pub async fn run(command: PublisherCommand) -> Result<()> {
+    match command {
+        PublisherCommand::Add {
+            cache,
+            github,
+            repository_id,
+            owner_id,
+            workflow,
+            environment,
+            ref_glob,
+            reusable_workflow,
+            allow_events,
+            allow_self_hosted,
+            issuer,
+            claims,
+        } => {
+            let (api, _, cache) = client_for(&cache)?;
+            let publisher = match github {
+                Some(repository) => Publisher::Github(GithubPublisher {
+                    issuer: issuer.unwrap_or_else(|| DEFAULT_GITHUB_ISSUER.into()),
+                    repository,
+                    repository_id: repository_id.context("--repository-id is required")?,
+                    owner_id: owner_id.context("--owner-id is required")?,
+                    workflow: workflow.context("--workflow is required")?,
+                    environment,
+                    ref_glob,
+                    reusable_workflow,
+                    allow_events,
+                    allow_self_hosted,
+                }),
+                None => {
+                    let issuer = issuer.context(
+                        "give --github OWNER/REPO ..., or --issuer NAME --claim NAME=GLOB ...",
+                    )?;
+                    if environment.is_some()
+                        || ref_glob.is_some()
+                        || reusable_workflow.is_some()
+                        || !allow_events.is_empty()
+                        || allow_self_hosted
+                    {
+                        bail!("--environment, --ref, --reusable-workflow, --allow-event and --allow-self-hosted go with --github; for other issuers use --claim NAME=GLOB");
+                    }
+                    let claims = claims
+                        .iter()
+                        .map(|c| {
+                            c.split_once('=')
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                                .with_context(|| format!("--claim {c:?} is not NAME=GLOB"))
+                        })
+                        .collect::<Result<_>>()?;
+                    Publisher::Generic(GenericPublisher { issuer, claims })
+                }
+            };
+            // The server checks too; checking here saves a round trip.
+            publisher.validate()?;
+            let added = api.add_publisher(&cache, &publisher).await?;
+            println!(
+                "✅ Trusted publisher {} added to \"{cache}\": {}",
+                added.id,
+                added.publisher.describe()
+            );
+        }
+        PublisherCommand::List { cache, json } => {
+            let (api, _, cache) = client_for(&cache)?;
+            let list = api.publishers(&cache).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("Cache \"{cache}\" has no trusted publishers.");
+            } else {
+                println!("{:>4}  {:<20}  {:<20}  PUBLISHER", "ID", "ADDED", "BY");
+                for p in list {
+                    println!(
+                        "{:>4}  {:<20}  {:<20}  {}",
+                        p.id,
+                        format_time(p.created_at),
+                        p.created_by,
+                        p.publisher.describe()
+                    );
+                }
+            }
+        }
+        PublisherCommand::Remove { cache, id } => {
+            let (api, _, cache) = client_for(&cache)?;
+            api.remove_publisher(&cache, id).await?;
+            println!("🗑️ Removed trusted publisher {id} from \"{cache}\"");
+        }
+    }
+    Ok(())
+}
