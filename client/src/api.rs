@@ -11,6 +11,7 @@ use provenix_provenance::revocation::{RevokeRequest, RevokeResponse, RevokedPath
 use provenix_provenance::upload::{
     MissingPathsRequest, MissingPathsResponse, UploadPathNarInfo, UploadResult, UPLOAD_HEADER,
 };
+use provenix_provenance::ErrorCode;
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -24,8 +25,10 @@ pub struct ApiClient {
     token: Option<String>,
 }
 
+/// The refusal body as sent; the code is kept as spelt too, so a code
+/// newer than this client still shows in the error.
 #[derive(Deserialize)]
-struct ErrorBody {
+struct WireError {
     code: String,
     message: String,
 }
@@ -34,24 +37,29 @@ struct ErrorBody {
 /// (`key-expired` renews the key and retries).
 #[derive(Debug)]
 pub struct ServerError {
-    pub code: String,
+    pub code: ErrorCode,
+    pub wire_code: String,
     pub message: String,
     pub status: u16,
 }
 
 impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}, HTTP {})", self.message, self.code, self.status)
+        write!(
+            f,
+            "{} ({}, HTTP {})",
+            self.message, self.wire_code, self.status
+        )
     }
 }
 
 impl std::error::Error for ServerError {}
 
 /// The server's error code, if `e` is a server refusal.
-pub fn error_code(e: &anyhow::Error) -> Option<&str> {
+pub fn error_code(e: &anyhow::Error) -> Option<ErrorCode> {
     e.chain()
         .find_map(|c| c.downcast_ref::<ServerError>())
-        .map(|s| s.code.as_str())
+        .map(|s| s.code)
 }
 
 async fn check(resp: Response) -> Result<Response> {
@@ -60,9 +68,10 @@ async fn check(resp: Response) -> Result<Response> {
     }
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
-    match serde_json::from_str::<ErrorBody>(&text) {
+    match serde_json::from_str::<WireError>(&text) {
         Ok(e) => Err(ServerError {
-            code: e.code,
+            code: ErrorCode::from_wire(&e.code),
+            wire_code: e.code,
             message: e.message,
             status: status.as_u16(),
         }

@@ -10,6 +10,8 @@ use provenix_provenance::StorePath;
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
 
+use provenix_provenance::ErrorCode;
+
 use crate::api::{error_code, ApiClient};
 use crate::exchange::{Credential, Session, Signer};
 use crate::nix::{LocalStore, PathInfo};
@@ -179,12 +181,14 @@ async fn push_one(
     let mut gc_retries = 0;
     loop {
         match push_signed(signer, &session, store, cache, p, multi).await {
-            Err(e) if error_code(&e) == Some("key-expired") && !session_is_fresh(&session) => {
+            Err(e)
+                if error_code(&e) == Some(ErrorCode::KeyExpired) && !session_is_fresh(&session) =>
+            {
                 session = signer.renew(&session).await?;
             }
             // Garbage collection took a chunk this upload relied on: the
             // server stored nothing; sending again stores it afresh.
-            Err(e) if error_code(&e) == Some("retry") && gc_retries < 3 => {
+            Err(e) if error_code(&e) == Some(ErrorCode::Retry) && gc_retries < 3 => {
                 gc_retries += 1;
             }
             r => return r,

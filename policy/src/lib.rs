@@ -1,10 +1,14 @@
 //! Pure authorization decisions for provenix. No I/O: the server asks these
 //! functions and acts on the answer, so every rule is unit-tested here.
 
+pub mod access;
 pub mod cache_name;
 pub mod permissions;
 pub mod publisher;
+pub mod upload_key;
 
+pub use access::{decide, Action, CacheFacts, CallerFacts, Decision, Disclosure, Refusal};
 pub use cache_name::{validate_cache_name, CacheNameError};
 pub use permissions::{CachePermissions, Permission};
 pub use publisher::{find_match, Mismatch, Publisher};
+pub use upload_key::{check_upload_key, UploadKeyFacts};

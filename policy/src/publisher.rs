@@ -3,6 +3,7 @@
 //! token's claims, so every rule (ids over names, workflow files, reusable
 //! workflows, events, runners) is unit-tested here.
 
+use provenix_provenance::ErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -83,7 +84,7 @@ pub struct PublisherError(pub String);
 /// Why a publisher did not match: the claim, what it was, what was wanted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub claim: String,
     pub found: String,
     pub wanted: String,
@@ -227,7 +228,7 @@ impl Publisher {
     pub fn matches(&self, issuer_name: &str, claims: &Map<String, Value>) -> Result<(), Mismatch> {
         if self.issuer() != issuer_name {
             return Err(Mismatch {
-                code: "no-matching-publisher",
+                code: ErrorCode::NoMatchingPublisher,
                 claim: "iss".into(),
                 found: issuer_name.into(),
                 wanted: format!("issuer {:?}", self.issuer()),
@@ -251,7 +252,7 @@ impl Checker<'_> {
         claim_text(self.claims, claim).unwrap_or_default()
     }
 
-    fn fail(&self, code: &'static str, claim: &str, found: &str, wanted: String) -> Mismatch {
+    fn fail(&self, code: ErrorCode, claim: &str, found: &str, wanted: String) -> Mismatch {
         Mismatch {
             code,
             claim: claim.into(),
@@ -268,7 +269,7 @@ impl Checker<'_> {
             Ok(())
         } else {
             Err(self.fail(
-                "no-matching-publisher",
+                ErrorCode::NoMatchingPublisher,
                 claim,
                 &found,
                 format!("{wanted:?}"),
@@ -281,7 +282,7 @@ impl Checker<'_> {
         match claim_text(self.claims, claim) {
             Some(found) if pattern_matches(glob, &found) => Ok(()),
             found => Err(self.fail(
-                "no-matching-publisher",
+                ErrorCode::NoMatchingPublisher,
                 claim,
                 &found.unwrap_or_default(),
                 format!("a match for {glob:?}"),
@@ -329,7 +330,7 @@ impl GithubPublisher {
             };
             if !consistent {
                 return Err(c.fail(
-                    "no-matching-publisher",
+                    ErrorCode::NoMatchingPublisher,
                     "sub",
                     &sub,
                     format!(
@@ -349,7 +350,7 @@ impl GithubPublisher {
             .unwrap_or_default();
         if file != self.workflow {
             return Err(c.fail(
-                "no-matching-publisher",
+                ErrorCode::NoMatchingPublisher,
                 "workflow_ref",
                 &workflow_ref,
                 format!("workflow file {:?}", self.workflow),
@@ -364,7 +365,7 @@ impl GithubPublisher {
             Some(reusable) => {
                 if !pattern_matches(reusable, &job_workflow_ref) {
                     return Err(c.fail(
-                        "no-matching-publisher",
+                        ErrorCode::NoMatchingPublisher,
                         "job_workflow_ref",
                         &job_workflow_ref,
                         format!("reusable workflow {reusable:?}"),
@@ -374,7 +375,7 @@ impl GithubPublisher {
             None => {
                 if !job_workflow_ref.is_empty() && job_workflow_ref != workflow_ref {
                     return Err(c.fail(
-                        "no-matching-publisher",
+                        ErrorCode::NoMatchingPublisher,
                         "job_workflow_ref",
                         &job_workflow_ref,
                         format!("{workflow_ref:?} (the job runs in a reusable workflow; name it with --reusable-workflow)"),
@@ -389,7 +390,7 @@ impl GithubPublisher {
             && !self.allow_events.contains(&event)
         {
             return Err(c.fail(
-                "event-not-allowed",
+                ErrorCode::EventNotAllowed,
                 "event_name",
                 &event,
                 format!("an event other than {event} (add --allow-event {event} to accept it)"),
@@ -400,7 +401,7 @@ impl GithubPublisher {
         let runner = c.get("runner_environment");
         if runner != "github-hosted" && !self.allow_self_hosted {
             return Err(c.fail(
-                "self-hosted-runner-not-allowed",
+                ErrorCode::SelfHostedRunnerNotAllowed,
                 "runner_environment",
                 &runner,
                 "\"github-hosted\" (add --allow-self-hosted to accept self-hosted runners)".into(),
@@ -567,7 +568,7 @@ mod tests {
         let c = with("event_name", "pull_request_target");
         assert_eq!(
             check(&publisher(), &c).unwrap_err().code,
-            "event-not-allowed"
+            ErrorCode::EventNotAllowed
         );
         let mut p = publisher();
         p.allow_events = vec!["pull_request_target".into()];
@@ -575,12 +576,12 @@ mod tests {
 
         let c = with("runner_environment", "self-hosted");
         let m = check(&publisher(), &c).unwrap_err();
-        assert_eq!(m.code, "self-hosted-runner-not-allowed");
+        assert_eq!(m.code, ErrorCode::SelfHostedRunnerNotAllowed);
         let mut c2 = claims();
         c2.remove("runner_environment");
         assert_eq!(
             check(&publisher(), &c2).unwrap_err().code,
-            "self-hosted-runner-not-allowed"
+            ErrorCode::SelfHostedRunnerNotAllowed
         );
         let mut p = publisher();
         p.allow_self_hosted = true;

@@ -100,9 +100,11 @@ pub struct Provenance {
     pub divergences: Vec<DivergenceRecord>,
 }
 
-/// Filters of `provenix audit` (query string of the audit endpoints).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct AuditQuery {
+/// Who a key was issued to, as auditors and admins name it: the one
+/// selector shared by `provenix audit`, `provenix revoke`, their flags and
+/// the database query. Every given field must match (AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentitySelector {
     /// `OWNER/REPO`, or the numeric repository id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
@@ -111,10 +113,38 @@ pub struct AuditQuery {
     pub workflow: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// A short-term key id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+}
+
+impl IdentitySelector {
+    /// Whether any field is given.
+    pub fn is_empty(&self) -> bool {
+        *self == IdentitySelector::default()
+    }
+
+    /// A repository given as digits names the repository id (renames
+    /// cannot move it); otherwise the `OWNER/REPO` name.
+    pub fn repository_is_id(&self) -> bool {
+        self.repository
+            .as_deref()
+            .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+    }
+
+    /// A workflow with `@` is a full `workflow_ref`; otherwise a file name.
+    pub fn workflow_is_ref(&self) -> bool {
+        self.workflow.as_deref().is_some_and(|w| w.contains('@'))
+    }
+}
+
+/// Filters of `provenix audit` (query string of the audit endpoints).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuditQuery {
+    #[serde(flatten)]
+    pub identity: IdentitySelector,
     /// Unix seconds, inclusive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<i64>,
@@ -128,3 +158,30 @@ pub struct AuditQuery {
 
 pub const DEFAULT_PAGE: i64 = 100;
 pub const MAX_PAGE: i64 = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_selector_is_flat_on_the_wire() {
+        let q = AuditQuery {
+            identity: IdentitySelector {
+                repository: Some("42".into()),
+                workflow: Some("build.yml".into()),
+                ..Default::default()
+            },
+            since: Some(5),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&q).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"repository": "42", "workflow": "build.yml", "since": 5})
+        );
+        let back: AuditQuery = serde_json::from_value(json).unwrap();
+        assert_eq!(back.identity, q.identity);
+        assert!(back.identity.repository_is_id());
+        assert!(!back.identity.workflow_is_ref());
+    }
+}

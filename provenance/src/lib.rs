@@ -7,6 +7,7 @@ pub mod attestation;
 pub mod audit;
 pub mod cache_info;
 pub mod certificate_identity;
+pub mod error_code;
 pub mod exchange;
 pub mod hash;
 pub mod nar;
@@ -17,6 +18,7 @@ pub mod signing;
 pub mod store_path;
 pub mod upload;
 
+pub use error_code::{ErrorBody, ErrorCode};
 pub use hash::NarHash;
 pub use narinfo::NarInfo;
 pub use signing::{PublicKey, SecretKey};

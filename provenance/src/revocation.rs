@@ -1,26 +1,19 @@
 //! Revocation requests and answers, and the feed of revoked store paths.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::audit::IdentitySelector;
 
 /// `POST /_api/v1/revoke`. Keys matching every given filter are revoked
 /// (and/or one upload record); `cache` narrows to one cache, otherwise every
 /// cache the caller may revoke on is searched.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// `OWNER/REPO` or the numeric repository id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repository: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workflow: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
+    #[serde(flatten)]
+    pub identity: IdentitySelector,
     /// Keys issued at or after this Unix time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_after: Option<i64>,
@@ -32,31 +25,35 @@ pub struct RevokeRequest {
     pub reason: String,
     #[serde(default)]
     pub dry_run: bool,
+    /// Fields no version of the API defines. serde cannot deny unknown
+    /// fields beside a flattened one, so they are caught here and refused
+    /// by `problem`: a misspelt selector must not widen a revocation.
+    #[serde(flatten, default, skip_serializing)]
+    pub unknown_fields: BTreeMap<String, serde_json::Value>,
 }
 
 impl RevokeRequest {
     /// Whether any key filter is given (`cache` alone selects all its keys).
     pub fn selects_keys(&self) -> bool {
-        self.key.is_some()
-            || self.repository.is_some()
-            || self.workflow.is_some()
-            || self.run_id.is_some()
-            || self.subject.is_some()
+        !self.identity.is_empty()
             || self.issued_after.is_some()
             || self.issued_before.is_some()
             || (self.cache.is_some() && self.upload.is_none())
     }
 
     /// A one-line problem with the request, if any.
-    pub fn problem(&self) -> Option<&'static str> {
+    pub fn problem(&self) -> Option<String> {
+        if let Some(field) = self.unknown_fields.keys().next() {
+            return Some(format!("unknown field {field:?} in the revocation request"));
+        }
         if self.reason.trim().is_empty() {
-            return Some("a revocation needs a --reason");
+            return Some("a revocation needs a --reason".into());
         }
         if self.reason.len() > 2000 {
-            return Some("the reason is longer than 2000 characters");
+            return Some("the reason is longer than 2000 characters".into());
         }
         if !self.selects_keys() && self.upload.is_none() {
-            return Some("name what to revoke: --key, --repository, --workflow, --run-id, --subject, --issued-after/--issued-before, --cache or --upload");
+            return Some("name what to revoke: --key, --repository, --workflow, --run-id, --subject, --issued-after/--issued-before, --cache or --upload".into());
         }
         None
     }
@@ -92,7 +89,10 @@ mod tests {
     #[test]
     fn requests_need_a_reason_and_a_selector() {
         let mut r = RevokeRequest {
-            key: Some("k".into()),
+            identity: IdentitySelector {
+                key: Some("k".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert!(r.problem().unwrap().contains("reason"));
@@ -111,5 +111,19 @@ mod tests {
         };
         assert!(!upload_only.selects_keys());
         assert_eq!(upload_only.problem(), None);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let r: RevokeRequest =
+            serde_json::from_str(r#"{"cache":"main","repo":"octo/x","reason":"r"}"#).unwrap();
+        assert!(r.problem().unwrap().contains("\"repo\""));
+        let ok: RevokeRequest =
+            serde_json::from_str(r#"{"repository":"octo/x","reason":"r"}"#).unwrap();
+        assert_eq!(ok.problem(), None);
+        assert_eq!(ok.identity.repository.as_deref(), Some("octo/x"));
+        assert!(ok.unknown_fields.is_empty());
+        let json = serde_json::to_value(&ok).unwrap();
+        assert_eq!(json["repository"], "octo/x");
     }
 }

@@ -1,61 +1,59 @@
-//! API errors: every refusal is JSON `{code, message}` with a stable `code`
-//! that scripts can match on and a message that says what to do.
+//! API errors: every refusal is JSON `{code, message}` with a stable
+//! [`ErrorCode`] (shared with the client, in `provenance/`) whose HTTP
+//! status travels with it, and a message that says what to do.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use provenix_provenance::{ErrorBody, ErrorCode};
 
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
+    /// Set only where one code answers two kinds of request (see
+    /// [`ApiError::with_status`]).
+    status: Option<StatusCode>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
+            status: None,
         }
     }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+
+    /// Sends this refusal with another status than its code's. Only
+    /// `unknown-issuer` needs it: a token from an unknown issuer is 401 (the
+    /// credential is refused), a publisher naming one is 400 (the request is).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
     }
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
+
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        })
     }
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "permission-denied", message)
-    }
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
-    }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
+
     /// The answer for a cache that does not exist or that the caller may not
     /// see: the same in both cases, so existence does not leak.
     pub fn no_such_cache(cache: &str) -> Self {
-        Self::not_found(
-            "no-such-cache",
+        Self::new(
+            ErrorCode::NoSuchCache,
             format!("cache {cache:?} does not exist or your token has no access to it"),
         )
     }
+
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {err:#}");
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal-error",
+            ErrorCode::InternalError,
             "internal server error; see the server log",
         )
     }
@@ -67,8 +65,7 @@ impl From<sqlx::Error> for ApiError {
         if crate::db::is_transient(&e) {
             tracing::info!("transaction aborted by the database, client told to retry: {e}");
             return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "retry",
+                ErrorCode::Retry,
                 "a concurrent transaction conflicted with this one; nothing was stored, send it again",
             );
         }
@@ -84,18 +81,14 @@ impl From<anyhow::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_string(&Body {
+        let status = self.status();
+        let body = serde_json::to_string(&ErrorBody {
             code: self.code,
-            message: &self.message,
+            message: self.message,
         })
         .unwrap_or_else(|_| "{}".into());
-        let mut resp = (
-            self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Basic realm=\"provenix\", Bearer"),

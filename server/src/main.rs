@@ -3,8 +3,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use provenix_policy::cache_name::validate_pattern;
 use provenix_policy::{CachePermissions, Permission};
 use provenix_server::config::{self, Config};
+use provenix_server::identity::token::TokenAuthority;
 use provenix_server::state::AppState;
-use provenix_server::token::TokenAuthority;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -270,16 +270,16 @@ async fn run() -> Result<()> {
     }
     match cli.mode {
         Mode::GarbageCollectorOnce => {
-            let report = provenix_server::gc::run_once(&state).await?;
+            let report = provenix_server::maintenance::gc::run_once(&state).await?;
             println!("{}", serde_json::to_string(&report)?);
             return Ok(());
         }
         Mode::GarbageCollector => {
-            provenix_server::gc::run_forever(&state).await;
+            provenix_server::maintenance::gc::run_forever(&state).await;
             return Ok(());
         }
         Mode::Verify => {
-            let report = provenix_server::verify::run(&state).await?;
+            let report = provenix_server::maintenance::verify::run(&state).await?;
             println!("{}", serde_json::to_string(&report)?);
             if !report.is_clean() {
                 anyhow::bail!(
@@ -294,7 +294,9 @@ async fn run() -> Result<()> {
         }
         Mode::Monolithic => {
             let gc_state = state.clone();
-            tokio::spawn(async move { provenix_server::gc::run_forever(&gc_state).await });
+            tokio::spawn(
+                async move { provenix_server::maintenance::gc::run_forever(&gc_state).await },
+            );
         }
         _ => {}
     }

@@ -3,13 +3,13 @@
 use anyhow::Result;
 use std::sync::Arc;
 
-use crate::ca::CertificateAuthority;
 use crate::config::Config;
 use crate::db::Db;
-use crate::ingest::Ingestor;
-use crate::oidc::OidcVerifier;
+use crate::identity::ca::CertificateAuthority;
+use crate::identity::oidc::OidcVerifier;
+use crate::identity::token::TokenAuthority;
+use crate::push::pipeline::Ingestor;
 use crate::storage::Storage;
-use crate::token::TokenAuthority;
 
 pub struct AppState {
     pub config: Config,
@@ -20,8 +20,8 @@ pub struct AppState {
     /// Canonical base URL, always ending in '/'.
     pub api_endpoint: String,
     pub oidc: OidcVerifier,
-    pub key_ring: crate::key_ring::KeyRing,
-    pub signed_narinfos: crate::signed_narinfo::SignedNarinfos,
+    pub key_ring: crate::serve::cache_keys::KeyRing,
+    pub signed_narinfos: crate::serve::signed_narinfo::SignedNarinfos,
     /// Loaded when a serving mode starts (in the background) or else on
     /// first use: the database may not be migrated when the state is built
     /// (the `db-migrations` mode runs separately).

@@ -8,6 +8,7 @@ use clap::Args;
 use provenix_provenance::audit::{AuditQuery, DivergenceRecord, KeyRecord, Page, UploadRecord};
 
 use super::client_for;
+use super::identity_flags::IdentityFlags;
 use crate::api::ApiClient;
 use crate::time::{format_time, parse_time};
 
@@ -24,20 +25,8 @@ pub struct AuditArgs {
 
 #[derive(Args)]
 pub struct AuditFilters {
-    /// OWNER/REPO or the numeric repository id.
-    #[arg(long)]
-    repository: Option<String>,
-    /// Workflow file name (build.yml) or a full workflow_ref.
-    #[arg(long)]
-    workflow: Option<String>,
-    #[arg(long)]
-    run_id: Option<String>,
-    /// A key id.
-    #[arg(long)]
-    key: Option<String>,
-    /// The identity's subject (a person's token `sub`, or the OIDC `sub`).
-    #[arg(long)]
-    subject: Option<String>,
+    #[command(flatten)]
+    identity: IdentityFlags,
     /// From this time (RFC 3339 or Unix seconds).
     #[arg(long)]
     since: Option<String>,
@@ -57,11 +46,7 @@ pub struct AuditFilters {
 impl AuditFilters {
     pub fn query(&self) -> Result<AuditQuery> {
         Ok(AuditQuery {
-            repository: self.repository.clone(),
-            workflow: self.workflow.clone(),
-            run_id: self.run_id.clone(),
-            key: self.key.clone(),
-            subject: self.subject.clone(),
+            identity: self.identity.selector(),
             since: self.since.as_deref().map(parse_time).transpose()?,
             until: self.until.as_deref().map(parse_time).transpose()?,
             limit: self.limit,

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod cache;
 pub mod check_store;
+pub mod identity_flags;
 pub mod keys;
 pub mod login;
 pub mod provenance;

@@ -6,6 +6,7 @@ use clap::Args;
 use provenix_provenance::revocation::{RevokeRequest, RevokeResponse};
 
 use super::client_for;
+use super::identity_flags::IdentityFlags;
 use crate::api::ApiClient;
 use crate::config::ClientConfig;
 use crate::time::parse_time;
@@ -21,18 +22,8 @@ pub struct RevokeArgs {
     /// The server (a `login` name) when --cache is not given.
     #[arg(long)]
     server: Option<String>,
-    #[arg(long)]
-    key: Option<String>,
-    /// OWNER/REPO or the numeric repository id.
-    #[arg(long)]
-    repository: Option<String>,
-    /// Workflow file name or full workflow_ref.
-    #[arg(long)]
-    workflow: Option<String>,
-    #[arg(long)]
-    run_id: Option<String>,
-    #[arg(long)]
-    subject: Option<String>,
+    #[command(flatten)]
+    identity: IdentityFlags,
     /// Keys issued at or after (RFC 3339 or Unix seconds).
     #[arg(long)]
     issued_after: Option<String>,
@@ -54,11 +45,7 @@ pub async fn run(args: RevokeArgs) -> Result<()> {
     let RevokeArgs {
         cache,
         server,
-        key,
-        repository,
-        workflow,
-        run_id,
-        subject,
+        identity,
         issued_after,
         issued_before,
         upload,
@@ -85,16 +72,13 @@ pub async fn run(args: RevokeArgs) -> Result<()> {
     };
     let req = RevokeRequest {
         cache,
-        key,
-        repository,
-        workflow,
-        run_id,
-        subject,
+        identity: identity.selector(),
         issued_after: issued_after.as_deref().map(parse_time).transpose()?,
         issued_before: issued_before.as_deref().map(parse_time).transpose()?,
         upload,
         reason,
         dry_run,
+        ..RevokeRequest::default()
     };
     revoke(&api, &req, json).await
 }

@@ -29,7 +29,7 @@ pub struct CacheKeyRow {
 const CACHE_COLUMNS: &str =
     "id, name, is_public, priority, store_dir, upstream_cache_key_names, retention_period";
 
-fn cache_from_row(r: &sqlx::any::AnyRow) -> Result<CacheRow, sqlx::Error> {
+pub(super) fn cache_from_row(r: &sqlx::any::AnyRow) -> Result<CacheRow, sqlx::Error> {
     let upstream: String = r.try_get("upstream_cache_key_names")?;
     Ok(CacheRow {
         id: r.try_get("id")?,
@@ -75,13 +75,12 @@ pub struct NewCache<'a> {
 
 impl Db {
     /// Every cache, (id, name): to find those a token may act on.
-    pub async fn all_caches(&self) -> Result<Vec<(i64, String)>, sqlx::Error> {
-        let rows = sqlx::query("SELECT id, name FROM caches ORDER BY id")
+    pub async fn all_caches(&self) -> Result<Vec<CacheRow>, sqlx::Error> {
+        let sql = format!("SELECT {CACHE_COLUMNS} FROM caches ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
-            .collect()
+        rows.iter().map(cache_from_row).collect()
     }
 
     /// One round trip for the hottest requests a cache serves (narinfo,
@@ -126,7 +125,7 @@ impl Db {
 
     /// Creates the cache and its first key in one transaction; None if the name is taken.
     pub async fn create_cache(&self, c: NewCache<'_>) -> Result<Option<CacheRow>, sqlx::Error> {
-        let now = crate::now();
+        let now = crate::clock::now();
         let mut tx = self.begin_write().await?;
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO caches (name, is_public, priority, store_dir, upstream_cache_key_names, retention_period, created_at)
@@ -226,7 +225,7 @@ impl Db {
         key: &SecretKey,
         overlap: i64,
     ) -> Result<(), sqlx::Error> {
-        let now = crate::now();
+        let now = crate::clock::now();
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE cache_keys SET retire_at = $1 WHERE cache_id = $2 AND (retire_at IS NULL OR retire_at > $3)",

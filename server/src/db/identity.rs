@@ -76,7 +76,7 @@ impl Db {
         )
         .bind(key_pem)
         .bind(cert_pem)
-        .bind(crate::now())
+        .bind(crate::clock::now())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -96,7 +96,7 @@ impl Db {
         .bind(cache_id)
         .bind(spec)
         .bind(created_by)
-        .bind(crate::now())
+        .bind(crate::clock::now())
         .fetch_one(&self.pool)
         .await
     }
@@ -182,7 +182,7 @@ impl Db {
         .bind(key.certificate)
         .bind(key.not_before)
         .bind(key.not_after)
-        .bind(crate::now())
+        .bind(crate::clock::now())
         .fetch_optional(&mut *tx)
         .await?;
         if id.is_none() {

@@ -171,16 +171,15 @@ impl Db {
     pub async fn caches_holding_nar(
         &self,
         nar_id: i64,
-    ) -> Result<Vec<(String, bool)>, sqlx::Error> {
+    ) -> Result<Vec<super::caches::CacheRow>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT DISTINCT c.name, c.is_public FROM objects o JOIN caches c ON o.cache_id = c.id WHERE o.nar_id = $1",
+            "SELECT DISTINCT c.id, c.name, c.is_public, c.priority, c.store_dir, c.upstream_cache_key_names, c.retention_period
+             FROM objects o JOIN caches c ON o.cache_id = c.id WHERE o.nar_id = $1",
         )
         .bind(nar_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("name")?, r.try_get::<i64, _>("is_public")? != 0)))
-            .collect()
+        rows.iter().map(super::caches::cache_from_row).collect()
     }
 
     /// Up to `limit` chunks of a NAR from position `from` on, in order.
@@ -276,7 +275,7 @@ impl Db {
         compression: &str,
         chunks: &[IngestedChunk],
     ) -> Result<CommitOutcome, sqlx::Error> {
-        let now = crate::now();
+        let now = crate::clock::now();
         let mut tx = self.begin_write().await?;
         if let Some(outcome) = existing_outcome(&mut tx, obj).await? {
             record_existing(&mut tx, obj, &outcome).await?;
@@ -317,7 +316,7 @@ impl Db {
         let mut ids: Vec<([u8; 32], i64, i64)> = Vec::with_capacity(distinct);
         let mut note = |r: &sqlx::any::AnyRow| -> Result<(), sqlx::Error> {
             let hash: String = r.try_get("chunk_hash")?;
-            let digest = crate::chunk_hash::from_text(&hash)
+            let digest = crate::push::chunk_hash::from_text(&hash)
                 .ok_or_else(|| sqlx::Error::Decode(format!("not a chunk hash: {hash:?}").into()))?;
             ids.push((digest, r.try_get("id")?, r.try_get("file_size")?));
             Ok(())
@@ -345,7 +344,7 @@ impl Db {
                     unreachable!("only new chunks are indexed here");
                 };
                 q = q
-                    .bind(crate::chunk_hash::to_text(&c.hash))
+                    .bind(crate::push::chunk_hash::to_text(&c.hash))
                     .bind(compression)
                     .bind(c.size)
                     .bind(*file_size)
@@ -479,7 +478,7 @@ async fn record_upload(
     .bind(&obj.witness.statement)
     .bind(&obj.witness.signature)
     .bind(outcome)
-    .bind(crate::now())
+    .bind(crate::clock::now())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -508,7 +507,7 @@ async fn record_existing(
             .bind(obj.witness.signing_key_row)
             .bind(&obj.witness.statement)
             .bind(&obj.witness.signature)
-            .bind(crate::now())
+            .bind(crate::clock::now())
             .execute(&mut **tx)
             .await?;
             Ok(())
@@ -539,7 +538,7 @@ async fn insert_object(
     if revoked.is_some() {
         return Ok(CommitOutcome::KeyRevoked);
     }
-    let now = crate::now();
+    let now = crate::clock::now();
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO objects (cache_id, store_path_hash, store_path, nar_id, refs, deriver, ca, sigs, created_at, last_accessed_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)

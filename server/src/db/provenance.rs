@@ -2,7 +2,8 @@
 //! divergences, filtered by identity and time, paged by id.
 
 use provenix_provenance::audit::{
-    AuditQuery, DivergenceRecord, KeyRecord, RevocationInfo, UploadRecord, DEFAULT_PAGE, MAX_PAGE,
+    AuditQuery, DivergenceRecord, IdentitySelector, KeyRecord, RevocationInfo, UploadRecord,
+    DEFAULT_PAGE, MAX_PAGE,
 };
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -83,9 +84,9 @@ impl Filter {
 }
 
 /// The identity filters, on the signing key `k`.
-pub(super) fn identity_filters(f: &mut Filter, q: &AuditQuery) {
+pub(super) fn identity_filters(f: &mut Filter, q: &IdentitySelector) {
     if let Some(r) = &q.repository {
-        if !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()) {
+        if q.repository_is_id() {
             f.add("k.repository_id = ?", Bind::Text(r.clone()));
         } else {
             // GitHub names are case-insensitive.
@@ -93,7 +94,7 @@ pub(super) fn identity_filters(f: &mut Filter, q: &AuditQuery) {
         }
     }
     if let Some(w) = &q.workflow {
-        if w.contains('@') {
+        if q.workflow_is_ref() {
             f.add("k.workflow_ref = ?", Bind::Text(w.clone()));
         } else {
             f.add("k.workflow = ?", Bind::Text(w.clone()));
@@ -189,7 +190,7 @@ impl Db {
         if let Some(h) = store_path_hash {
             f.add("u.store_path_hash = ?", Bind::Text(h.into()));
         }
-        identity_filters(&mut f, q);
+        identity_filters(&mut f, &q.identity);
         f.add_window("u.created_at", q.since, q.until);
         if let Some(c) = q.cursor {
             let op = if oldest_first { ">" } else { "<" };
@@ -208,7 +209,7 @@ impl Db {
             f.sql(),
             page_size(q)
         );
-        let now = crate::now();
+        let now = crate::clock::now();
         f.query(sql)
             .fetch_all(&self.pool)
             .await?
@@ -225,7 +226,7 @@ impl Db {
     ) -> Result<Vec<(i64, KeyRecord)>, sqlx::Error> {
         let mut f = Filter::new();
         f.add("k.cache_id = ?", Bind::Int(cache_id));
-        identity_filters(&mut f, q);
+        identity_filters(&mut f, &q.identity);
         f.add_window("k.created_at", q.since, q.until);
         if let Some(c) = q.cursor {
             f.add("k.id < ?", Bind::Int(c));
@@ -237,7 +238,7 @@ impl Db {
             f.sql(),
             page_size(q)
         );
-        let now = crate::now();
+        let now = crate::clock::now();
         f.query(sql)
             .fetch_all(&self.pool)
             .await?
@@ -259,7 +260,7 @@ impl Db {
         if let Some(h) = store_path_hash {
             f.add("d.store_path_hash = ?", Bind::Text(h.into()));
         }
-        identity_filters(&mut f, q);
+        identity_filters(&mut f, &q.identity);
         if let Some(c) = q.cursor {
             f.add("d.id < ?", Bind::Int(c));
         }
@@ -272,7 +273,7 @@ impl Db {
             f.sql(),
             page_size(q)
         );
-        let now = crate::now();
+        let now = crate::clock::now();
         let rows = f.query(sql).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {

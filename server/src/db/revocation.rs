@@ -3,7 +3,6 @@
 //! path left with no unrevoked record, so every server process sharing the
 //! database answers 404 for it from the commit on; no process caches it.
 
-use provenix_provenance::audit::AuditQuery;
 use provenix_provenance::revocation::{RevokeRequest, RevokedPath};
 use sqlx::Row;
 
@@ -26,7 +25,7 @@ impl Db {
         cache_ids: &[i64],
         actor: &str,
     ) -> Result<Revoked, sqlx::Error> {
-        let now = crate::now();
+        let now = crate::clock::now();
         let mut tx = self.begin_write().await?;
         let selector = serde_json::to_string(req).expect("request serializes");
         let revocation_id: i64 = sqlx::query_scalar(
@@ -46,15 +45,7 @@ impl Db {
             let mut f = Filter::new();
             f.add_in("k.cache_id", cache_ids);
             f.add_unbound("k.revocation_id IS NULL");
-            let q = AuditQuery {
-                repository: req.repository.clone(),
-                workflow: req.workflow.clone(),
-                run_id: req.run_id.clone(),
-                key: req.key.clone(),
-                subject: req.subject.clone(),
-                ..AuditQuery::default()
-            };
-            identity_filters(&mut f, &q);
+            identity_filters(&mut f, &req.identity);
             f.add_window("k.created_at", req.issued_after, req.issued_before);
             let sql = format!(
                 "SELECT k.id, k.key_id FROM signing_keys k WHERE {} ORDER BY k.id",

@@ -3,17 +3,17 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use provenix_policy::validate_cache_name;
+use provenix_policy::Action;
 use provenix_provenance::cache_info::{CacheInfo, SigningKeyInfo};
 use provenix_provenance::store_path::{validate_hash_part, validate_store_dir};
-use provenix_provenance::{PublicKey, SecretKey, DEFAULT_STORE_DIR};
+use provenix_provenance::{ErrorCode, PublicKey, SecretKey, DEFAULT_STORE_DIR};
 use serde::Deserialize;
 use std::sync::Arc;
 
-use crate::auth::Auth;
-use crate::binary_cache::cache_for_pull;
+use crate::access;
 use crate::db::caches::{CacheRow, NewCache};
 use crate::error::{ApiError, ApiResult};
+use crate::identity::caller::Caller;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -65,15 +65,10 @@ pub struct RotateKeypair {
     pub keypair: Option<String>,
 }
 
-fn check_name(cache: &str) -> ApiResult<()> {
-    validate_cache_name(cache)
-        .map_err(|e| ApiError::bad_request("invalid-cache-name", e.to_string()))
-}
-
 fn parse_secret(s: &str) -> ApiResult<SecretKey> {
     SecretKey::parse(s).map_err(|e| {
-        ApiError::bad_request(
-            "invalid-keypair",
+        ApiError::new(
+            ErrorCode::InvalidKeypair,
             format!("keypair is not a Nix secret key (NAME:BASE64): {e}"),
         )
     })
@@ -86,16 +81,16 @@ fn check_settings(
     upstream: &[String],
 ) -> ApiResult<()> {
     if !(0..=10_000).contains(&priority) {
-        return Err(ApiError::bad_request(
-            "invalid-priority",
+        return Err(ApiError::new(
+            ErrorCode::InvalidPriority,
             "priority must be between 0 and 10000",
         ));
     }
     validate_store_dir(store_dir)
-        .map_err(|e| ApiError::bad_request("invalid-store-dir", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidStoreDir, e.to_string()))?;
     if retention.is_some_and(|r| r < 0) {
-        return Err(ApiError::bad_request(
-            "invalid-retention",
+        return Err(ApiError::new(
+            ErrorCode::InvalidRetention,
             "retention period must not be negative",
         ));
     }
@@ -103,8 +98,8 @@ fn check_settings(
         .iter()
         .any(|k| k.is_empty() || k.contains(char::is_whitespace) || k.contains(':'))
     {
-        return Err(ApiError::bad_request(
-            "invalid-upstream-key",
+        return Err(ApiError::new(
+            ErrorCode::InvalidUpstreamKey,
             "upstream key names are names like cache.nixos.org-1",
         ));
     }
@@ -112,7 +107,7 @@ fn check_settings(
 }
 
 async fn info_of(state: &AppState, c: &CacheRow) -> ApiResult<CacheInfo> {
-    let keys = state.db.signing_keys(c.id, crate::now()).await?;
+    let keys = state.db.signing_keys(c.id, crate::clock::now()).await?;
     let signing_keys: Vec<SigningKeyInfo> = keys
         .iter()
         .map(|k| SigningKeyInfo {
@@ -137,41 +132,22 @@ async fn info_of(state: &AppState, c: &CacheRow) -> ApiResult<CacheInfo> {
     })
 }
 
-/// The cache if it exists and the caller holds some permission on it or it
-/// is public; otherwise the uniform "no such cache".
-pub(crate) async fn visible_cache(
-    state: &AppState,
-    auth: &Auth,
-    cache: &str,
-) -> ApiResult<CacheRow> {
-    check_name(cache)?;
-    match state.db.cache_by_name(cache).await? {
-        Some(c) if c.is_public || !auth.permission(cache).is_empty() => Ok(c),
-        _ => Err(ApiError::no_such_cache(cache)),
-    }
-}
-
 pub async fn info(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path(cache): Path<String>,
 ) -> ApiResult<Json<CacheInfo>> {
-    let c = visible_cache(&state, &auth, &cache).await?;
+    let c = access::authorize(&state, &caller, Action::ReadInfo, &cache).await?;
     Ok(Json(info_of(&state, &c).await?))
 }
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path(cache): Path<String>,
     Json(req): Json<CreateCache>,
 ) -> ApiResult<Json<CacheInfo>> {
-    check_name(&cache)?;
-    if !auth.permission(&cache).create_cache {
-        return Err(ApiError::forbidden(format!(
-            "your token may not create cache {cache:?} (needs --create-cache)"
-        )));
-    }
+    access::authorize_create(&state, &caller, &cache)?;
     check_settings(
         req.priority,
         &req.store_dir,
@@ -195,35 +171,36 @@ pub async fn create(
         })
         .await?;
     let c = created.ok_or_else(|| {
-        ApiError::conflict("cache-exists", format!("cache {cache:?} already exists"))
+        ApiError::new(
+            ErrorCode::CacheExists,
+            format!("cache {cache:?} already exists"),
+        )
     })?;
-    tracing::info!(cache = %cache, by = auth.subject(), "cache created");
+    tracing::info!(cache = %cache, by = caller.subject(), "cache created");
     Ok(Json(info_of(&state, &c).await?))
 }
 
 pub async fn configure(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path(cache): Path<String>,
     Json(req): Json<ConfigureCache>,
 ) -> ApiResult<Json<CacheInfo>> {
-    let mut c = visible_cache(&state, &auth, &cache).await?;
-    let perm = auth.permission(&cache);
     let touches_config = req.is_public.is_some()
         || req.priority.is_some()
         || req.store_dir.is_some()
         || req.upstream_cache_key_names.is_some()
         || req.rotate_keypair.is_some();
     let touches_retention = req.retention_period.is_some() || req.reset_retention_period;
-    if touches_config && !perm.configure_cache {
-        return Err(ApiError::forbidden(format!(
-            "your token may not configure cache {cache:?} (needs --configure-cache)"
-        )));
-    }
-    if touches_retention && !perm.configure_cache_retention {
-        return Err(ApiError::forbidden(format!(
-            "your token may not change the retention of cache {cache:?} (needs --configure-cache-retention)"
-        )));
+    // A request that changes nothing still needs the cache to be visible.
+    let mut c = access::authorize(&state, &caller, Action::ReadInfo, &cache).await?;
+    for (touches, action) in [
+        (touches_config, Action::Configure),
+        (touches_retention, Action::ConfigureRetention),
+    ] {
+        if touches {
+            c = access::check(&state, &caller, action, &cache, Some(c))?;
+        }
     }
     if let Some(v) = req.is_public {
         c.is_public = v;
@@ -253,8 +230,8 @@ pub async fn configure(
     let new_key = match &req.rotate_keypair {
         Some(r) => {
             if r.overlap < 0 {
-                return Err(ApiError::bad_request(
-                    "invalid-overlap",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidOverlap,
                     "overlap must not be negative",
                 ));
             }
@@ -267,7 +244,7 @@ pub async fn configure(
             };
             let current: Vec<PublicKey> = state
                 .db
-                .signing_keys(c.id, crate::now())
+                .signing_keys(c.id, crate::clock::now())
                 .await?
                 .iter()
                 .filter_map(|k| PublicKey::parse(&k.public_key).ok())
@@ -275,8 +252,8 @@ pub async fn configure(
             if r.overlap > 0 && current.iter().any(|k| k.name() == key.name()) {
                 // Nix keys trusted keys by name: two live keys with one name
                 // would make one of them unverifiable.
-                return Err(ApiError::bad_request(
-                    "duplicate-key-name",
+                return Err(ApiError::new(
+                    ErrorCode::DuplicateKeyName,
                     format!(
                         "a signing key named {:?} is still live; give the new key another name",
                         key.name()
@@ -290,46 +267,36 @@ pub async fn configure(
     state.db.update_cache(&c).await?;
     if let Some((key, overlap)) = new_key {
         state.db.rotate_key(c.id, &key, overlap).await?;
-        tracing::info!(cache = %cache, by = auth.subject(), key = key.name(), overlap, "cache key rotated");
+        tracing::info!(cache = %cache, by = caller.subject(), key = key.name(), overlap, "cache key rotated");
     }
     Ok(Json(info_of(&state, &c).await?))
 }
 
 pub async fn destroy(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path(cache): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let c = visible_cache(&state, &auth, &cache).await?;
-    if !auth.permission(&cache).destroy_cache {
-        return Err(ApiError::forbidden(format!(
-            "your token may not destroy cache {cache:?} (needs --destroy-cache)"
-        )));
-    }
+    let c = access::authorize(&state, &caller, Action::Destroy, &cache).await?;
     state.db.destroy_cache(c.id).await?;
-    tracing::info!(cache = %cache, by = auth.subject(), "cache destroyed");
+    tracing::info!(cache = %cache, by = caller.subject(), "cache destroyed");
     Ok(Json(serde_json::json!({ "destroyed": cache })))
 }
 
 pub async fn delete_path(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path((cache, hash)): Path<(String, String)>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let c = cache_for_pull(&state, &auth, &cache).await?;
-    if !auth.permission(&cache).delete {
-        return Err(ApiError::forbidden(format!(
-            "your token may not delete paths from {cache:?} (needs --delete)"
-        )));
-    }
+    let c = access::authorize(&state, &caller, Action::DeletePath, &cache).await?;
     validate_hash_part(&hash)
-        .map_err(|e| ApiError::bad_request("invalid-store-path", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidStorePath, e.to_string()))?;
     if !state.db.delete_object(c.id, &hash).await? {
-        return Err(ApiError::not_found(
-            "no-such-path",
+        return Err(ApiError::new(
+            ErrorCode::NoSuchPath,
             format!("{hash} is not in cache {cache:?}"),
         ));
     }
-    tracing::info!(cache = %cache, path = %hash, by = auth.subject(), "path deleted");
+    tracing::info!(cache = %cache, path = %hash, by = caller.subject(), "path deleted");
     Ok(Json(serde_json::json!({ "deleted": hash })))
 }

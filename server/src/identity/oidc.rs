@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use provenix_provenance::ErrorCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
@@ -58,8 +59,8 @@ pub struct OidcVerifier {
     pub issuers: Vec<Issuer>,
 }
 
-fn refuse(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, message)
+fn refuse(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(code, message)
 }
 
 #[derive(Deserialize)]
@@ -171,8 +172,7 @@ impl Issuer {
         let fetched = self.fetch_jwks().await.map_err(|e| {
             tracing::warn!(issuer = %self.config.issuer, "cannot fetch JWKS: {e:#}");
             ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "issuer-unavailable",
+                ErrorCode::IssuerUnavailable,
                 format!(
                     "cannot fetch the signing keys of issuer {:?}: {e:#}",
                     self.config.issuer
@@ -234,7 +234,7 @@ impl OidcVerifier {
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, ApiError> {
         if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
             return Err(refuse(
-                "invalid-token",
+                ErrorCode::InvalidToken,
                 "the OIDC token is not a signed JWT",
             ));
         }
@@ -244,7 +244,7 @@ impl OidcVerifier {
             "ES256" => Algorithm::ES256,
             other => {
                 return Err(refuse(
-                    "invalid-token",
+                    ErrorCode::InvalidToken,
                     format!(
                     "the OIDC token's algorithm {other:?} is not accepted (only RS256 and ES256)"
                 ),
@@ -253,12 +253,16 @@ impl OidcVerifier {
         };
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             refuse(
-                "invalid-token",
+                ErrorCode::InvalidToken,
                 format!("the OIDC token's header is invalid: {e}"),
             )
         })?;
-        let peeked = peek_claims(token)
-            .ok_or_else(|| refuse("invalid-token", "the OIDC token's payload is not JSON"))?;
+        let peeked = peek_claims(token).ok_or_else(|| {
+            refuse(
+                ErrorCode::InvalidToken,
+                "the OIDC token's payload is not JSON",
+            )
+        })?;
         let iss = peeked
             .get("iss")
             .and_then(Value::as_str)
@@ -269,13 +273,13 @@ impl OidcVerifier {
             .find(|i| i.config.issuer == iss)
             .ok_or_else(|| {
                 refuse(
-                    "unknown-issuer",
+                    ErrorCode::UnknownIssuer,
                     format!("tokens from issuer {iss:?} are not accepted by this server (see [[oidc.issuers]])"),
                 )
             })?;
         let jwk = issuer.key(header.kid.as_deref()).await?.ok_or_else(|| {
             refuse(
-                "invalid-token",
+                ErrorCode::InvalidToken,
                 format!(
                     "issuer {iss:?} has no signing key with kid {:?}",
                     header.kid.as_deref().unwrap_or("(none)")
@@ -284,7 +288,7 @@ impl OidcVerifier {
         })?;
         let key = decoding_key(&jwk, alg).ok_or_else(|| {
             refuse(
-                "invalid-token",
+                ErrorCode::InvalidToken,
                 format!(
                     "the issuer's key {:?} is not an {alg:?} key",
                     header.kid.as_deref().unwrap_or("")
@@ -303,12 +307,12 @@ impl OidcVerifier {
             Err(e) => {
                 use jsonwebtoken::errors::ErrorKind as K;
                 return Err(match e.kind() {
-                    K::ExpiredSignature => refuse("expired", "the OIDC token has expired (exp)"),
+                    K::ExpiredSignature => refuse(ErrorCode::Expired, "the OIDC token has expired (exp)"),
                     K::ImmatureSignature => {
-                        refuse("not-yet-valid", "the OIDC token is not valid yet (nbf)")
+                        refuse(ErrorCode::NotYetValid, "the OIDC token is not valid yet (nbf)")
                     }
                     K::InvalidAudience => refuse(
-                        "wrong-audience",
+                        ErrorCode::WrongAudience,
                         format!(
                             "the OIDC token's audience is {}; this server wants exactly {:?} (GET /_api/v1/oidc/audience)",
                             peeked.get("aud").map(Value::to_string).unwrap_or_else(|| "missing".into()),
@@ -316,21 +320,21 @@ impl OidcVerifier {
                         ),
                     ),
                     K::InvalidSignature => refuse(
-                        "invalid-token",
+                        ErrorCode::InvalidToken,
                         "the OIDC token's signature does not verify with the issuer's key",
                     ),
                     K::MissingRequiredClaim(c) => {
-                        refuse("invalid-token", format!("the OIDC token has no {c:?} claim"))
+                        refuse(ErrorCode::InvalidToken, format!("the OIDC token has no {c:?} claim"))
                     }
-                    other => refuse("invalid-token", format!("the OIDC token is invalid: {other:?}")),
+                    other => refuse(ErrorCode::InvalidToken, format!("the OIDC token is invalid: {other:?}")),
                 });
             }
         };
-        let now = crate::now();
+        let now = crate::clock::now();
         let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
         if iat > now + LEEWAY_SECS as i64 {
             return Err(refuse(
-                "not-yet-valid",
+                ErrorCode::NotYetValid,
                 "the OIDC token was issued in the future (iat)",
             ));
         }
@@ -340,7 +344,7 @@ impl OidcVerifier {
             .filter(|j| !j.is_empty() && j.len() <= 256)
             .ok_or_else(|| {
                 refuse(
-                    "invalid-token",
+                    ErrorCode::InvalidToken,
                     "the OIDC token has no usable \"jti\" claim, so it could be replayed",
                 )
             })?

@@ -3,47 +3,54 @@
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use provenix_policy::Action;
 use provenix_provenance::revocation::{RevokeRequest, RevokeResponse, RevokedPath};
+use provenix_provenance::ErrorCode;
 use serde::Deserialize;
 use std::sync::Arc;
 
-use crate::auth::Auth;
-use crate::binary_cache::cache_for_pull;
+use crate::access;
+use crate::db::caches::CacheRow;
 use crate::error::{ApiError, ApiResult};
+use crate::identity::caller::Caller;
 use crate::state::AppState;
 
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Json(req): Json<RevokeRequest>,
 ) -> ApiResult<Json<RevokeResponse>> {
-    if auth.is_anonymous() {
-        return Err(ApiError::unauthorized(
+    if caller.is_anonymous() {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
             "revoking needs a token with --revoke",
         ));
     }
     if let Some(problem) = req.problem() {
-        return Err(ApiError::bad_request("invalid-revocation", problem));
+        return Err(ApiError::new(ErrorCode::InvalidRevocation, problem));
     }
     // The caches this caller may revoke on, narrowed to `cache` if given.
-    let caches: Vec<(i64, String)> = state
+    let caches: Vec<CacheRow> = state
         .db
         .all_caches()
         .await?
         .into_iter()
-        .filter(|(_, name)| auth.permission(name).revoke)
-        .filter(|(_, name)| req.cache.as_deref().is_none_or(|c| c == name))
+        .filter(|c| req.cache.as_deref().is_none_or(|name| name == c.name))
+        .filter(|c| access::may(&state, &caller, Action::Revoke, c))
         .collect();
     if caches.is_empty() {
-        return Err(ApiError::forbidden(match &req.cache {
-            Some(c) => format!("your token may not revoke in cache {c:?} (needs --revoke)"),
-            None => "your token may not revoke in any cache (needs --revoke)".into(),
-        }));
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            match &req.cache {
+                Some(c) => format!("your token may not revoke in cache {c:?} (needs --revoke)"),
+                None => "your token may not revoke in any cache (needs --revoke)".into(),
+            },
+        ));
     }
-    let ids: Vec<i64> = caches.iter().map(|(id, _)| *id).collect();
-    let done = state.db.revoke(&req, &ids, auth.subject()).await?;
+    let ids: Vec<i64> = caches.iter().map(|c| c.id).collect();
+    let done = state.db.revoke(&req, &ids, caller.subject()).await?;
     tracing::warn!(
-        by = auth.subject(), reason = %req.reason, dry_run = req.dry_run,
+        by = caller.subject(), reason = %req.reason, dry_run = req.dry_run,
         keys = done.keys.len(), uploads = done.uploads.len(), paths = done.paths.len(),
         "revocation"
     );
@@ -65,11 +72,11 @@ pub struct FeedQuery {
 
 pub async fn revoked_paths(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path(cache): Path<String>,
     Query(q): Query<FeedQuery>,
 ) -> ApiResult<Json<provenix_provenance::audit::Page<RevokedPath>>> {
-    let c = cache_for_pull(&state, &auth, &cache).await?;
+    let c = access::authorize(&state, &caller, Action::Pull, &cache).await?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let items = state
         .db

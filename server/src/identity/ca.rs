@@ -69,7 +69,7 @@ impl CertificateAuthority {
         if db.certificate_authority().await?.is_none() {
             let key = KeyPair::generate_for(&PKCS_ED25519)?;
             let mut params = ca_params()?;
-            let now = crate::now();
+            let now = crate::clock::now();
             params.not_before = to_time(now - 3600)?;
             params.not_after = to_time(now + 20 * 365 * 86400)?;
             let cert = params.self_signed(&key)?;

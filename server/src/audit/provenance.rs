@@ -6,39 +6,28 @@
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use provenix_policy::Action;
 use provenix_provenance::attestation;
 use provenix_provenance::audit::{
     AuditQuery, DivergenceRecord, KeyRecord, Page, Provenance, UploadRecord,
 };
 use provenix_provenance::store_path::validate_hash_part;
-use provenix_provenance::{NarHash, SecretKey};
+use provenix_provenance::{ErrorCode, NarHash, SecretKey};
 use std::sync::Arc;
 
-use crate::api::caches::visible_cache;
-use crate::auth::Auth;
+use crate::access;
 use crate::db::caches::CacheRow;
 use crate::db::provenance::page_size;
 use crate::error::{ApiError, ApiResult};
+use crate::identity::caller::Caller;
 use crate::state::AppState;
-
-async fn cache_to_audit(state: &AppState, auth: &Auth, cache: &str) -> ApiResult<CacheRow> {
-    let c = visible_cache(state, auth, cache).await?;
-    let perm = auth.permission(cache);
-    let public = c.is_public && state.config.public_audit;
-    if !(perm.audit || perm.configure_cache || public) {
-        return Err(ApiError::forbidden(format!(
-            "your token may not read the provenance of cache {cache:?} (needs --audit or --configure-cache)"
-        )));
-    }
-    Ok(c)
-}
 
 /// Accepts a store path, its base name or its 32-character hash.
 fn hash_of(path: &str) -> ApiResult<String> {
     let base = path.rsplit('/').next().unwrap_or(path);
     let hash = base.get(..32).unwrap_or(base);
     validate_hash_part(hash)
-        .map_err(|e| ApiError::bad_request("invalid-store-path", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidStorePath, e.to_string()))?;
     Ok(hash.to_string())
 }
 
@@ -71,15 +60,15 @@ async fn provenance_of(state: &AppState, c: &CacheRow, hash: &str) -> ApiResult<
 
 pub async fn provenance(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path((cache, path)): Path<(String, String)>,
 ) -> ApiResult<Json<Provenance>> {
-    let c = cache_to_audit(&state, &auth, &cache).await?;
+    let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
     let hash = hash_of(&path)?;
     let p = provenance_of(&state, &c, &hash).await?;
     if p.store_path.is_none() {
-        return Err(ApiError::not_found(
-            "no-provenance",
+        return Err(ApiError::new(
+            ErrorCode::NoProvenance,
             format!("cache {cache:?} has no upload record for {path}"),
         ));
     }
@@ -91,17 +80,17 @@ pub async fn provenance(
 /// users already trust.
 pub async fn in_toto(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path((cache, path)): Path<(String, String)>,
 ) -> ApiResult<Json<attestation::Envelope>> {
-    let c = cache_to_audit(&state, &auth, &cache).await?;
+    let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
     let hash = hash_of(&path)?;
     let p = provenance_of(&state, &c, &hash).await?;
     // The subject is what the cache serves: the NAR of the first upload
     // (a path's NAR never changes; divergent claims are listed apart).
     let Some(first) = p.uploads.first() else {
-        return Err(ApiError::not_found(
-            "no-provenance",
+        return Err(ApiError::new(
+            ErrorCode::NoProvenance,
             format!("cache {cache:?} has no upload record for {path}"),
         ));
     };
@@ -116,7 +105,7 @@ pub async fn in_toto(
         "divergences": p.divergences,
     });
     let st = attestation::statement(&first.store_path, &nar_hash, predicate);
-    let keys = state.db.signing_keys(c.id, crate::now()).await?;
+    let keys = state.db.signing_keys(c.id, crate::clock::now()).await?;
     let key = keys
         .first()
         .ok_or_else(|| ApiError::internal("cache has no signing key"))?;
@@ -126,11 +115,11 @@ pub async fn in_toto(
 
 pub async fn uploads(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path(cache): Path<String>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Page<UploadRecord>>> {
-    let c = cache_to_audit(&state, &auth, &cache).await?;
+    let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
     let items = state.db.upload_records(c.id, None, &q, false).await?;
     let next_cursor = next_cursor(&items, &q, |u| u.id);
     Ok(Json(Page { items, next_cursor }))
@@ -138,11 +127,11 @@ pub async fn uploads(
 
 pub async fn keys(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path(cache): Path<String>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Page<KeyRecord>>> {
-    let c = cache_to_audit(&state, &auth, &cache).await?;
+    let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
     let rows = state.db.key_records(c.id, &q).await?;
     let next_cursor = next_cursor(&rows, &q, |(id, _)| *id);
     Ok(Json(Page {
@@ -153,11 +142,11 @@ pub async fn keys(
 
 pub async fn divergences(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path(cache): Path<String>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Page<DivergenceRecord>>> {
-    let c = cache_to_audit(&state, &auth, &cache).await?;
+    let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
     let items = state.db.divergence_records(c.id, None, &q).await?;
     let next_cursor = next_cursor(&items, &q, |d| d.id);
     Ok(Json(Page { items, next_cursor }))

@@ -5,20 +5,21 @@ use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts};
 use base64::Engine;
 use provenix_policy::Permission;
+use provenix_provenance::ErrorCode;
 use std::sync::Arc;
 
 use crate::error::ApiError;
+use crate::identity::token::TokenClaims;
 use crate::state::AppState;
-use crate::token::TokenClaims;
 
-pub struct Auth {
+pub struct Caller {
     pub claims: Option<TokenClaims>,
     /// The presented token, kept so the exchange can hash it (only there:
     /// not on every narinfo request).
     token: Option<String>,
 }
 
-impl Auth {
+impl Caller {
     pub fn permission(&self, cache: &str) -> Permission {
         self.claims
             .as_ref()
@@ -56,7 +57,7 @@ fn bearer_or_basic(value: &str) -> Option<String> {
     (!password.is_empty()).then(|| password.to_string())
 }
 
-impl FromRequestParts<Arc<AppState>> for Auth {
+impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -64,7 +65,7 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Ok(Auth {
+            return Ok(Caller {
                 claims: None,
                 token: None,
             });
@@ -73,39 +74,40 @@ impl FromRequestParts<Arc<AppState>> for Auth {
             .to_str()
             .ok()
             .and_then(bearer_or_basic)
-            .ok_or_else(|| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid-token", "Authorization header is neither 'Bearer TOKEN' nor Basic with the token as password"))?;
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "Authorization header is neither 'Bearer TOKEN' nor Basic with the token as password"))?;
         match state.tokens.verify(&token) {
-            Ok(claims) => Ok(Auth {
+            Ok(claims) => Ok(Caller {
                 claims: Some(claims),
                 token: Some(token),
             }),
             Err(e) => {
                 use jsonwebtoken::errors::ErrorKind;
                 let (code, why) = match e.kind() {
-                    ErrorKind::ExpiredSignature => ("expired", "the token has expired".to_string()),
+                    ErrorKind::ExpiredSignature => {
+                        (ErrorCode::Expired, "the token has expired".to_string())
+                    }
                     ErrorKind::ImmatureSignature => (
-                        "invalid-token",
+                        ErrorCode::InvalidToken,
                         "the token is not valid yet (nbf)".to_string(),
                     ),
                     ErrorKind::InvalidSignature => (
-                        "invalid-token",
+                        ErrorCode::InvalidToken,
                         "the token's signature does not verify with this server's key".to_string(),
                     ),
                     ErrorKind::InvalidAudience => (
-                        "invalid-token",
+                        ErrorCode::InvalidToken,
                         "the token's audience is not this server's".to_string(),
                     ),
                     ErrorKind::InvalidIssuer => (
-                        "invalid-token",
+                        ErrorCode::InvalidToken,
                         "the token's issuer is not this server's".to_string(),
                     ),
-                    other => ("invalid-token", format!("the token is invalid: {other:?}")),
+                    other => (
+                        ErrorCode::InvalidToken,
+                        format!("the token is invalid: {other:?}"),
+                    ),
                 };
-                Err(ApiError::new(
-                    axum::http::StatusCode::UNAUTHORIZED,
-                    code,
-                    why,
-                ))
+                Err(ApiError::new(code, why))
             }
         }
     }

@@ -47,7 +47,7 @@ impl KeyRing {
             }
         }
         let mut keys = Vec::new();
-        for row in db.signing_keys(cache_id, crate::now()).await? {
+        for row in db.signing_keys(cache_id, crate::clock::now()).await? {
             keys.push((SecretKey::parse(&row.secret)?, row.retire_at));
         }
         let loaded = Arc::new(CacheKeys { version, keys });

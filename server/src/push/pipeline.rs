@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::chunk_hash;
 use crate::config::ChunkingConfig;
 use crate::db::objects::{ChunkSource, IngestedChunk};
 use crate::db::Db;
+use crate::push::chunk_hash;
 use crate::storage::Storage;
 
 #[derive(Debug, Error)]

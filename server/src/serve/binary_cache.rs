@@ -7,18 +7,20 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use provenix_policy::validate_cache_name;
+use provenix_policy::Action;
 use provenix_provenance::narinfo::NarInfo;
 use provenix_provenance::store_path::validate_hash_part;
+use provenix_provenance::ErrorCode;
 use provenix_provenance::NarHash;
 use std::sync::Arc;
 
-use crate::auth::Auth;
+use crate::access;
 use crate::db::caches::CacheRow;
 use crate::db::objects::ObjectRow;
 use crate::error::{ApiError, ApiResult};
-use crate::pack_reads::{batch_reads, plan_reads};
-use crate::signed_narinfo::BodyKey;
+use crate::identity::caller::Caller;
+use crate::serve::pack_reads::{batch_reads, plan_reads};
+use crate::serve::signed_narinfo::BodyKey;
 use crate::state::AppState;
 
 /// Last-access times are written at most this often per path.
@@ -35,34 +37,12 @@ const READ_MAX: u64 = 1024 * 1024;
 const BATCH_MAX: u64 = 1024 * 1024;
 const BATCHES_AHEAD: usize = 3;
 
-/// The cache if the caller may pull from it. An anonymous caller gets 401 and
-/// an authenticated one 404, whether the cache is private or missing.
-pub async fn cache_for_pull(state: &AppState, auth: &Auth, name: &str) -> ApiResult<CacheRow> {
-    if validate_cache_name(name).is_err() {
-        return Err(ApiError::no_such_cache(name));
-    }
-    let found = state.db.cache_by_name(name).await?;
-    visible_to(auth, name, found)
-}
-
-/// The cache if it exists and the caller may pull from it; otherwise the
-/// same refusal whether it is private or missing.
-fn visible_to(auth: &Auth, name: &str, cache: Option<CacheRow>) -> ApiResult<CacheRow> {
-    match cache {
-        Some(c) if c.is_public || auth.permission(name).pull => Ok(c),
-        _ if auth.is_anonymous() => Err(ApiError::unauthorized(format!(
-            "cache {name:?} needs a token (or does not exist)"
-        ))),
-        _ => Err(ApiError::no_such_cache(name)),
-    }
-}
-
 pub async fn nix_cache_info(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path(cache): Path<String>,
 ) -> ApiResult<Response> {
-    let c = cache_for_pull(&state, &auth, &cache).await?;
+    let c = access::authorize(&state, &caller, Action::Pull, &cache).await?;
     let body = format!(
         "StoreDir: {}\nWantMassQuery: 1\nPriority: {}\n",
         c.store_dir, c.priority
@@ -77,32 +57,34 @@ fn nar_file_name(store_path_hash: &str, compression: &str) -> String {
     }
 }
 
-/// The cache (refused as `cache_for_pull` refuses), its keys' version and
+/// The cache (refused as a pull is), its keys' version and
 /// the path `hash` in it, in one query. A malformed hash looks up no path,
 /// so the caller still gets the cache's visibility answer first.
 async fn cache_and_path(
     state: &AppState,
-    auth: &Auth,
+    caller: &Caller,
     cache: &str,
     hash: Option<&str>,
 ) -> ApiResult<(CacheRow, i64, Option<ObjectRow>)> {
-    if validate_cache_name(cache).is_err() {
-        return Err(ApiError::no_such_cache(cache));
-    }
+    access::check_name(Action::Pull, cache)?;
     let lookup_hash = hash.filter(|h| validate_hash_part(h).is_ok()).unwrap_or("");
     let (c, keys_version, obj) = match state.db.path_lookup(cache, lookup_hash).await? {
         Some(l) => (Some(l.cache), l.keys_version, l.object),
         None => (None, 0, None),
     };
-    Ok((visible_to(auth, cache, c)?, keys_version, obj))
+    let c = access::check(state, caller, Action::Pull, cache, c)?;
+    Ok((c, keys_version, obj))
 }
 
 fn no_such_path(hash: &str) -> ApiError {
-    ApiError::not_found("no-such-path", format!("{hash} is not in this cache"))
+    ApiError::new(
+        ErrorCode::NoSuchPath,
+        format!("{hash} is not in this cache"),
+    )
 }
 
 fn touch_later(state: &AppState, obj: &ObjectRow) {
-    let now = crate::now();
+    let now = crate::clock::now();
     if now - obj.last_accessed_at > TOUCH_INTERVAL {
         // Off the request path: retention bookkeeping must not slow pulls.
         let db = state.db.clone();
@@ -117,18 +99,18 @@ fn touch_later(state: &AppState, obj: &ObjectRow) {
 
 pub async fn narinfo(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Path((cache, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let hash = file.strip_suffix(".narinfo");
-    let (c, keys_version, obj) = cache_and_path(&state, &auth, &cache, hash).await?;
+    let (c, keys_version, obj) = cache_and_path(&state, &caller, &cache, hash).await?;
     let hash =
-        hash.ok_or_else(|| ApiError::not_found("not-found", format!("no such file {file:?}")))?;
-    validate_hash_part(hash).map_err(|e| ApiError::not_found("no-such-path", e.to_string()))?;
+        hash.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no such file {file:?}")))?;
+    validate_hash_part(hash).map_err(|e| ApiError::new(ErrorCode::NoSuchPath, e.to_string()))?;
     let obj = obj.ok_or_else(|| no_such_path(hash))?;
     touch_later(&state, &obj);
     let keys = state.key_ring.keys(&state.db, c.id, keys_version).await?;
-    let now = crate::now();
+    let now = crate::clock::now();
     let memo_key = BodyKey {
         object_id: obj.id,
         keys_version,
@@ -178,14 +160,18 @@ pub async fn narinfo(
 
 pub async fn nar(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     method: Method,
     Path((cache, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let hash = file.split('.').next().unwrap_or_default();
-    let (c, _, obj) = cache_and_path(&state, &auth, &cache, Some(hash)).await?;
-    let not_found =
-        || ApiError::not_found("no-such-path", format!("no NAR {file:?} in this cache"));
+    let (c, _, obj) = cache_and_path(&state, &caller, &cache, Some(hash)).await?;
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::NoSuchPath,
+            format!("no NAR {file:?} in this cache"),
+        )
+    };
     validate_hash_part(hash).map_err(|_| not_found())?;
     let obj = obj.ok_or_else(|| no_such_path(hash))?;
     touch_later(&state, &obj);

@@ -18,7 +18,7 @@ pub struct GcReport {
 }
 
 pub async fn run_once(state: &AppState) -> Result<GcReport> {
-    let now = crate::now();
+    let now = crate::clock::now();
     let mut report = GcReport::default();
     let retention = state
         .config

@@ -58,7 +58,7 @@ async fn check(state: &AppState, c: &crate::db::chunks::StoredChunk) -> Option<D
             _ => data.to_vec(),
         };
         Some((
-            crate::chunk_hash::matches(&chunk_hash, &raw),
+            crate::push::chunk_hash::matches(&chunk_hash, &raw),
             raw.len() as i64,
         ))
     })

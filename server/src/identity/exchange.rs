@@ -3,25 +3,27 @@
 //! certificate for that key, recorded with the identity it was issued to.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
-use provenix_policy::{find_match, validate_cache_name, CachePermissions, Permission, Publisher};
+use provenix_policy::{find_match, Action, CachePermissions, Permission, Publisher};
 use provenix_provenance::certificate_identity::{self, CertificateIdentity};
 use provenix_provenance::exchange::{
     decode_public_key, key_id, proof_message, verify, AudienceResponse, ExchangeRequest,
     ExchangeResponse, Identity, IssuerInfo,
 };
+use provenix_provenance::ErrorCode;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::Auth;
+use crate::access;
 use crate::db::identity::{KeyRecorded, NewKey, SpentToken};
 use crate::error::{ApiError, ApiResult};
-use crate::oidc::LEEWAY_SECS;
+use crate::identity::caller::Caller;
+use crate::identity::oidc::LEEWAY_SECS;
+use crate::identity::token::ProvenixClaim;
 use crate::state::AppState;
-use crate::token::ProvenixClaim;
 
 pub async fn audience(State(state): State<Arc<AppState>>) -> Json<AudienceResponse> {
     Json(AudienceResponse {
@@ -57,8 +59,8 @@ pub struct WhoAmI {
     caches: CachePermissions,
 }
 
-pub async fn whoami(auth: Auth) -> Json<WhoAmI> {
-    Json(match auth.claims {
+pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
+    Json(match caller.claims {
         Some(c) => WhoAmI {
             subject: Some(c.sub),
             key_id: c.provenix.key_id,
@@ -72,10 +74,6 @@ pub async fn whoami(auth: Auth) -> Json<WhoAmI> {
             caches: CachePermissions::default(),
         },
     })
-}
-
-fn forbidden(code: &'static str, message: String) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, code, message)
 }
 
 /// Who the key will belong to, once the caller is verified.
@@ -100,15 +98,13 @@ async fn grant_for_oidc(
         &req.public_key,
     );
     verify(public_key, &msg, &req.proof).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid-proof",
+        ApiError::new(ErrorCode::InvalidProof,
             format!("the proof of possession is not public_key's signature over this token's jti, aud and the cache: {e}"),
         )
     })?;
     let no_match = |why: String| {
-        forbidden(
-            "no-matching-publisher",
+        ApiError::new(
+            ErrorCode::NoMatchingPublisher,
             format!(
                 "no trusted publisher of cache {:?} matches this token: {why}",
                 req.cache
@@ -135,10 +131,10 @@ async fn grant_for_oidc(
                 p.unwrap_or_default()
             );
             tracing::info!(cache = %req.cache, sub = %verified.subject, "exchange refused: {why}");
-            return Err(if mismatch.code == "no-matching-publisher" {
+            return Err(if mismatch.code == ErrorCode::NoMatchingPublisher {
                 no_match(why)
             } else {
-                forbidden(mismatch.code, format!("cache {:?}: {why}", req.cache))
+                ApiError::new(mismatch.code, format!("cache {:?}: {why}", req.cache))
             });
         }
     };
@@ -178,40 +174,27 @@ async fn grant_for_oidc(
 async fn grant_for_access_token(
     state: &AppState,
     req: &ExchangeRequest,
-    auth: &Auth,
+    caller: &Caller,
     public_key: &ed25519_dalek::VerifyingKey,
 ) -> ApiResult<(i64, Grant)> {
-    let (Some(claims), Some(token_id)) = (&auth.claims, auth.token_id()) else {
-        return Err(ApiError::unauthorized(
+    let (Some(claims), Some(token_id)) = (&caller.claims, caller.token_id()) else {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
             "an exchange needs an oidc_token, or an access token in the Authorization header",
         ));
     };
     if claims.provenix.key_id.is_some() {
-        return Err(forbidden(
-            "session-token",
-            "a key's session token cannot be exchanged for another key; exchange the CI's OIDC token again".into(),
+        return Err(ApiError::new(ErrorCode::SessionToken,
+            "a key's session token cannot be exchanged for another key; exchange the CI's OIDC token again",
         ));
     }
     let msg = proof_message(&state.api_endpoint, &token_id, &req.cache, &req.public_key);
     verify(public_key, &msg, &req.proof).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid-proof",
+        ApiError::new(ErrorCode::InvalidProof,
             format!("the proof of possession is not public_key's signature over this token and the cache: {e}"),
         )
     })?;
-    let perm = auth.permission(&req.cache);
-    let cache = state.db.cache_by_name(&req.cache).await?;
-    let cache = match cache {
-        Some(c) if perm.push => c,
-        Some(c) if c.is_public || !perm.is_empty() => {
-            return Err(ApiError::forbidden(format!(
-                "your token ({}) may not push to cache {:?} (needs --push)",
-                claims.sub, req.cache
-            )))
-        }
-        _ => return Err(ApiError::no_such_cache(&req.cache)),
-    };
+    let cache = access::authorize(state, caller, Action::Push, &req.cache).await?;
     let mut token_claims = Map::new();
     token_claims.insert("sub".into(), Value::String(claims.sub.clone()));
     Ok((
@@ -232,20 +215,19 @@ async fn grant_for_access_token(
 
 pub async fn exchange(
     State(state): State<Arc<AppState>>,
-    auth: Auth,
+    caller: Caller,
     Json(req): Json<ExchangeRequest>,
 ) -> ApiResult<Json<ExchangeResponse>> {
-    validate_cache_name(&req.cache)
-        .map_err(|e| ApiError::bad_request("invalid-cache-name", e.to_string()))?;
+    access::check_name(Action::Push, &req.cache)?;
     let public_key = decode_public_key(&req.public_key)
-        .map_err(|e| ApiError::bad_request("invalid-key", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidKey, e.to_string()))?;
     let (cache_id, grant) = match &req.oidc_token {
         Some(token) => grant_for_oidc(&state, &req, token, &public_key).await?,
-        None => grant_for_access_token(&state, &req, &auth, &public_key).await?,
+        None => grant_for_access_token(&state, &req, &caller, &public_key).await?,
     };
 
     let lifetime = state.config.signing_keys.lifetime.as_secs() as i64;
-    let not_before = crate::now();
+    let not_before = crate::clock::now();
     let not_after = not_before + lifetime;
     let ca = state.ca().await?;
     let certificate = ca.issue(
@@ -282,14 +264,13 @@ pub async fn exchange(
         KeyRecorded::Recorded => {}
         KeyRecorded::TokenReused => {
             return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "token-reused",
+                ErrorCode::TokenReused,
                 "this OIDC token (its jti) was already exchanged; request a fresh token",
             ))
         }
         KeyRecorded::KeyReused => {
-            return Err(ApiError::conflict(
-                "key-reused",
+            return Err(ApiError::new(
+                ErrorCode::KeyReused,
                 "this public key was already certified; generate a fresh key for every exchange",
             ))
         }

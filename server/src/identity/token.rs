@@ -116,7 +116,7 @@ impl TokenAuthority {
         if sub.is_empty() {
             bail!("--sub must not be empty");
         }
-        let now = crate::now();
+        let now = crate::clock::now();
         let claims = TokenClaims {
             sub: sub.to_string(),
             iat: now,

@@ -1,0 +1,76 @@
+//! Whether a signed upload's key may push it: the key is the only thing
+//! that authorizes an upload (a bearer token alone never does).
+
+use provenix_provenance::ErrorCode;
+
+/// What the server recorded of the key that signed the statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadKeyFacts {
+    pub revoked: bool,
+    pub not_before: i64,
+    pub not_after: i64,
+    /// The cache the key was certified for.
+    pub cache_id: i64,
+}
+
+/// `Ok` if a statement signed by `key` (its signature checked apart) may
+/// go to the cache `target_cache_id` (None: no such cache) at `now`
+/// (server clock). Checked in this order, so a revoked key says so even
+/// after it expired.
+pub fn check_upload_key(
+    key: UploadKeyFacts,
+    target_cache_id: Option<i64>,
+    now: i64,
+) -> Result<(), ErrorCode> {
+    if key.revoked {
+        return Err(ErrorCode::KeyRevoked);
+    }
+    if now > key.not_after || now < key.not_before {
+        return Err(ErrorCode::KeyExpired);
+    }
+    if target_cache_id != Some(key.cache_id) {
+        return Err(ErrorCode::PermissionDenied);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: UploadKeyFacts = UploadKeyFacts {
+        revoked: false,
+        not_before: 100,
+        not_after: 1000,
+        cache_id: 7,
+    };
+
+    #[test]
+    fn the_upload_key_table() {
+        let revoked = UploadKeyFacts {
+            revoked: true,
+            ..KEY
+        };
+        #[rustfmt::skip]
+        type Case = (UploadKeyFacts, Option<i64>, i64, Result<(), ErrorCode>);
+        let table: &[Case] = &[
+            (KEY, Some(7), 500, Ok(())),
+            (KEY, Some(7), 100, Ok(())),
+            (KEY, Some(7), 1000, Ok(())),
+            (KEY, Some(7), 99, Err(ErrorCode::KeyExpired)),
+            (KEY, Some(7), 1001, Err(ErrorCode::KeyExpired)),
+            (KEY, Some(8), 500, Err(ErrorCode::PermissionDenied)),
+            (KEY, None, 500, Err(ErrorCode::PermissionDenied)),
+            (revoked, Some(7), 500, Err(ErrorCode::KeyRevoked)),
+            (revoked, Some(7), 5000, Err(ErrorCode::KeyRevoked)),
+            (revoked, Some(8), 500, Err(ErrorCode::KeyRevoked)),
+        ];
+        for (key, target, now, want) in table {
+            assert_eq!(
+                check_upload_key(*key, *target, *now),
+                *want,
+                "{key:?} {target:?} {now}"
+            );
+        }
+    }
+}

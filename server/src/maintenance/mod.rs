@@ -1,0 +1,4 @@
+//! Work that runs beside serving: garbage collection and `--mode verify`.
+
+pub mod gc;
+pub mod verify;

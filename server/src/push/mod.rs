@@ -1,0 +1,9 @@
+//! Pushing: the upload endpoints, the check that a signed statement may
+//! go to its cache, the pipeline that chunks, hashes, compresses and packs
+//! a NAR, and the commit that makes it visible (retried on conflicts).
+
+pub mod authorize;
+pub mod chunk_hash;
+pub mod commit;
+pub mod pipeline;
+pub mod upload;

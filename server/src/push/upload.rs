@@ -1,0 +1,168 @@
+//! Pushing paths: which are missing, recording a NAR the server already holds,
+//! and streaming a new NAR in.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use futures::TryStreamExt;
+use provenix_policy::Action;
+use provenix_provenance::store_path::validate_hash_part;
+use provenix_provenance::upload::{
+    MissingPathsRequest, MissingPathsResponse, UploadOutcome, UploadPathNarInfo, UploadResult,
+    UPLOAD_HEADER,
+};
+use provenix_provenance::ErrorCode;
+use std::sync::Arc;
+
+use crate::access;
+use crate::db::caches::CacheRow;
+use crate::db::identity::KeyRow;
+use crate::db::objects::{CommitOutcome, NewObject, Witness};
+use crate::error::{ApiError, ApiResult};
+use crate::identity::caller::Caller;
+use crate::push::authorize::cache_for_signed_upload;
+use crate::push::commit;
+use crate::push::pipeline::IngestError;
+use crate::state::AppState;
+
+pub async fn missing_paths(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(req): Json<MissingPathsRequest>,
+) -> ApiResult<Json<MissingPathsResponse>> {
+    let c = access::authorize(&state, &caller, Action::Push, &req.cache).await?;
+    for h in &req.store_path_hashes {
+        validate_hash_part(h)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidStorePath, e.to_string()))?;
+    }
+    let missing_paths = state.db.missing_paths(c.id, &req.store_path_hashes).await?;
+    Ok(Json(MissingPathsResponse { missing_paths }))
+}
+
+fn new_object(c: &CacheRow, key: &KeyRow, info: &UploadPathNarInfo) -> ApiResult<NewObject> {
+    let v = info
+        .validate(&c.store_dir)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidNarInfo, e.to_string()))?;
+    Ok(NewObject {
+        cache_id: c.id,
+        store_path_hash: v.store_path.hash_part().to_string(),
+        store_path: info.store_path.clone(),
+        nar_hash: info.nar_hash.to_nix_string(),
+        nar_size: i64::try_from(info.nar_size)
+            .map_err(|_| ApiError::new(ErrorCode::InvalidNarInfo, "nar_size is too large"))?,
+        refs: v.references,
+        deriver: v.deriver,
+        ca: info.ca.clone(),
+        witness: Witness {
+            signing_key_row: key.id,
+            // The statement is JSON after an ASCII prefix: always UTF-8.
+            statement: String::from_utf8_lossy(&info.statement()).into_owned(),
+            signature: info.signature.clone().unwrap_or_default(),
+        },
+    })
+}
+
+/// The answer for a path the cache already has, before any NAR is read.
+async fn precheck(
+    state: &AppState,
+    obj: &NewObject,
+    info: &UploadPathNarInfo,
+) -> ApiResult<Option<Json<UploadResult>>> {
+    match state.db.path_outcome(obj).await? {
+        Some(outcome) => commit::outcome_to_result(outcome, UploadOutcome::Exists, info).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Records a path whose NAR the server already holds, without the NAR being
+/// sent. With `require-proof-of-possession` (the default) this is only done
+/// when the caller can already read that NAR from some cache; otherwise the
+/// answer is `nar-required` and the client uploads it.
+pub async fn record_existing_nar(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(info): Json<UploadPathNarInfo>,
+) -> ApiResult<Json<UploadResult>> {
+    let (c, key) = cache_for_signed_upload(&state, &info).await?;
+    let obj = new_object(&c, &key, &info)?;
+    if let Some(done) = precheck(&state, &obj, &info).await? {
+        return Ok(done);
+    }
+    let nar_required = Json(UploadResult {
+        outcome: UploadOutcome::NarRequired,
+    });
+    let Some(nar_id) = state.db.nar_id_by_hash(&obj.nar_hash).await? else {
+        return Ok(nar_required);
+    };
+    if state.config.require_proof_of_possession {
+        let holders = state.db.caches_holding_nar(nar_id).await?;
+        let readable = holders
+            .iter()
+            .any(|c| access::may(&state, &caller, Action::Pull, c));
+        if !readable {
+            return Ok(nar_required);
+        }
+    }
+    let outcome = state.db.commit_existing_nar(&obj, nar_id).await?;
+    commit::outcome_to_result(outcome, UploadOutcome::Deduplicated, &info)
+}
+
+pub async fn upload_path(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<UploadResult>> {
+    let raw = headers.get(UPLOAD_HEADER).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidNarInfo,
+            format!("missing the {UPLOAD_HEADER} header"),
+        )
+    })?;
+    let info: UploadPathNarInfo = serde_json::from_slice(raw.as_bytes()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidNarInfo,
+            format!("{UPLOAD_HEADER} is not valid: {e}"),
+        )
+    })?;
+    let (c, key) = cache_for_signed_upload(&state, &info).await?;
+    let obj = new_object(&c, &key, &info)?;
+    if let Some(done) = precheck(&state, &obj, &info).await? {
+        return Ok(done);
+    }
+
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let started = std::time::Instant::now();
+    let ingest = state.ingestor.ingest(reader, &info.nar_hash, info.nar_size);
+    let ingested = match tokio::time::timeout(state.config.max_upload_duration, ingest).await {
+        Err(_) => {
+            return Err(ApiError::new(
+                ErrorCode::UploadTimeout,
+                "the upload took longer than 12 hours",
+            ))
+        }
+        Ok(Err(e)) => {
+            let code = match &e {
+                IngestError::Nar(_) => ErrorCode::MalformedNar,
+                IngestError::HashMismatch { .. } => ErrorCode::NarHashMismatch,
+                IngestError::SizeMismatch { .. } => ErrorCode::NarSizeMismatch,
+                IngestError::Io(_) => ErrorCode::UploadInterrupted,
+                IngestError::Storage(_) | IngestError::Db(_) | IngestError::DbRead(_) => {
+                    return Err(ApiError::internal(e))
+                }
+            };
+            tracing::info!(path = %info.store_path, key = %key.key_id, "upload refused: {e}");
+            return Err(ApiError::new(code, e.to_string()));
+        }
+        Ok(Ok(i)) => i,
+    };
+    let ingested_at = std::time::Instant::now();
+    let outcome = commit::commit_upload(&state, &obj, &ingested).await?;
+    if outcome == CommitOutcome::Created {
+        tracing::info!(path = %info.store_path, cache = %c.name, key = %key.key_id, sub = %key.subject, size = info.nar_size,
+            ingest_ms = (ingested_at - started).as_millis() as u64,
+            commit_ms = ingested_at.elapsed().as_millis() as u64, "uploaded");
+    }
+    commit::outcome_to_result(outcome, UploadOutcome::Uploaded, &info)
+}

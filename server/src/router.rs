@@ -1,0 +1,110 @@
+//! Every route the server answers, in one table: the Nix binary cache
+//! protocol, the JSON API under `/_api/v1/`, and the well-known files.
+//! A new endpoint is a line here and a handler in the module of its flow.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use provenix_provenance::ErrorCode;
+use std::sync::Arc;
+
+use crate::audit::{provenance, revocation};
+use crate::error::ApiError;
+use crate::identity::exchange;
+use crate::manage::{caches, publishers};
+use crate::push::upload;
+use crate::serve::binary_cache;
+use crate::state::AppState;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { "provenix binary cache\n" }))
+        .merge(api())
+        .route("/{cache}/nix-cache-info", get(binary_cache::nix_cache_info))
+        .route("/{cache}/nar/{file}", get(binary_cache::nar))
+        .route("/{cache}/{file}", get(binary_cache::narinfo))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_host,
+        ))
+        .with_state(state)
+}
+
+fn api() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/_api/v1/cache-config/{cache}",
+            get(caches::info)
+                .post(caches::create)
+                .patch(caches::configure)
+                .delete(caches::destroy),
+        )
+        .route(
+            "/_api/v1/cache/{cache}/paths/{hash}",
+            delete(caches::delete_path),
+        )
+        .route(
+            "/_api/v1/cache-config/{cache}/publishers",
+            get(publishers::list).post(publishers::add),
+        )
+        .route(
+            "/_api/v1/cache-config/{cache}/publishers/{id}",
+            delete(publishers::remove),
+        )
+        .route(
+            "/_api/v1/cache/{cache}/provenance/{path}",
+            get(provenance::provenance),
+        )
+        .route(
+            "/_api/v1/cache/{cache}/provenance/{path}/in-toto",
+            get(provenance::in_toto),
+        )
+        .route("/_api/v1/cache/{cache}/uploads", get(provenance::uploads))
+        .route("/_api/v1/cache/{cache}/keys", get(provenance::keys))
+        .route(
+            "/_api/v1/cache/{cache}/divergences",
+            get(provenance::divergences),
+        )
+        .route("/_api/v1/revoke", post(revocation::revoke))
+        .route(
+            "/_api/v1/cache/{cache}/revoked-paths",
+            get(revocation::revoked_paths),
+        )
+        .route("/_api/v1/oidc/audience", get(exchange::audience))
+        .route("/_api/v1/keys/exchange", post(exchange::exchange))
+        .route("/_api/v1/whoami", get(exchange::whoami))
+        .route(
+            "/.well-known/provenix/ca.pem",
+            get(exchange::ca_certificate),
+        )
+        .route("/_api/v1/get-missing-paths", post(upload::missing_paths))
+        .route("/_api/v1/upload-path", put(upload::upload_path))
+        .route(
+            "/_api/v1/upload-path/existing-nar",
+            post(upload::record_existing_nar),
+        )
+}
+
+/// Enforces `allowed-hosts` (empty: any host).
+async fn check_host(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let allowed = &state.config.allowed_hosts;
+    if !allowed.is_empty() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !allowed.iter().any(|a| a == host) {
+            return ApiError::new(
+                ErrorCode::HostNotAllowed,
+                format!("Host {host:?} is not in allowed-hosts"),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
