@@ -1,0 +1,180 @@
+//! Fast tier: the API's refusals of bad input are `{code, message}` with
+//! the code's status, and change nothing.
+
+mod harness;
+
+use axum::http::{Method, StatusCode};
+use harness::{perm, Harness};
+use serde_json::json;
+
+#[tokio::test]
+async fn malformed_credentials_are_refused_with_a_challenge() {
+    let h = Harness::new().await;
+    h.create_cache("main", true).await;
+    let a = h.get("/main/nix-cache-info", Some("not-a-jwt")).await;
+    a.assert_refused(401, "invalid-token");
+    assert!(a.www_authenticate);
+    // A token signed by another server's secret.
+    let other = Harness::new().await;
+    let foreign = other.token("eve", "*", perm(|p| p.pull = true));
+    h.get("/main/nix-cache-info", Some(&foreign))
+        .await
+        .assert_refused(401, "invalid-token");
+}
+
+#[tokio::test]
+async fn names_outside_the_syntax_are_refused_before_any_lookup() {
+    let h = Harness::new().await;
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/cache-config/.hidden",
+            Some(&h.root),
+            Some(json!({})),
+        )
+        .await;
+    a.assert_refused(400, "invalid-cache-name");
+    // On the Nix protocol a bad name is a cache that does not exist.
+    h.get("/.hidden/nix-cache-info", Some(&h.root))
+        .await
+        .assert_refused(404, "no-such-cache");
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/get-missing-paths",
+            Some(&h.root),
+            Some(json!({ "cache": "main", "store_path_hashes": ["../../etc/passwd"] })),
+        )
+        .await;
+    // The cache does not exist: the access decision answers first.
+    a.assert_refused(404, "no-such-cache");
+    h.create_cache("main", false).await;
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/get-missing-paths",
+            Some(&h.root),
+            Some(json!({ "cache": "main", "store_path_hashes": ["../../etc/passwd"] })),
+        )
+        .await;
+    a.assert_refused(400, "invalid-store-path");
+}
+
+#[tokio::test]
+async fn settings_out_of_range_change_nothing() {
+    let h = Harness::new().await;
+    h.create_cache("main", false).await;
+    for (body, code) in [
+        (json!({ "priority": -1 }), "invalid-priority"),
+        (json!({ "store_dir": "relative" }), "invalid-store-dir"),
+        (json!({ "retention_period": -5 }), "invalid-retention"),
+        (
+            json!({ "upstream_cache_key_names": ["a b"] }),
+            "invalid-upstream-key",
+        ),
+        (
+            json!({ "rotate_keypair": { "overlap": -1 } }),
+            "invalid-overlap",
+        ),
+        (
+            json!({ "rotate_keypair": { "keypair": "nope" } }),
+            "invalid-keypair",
+        ),
+    ] {
+        let a = h
+            .call(
+                Method::PATCH,
+                "/_api/v1/cache-config/main",
+                Some(&h.root),
+                Some(body.clone()),
+            )
+            .await;
+        a.assert_refused(400, code);
+    }
+    let info = h.get("/_api/v1/cache-config/main", Some(&h.root)).await;
+    assert_eq!(info.json["priority"], 41, "{}", info.text);
+    assert_eq!(info.json["store_dir"], "/nix/store");
+    assert_eq!(info.json["signing_keys"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn uploads_need_a_signed_statement() {
+    let h = Harness::new().await;
+    h.create_cache("main", false).await;
+    let statement = json!({
+        "cache": "main",
+        "store_path": "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x",
+        "nar_hash": "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s",
+        "nar_size": 112,
+        "references": [],
+    });
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/upload-path/existing-nar",
+            Some(&h.root),
+            Some(statement.clone()),
+        )
+        .await;
+    a.assert_refused(401, "unsigned-upload");
+    let mut forged = statement;
+    forged["key_id"] = json!("deadbeef");
+    forged["signature"] = json!("AAAA");
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/upload-path/existing-nar",
+            Some(&h.root),
+            Some(forged),
+        )
+        .await;
+    a.assert_refused(401, "unknown-key");
+    let missing = h
+        .call(
+            Method::POST,
+            "/_api/v1/get-missing-paths",
+            Some(&h.root),
+            Some(json!({ "cache": "main", "store_path_hashes": ["0123456789abcdfghijklmnpqrsvwxyz"] })),
+        )
+        .await;
+    assert_eq!(
+        missing.json["missing_paths"],
+        json!(["0123456789abcdfghijklmnpqrsvwxyz"]),
+        "{}",
+        missing.text
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_with_a_misspelt_selector_is_refused() {
+    let h = Harness::new().await;
+    h.create_cache("main", false).await;
+    // "repo" is not a selector: ignoring it would revoke every key of the cache.
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/revoke",
+            Some(&h.root),
+            Some(json!({ "cache": "main", "repo": "octo/x", "reason": "r" })),
+        )
+        .await;
+    a.assert_refused(400, "invalid-revocation");
+    assert!(a.text.contains("repo"), "{}", a.text);
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/revoke",
+            Some(&h.root),
+            Some(json!({ "cache": "main", "reason": " " })),
+        )
+        .await;
+    a.assert_refused(400, "invalid-revocation");
+}
+
+#[tokio::test]
+async fn unknown_endpoints_are_json_404s() {
+    let h = Harness::new().await;
+    let a = h.get("/_api/v1/nothing-here/at/all/x", None).await;
+    a.assert_refused(404, "not-found");
+    assert_eq!(h.get("/", None).await.status, StatusCode::OK);
+}
