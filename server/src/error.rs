@@ -59,17 +59,17 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
         // Nothing was committed: sending the request again succeeds.
-        if crate::db::is_transient(&e) {
+        if e.is_transient() {
             tracing::info!("transaction aborted by the database, client told to retry: {e}");
             return ApiError::new(
                 ErrorCode::Retry,
                 "a concurrent transaction conflicted with this one; nothing was stored, send it again",
             );
         }
-        ApiError::internal(format!("database: {e}"))
+        ApiError::internal(e)
     }
 }
 

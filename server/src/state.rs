@@ -20,7 +20,7 @@ pub struct AppState {
     /// Canonical base URL, always ending in '/'.
     pub api_endpoint: String,
     pub oidc: OidcVerifier,
-    pub key_ring: crate::serve::cache_keys::KeyRing,
+    pub key_ring: crate::serve::cache_keys::CacheKeyRing,
     pub signed_narinfos: crate::serve::signed_narinfo::SignedNarinfos,
     /// Loaded when a serving mode starts (in the background) or else on
     /// first use: the database may not be migrated when the state is built

@@ -16,8 +16,8 @@ use provenix_provenance::{ErrorCode, NarHash, SecretKey};
 use std::sync::Arc;
 
 use crate::access;
+use crate::db::audit::page_size;
 use crate::db::caches::CacheRow;
-use crate::db::provenance::page_size;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::caller::Caller;
 use crate::state::AppState;
@@ -105,7 +105,7 @@ pub async fn in_toto(
         "divergences": p.divergences,
     });
     let st = attestation::statement(&first.store_path, &nar_hash, predicate);
-    let keys = state.db.signing_keys(c.id, crate::clock::now()).await?;
+    let keys = state.db.cache_keys(c.id, crate::clock::now()).await?;
     let key = keys
         .first()
         .ok_or_else(|| ApiError::internal("cache has no signing key"))?;

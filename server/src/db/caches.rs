@@ -3,7 +3,7 @@
 use provenix_provenance::SecretKey;
 use sqlx::{Any, Row, Transaction};
 
-use super::Db;
+use super::{Db, DbResult};
 
 #[derive(Debug, Clone)]
 pub struct CacheRow {
@@ -49,17 +49,17 @@ pub struct PathLookup {
     /// The newest key's id: every key change (rotation, regeneration) adds
     /// a key, so parsed keys cached under this version are never stale.
     pub keys_version: i64,
-    pub object: Option<super::objects::ObjectRow>,
+    pub path: Option<super::paths::PathRow>,
 }
 
 /// `$1`: the cache name, `$2`: the store path hash.
 pub(super) const PATH_LOOKUP_SQL: &str =
     "SELECT c.id, c.name, c.is_public, c.priority, c.store_dir, c.upstream_cache_key_names, c.retention_period,
             (SELECT MAX(k.id) FROM cache_keys k WHERE k.cache_id = c.id) AS keys_version,
-            o.id AS object_id, o.store_path, o.nar_id, o.refs, o.deriver, o.ca, o.last_accessed_at,
+            o.id AS path_id, o.store_path, o.nar_id, o.refs, o.deriver, o.ca, o.last_accessed_at,
             n.nar_hash, n.nar_size, n.compression, n.file_size
      FROM caches c
-     LEFT JOIN objects o ON o.cache_id = c.id AND o.store_path_hash = $2
+     LEFT JOIN paths o ON o.cache_id = c.id AND o.store_path_hash = $2
      LEFT JOIN nars n ON n.id = o.nar_id
      WHERE c.name = $1";
 
@@ -75,12 +75,15 @@ pub struct NewCache<'a> {
 
 impl Db {
     /// Every cache, (id, name): to find those a token may act on.
-    pub async fn all_caches(&self) -> Result<Vec<CacheRow>, sqlx::Error> {
+    pub async fn all_caches(&self) -> DbResult<Vec<CacheRow>> {
         let sql = format!("SELECT {CACHE_COLUMNS} FROM caches ORDER BY id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(cache_from_row).collect()
+        rows.iter()
+            .map(cache_from_row)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 
     /// One round trip for the hottest requests a cache serves (narinfo,
@@ -102,29 +105,29 @@ impl Db {
         let Some(r) = row else {
             return Ok(None);
         };
-        let object_id: Option<i64> = r.try_get("object_id")?;
-        let object = match object_id {
-            Some(_) => Some(super::objects::object_from_row(&r, "object_id")?),
+        let path_id: Option<i64> = r.try_get("path_id")?;
+        let path = match path_id {
+            Some(_) => Some(super::paths::path_from_row(&r, "path_id")?),
             None => None,
         };
         Ok(Some(PathLookup {
             cache: cache_from_row(&r)?,
             keys_version: r.try_get::<Option<i64>, _>("keys_version")?.unwrap_or(0),
-            object,
+            path,
         }))
     }
 
-    pub async fn cache_by_name(&self, name: &str) -> Result<Option<CacheRow>, sqlx::Error> {
+    pub async fn cache_by_name(&self, name: &str) -> DbResult<Option<CacheRow>> {
         let sql = format!("SELECT {CACHE_COLUMNS} FROM caches WHERE name = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(cache_from_row).transpose()
+        Ok(row.as_ref().map(cache_from_row).transpose()?)
     }
 
     /// Creates the cache and its first key in one transaction; None if the name is taken.
-    pub async fn create_cache(&self, c: NewCache<'_>) -> Result<Option<CacheRow>, sqlx::Error> {
+    pub async fn create_cache(&self, c: NewCache<'_>) -> DbResult<Option<CacheRow>> {
         let now = crate::clock::now();
         let mut tx = self.begin_write().await?;
         let id: Option<i64> = sqlx::query_scalar(
@@ -146,7 +149,7 @@ impl Db {
         self.cache_by_name(c.name).await
     }
 
-    pub async fn update_cache(&self, c: &CacheRow) -> Result<(), sqlx::Error> {
+    pub async fn update_cache(&self, c: &CacheRow) -> DbResult<()> {
         sqlx::query(
             "UPDATE caches SET is_public = $1, priority = $2, store_dir = $3,
              upstream_cache_key_names = $4, retention_period = $5 WHERE id = $6",
@@ -164,17 +167,19 @@ impl Db {
 
     /// Deletes the cache, its keys, its paths and their provenance (NARs and
     /// chunks are left to GC, which reaps what no cache references).
-    pub async fn destroy_cache(&self, id: i64) -> Result<(), sqlx::Error> {
+    pub async fn destroy_cache(&self, id: i64) -> DbResult<()> {
         let mut tx = self.begin_write().await?;
         // Children before parents: records name keys, keys name the cache.
         for table in [
-            "objects",
+            "paths",
             "cache_keys",
             "uploads",
             "divergences",
             "revoked_paths",
             "trusted_publishers",
-            "signing_keys",
+            "upload_keys",
+            "ledger",
+            "ledger_heads",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE cache_id = $1"
@@ -187,15 +192,11 @@ impl Db {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
     /// Keys that sign at `now`: not retired, or retired in the future (overlap).
-    pub async fn signing_keys(
-        &self,
-        cache_id: i64,
-        now: i64,
-    ) -> Result<Vec<CacheKeyRow>, sqlx::Error> {
+    pub async fn cache_keys(&self, cache_id: i64, now: i64) -> DbResult<Vec<CacheKeyRow>> {
         let rows = sqlx::query(
             "SELECT id, secret, public_key, created_at, retire_at FROM cache_keys
              WHERE cache_id = $1 AND (retire_at IS NULL OR retire_at > $2) ORDER BY id DESC",
@@ -214,17 +215,13 @@ impl Db {
                     retire_at: r.try_get("retire_at")?,
                 })
             })
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 
     /// Adds `key` as the cache's current key; keys signing now stop at
     /// `now + overlap` (zero: at once).
-    pub async fn rotate_key(
-        &self,
-        cache_id: i64,
-        key: &SecretKey,
-        overlap: i64,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn rotate_key(&self, cache_id: i64, key: &SecretKey, overlap: i64) -> DbResult<()> {
         let now = crate::clock::now();
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -236,14 +233,16 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         insert_key(&mut tx, cache_id, key, now).await?;
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
-    pub async fn key_count(&self, cache_id: i64) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM cache_keys WHERE cache_id = $1")
-            .bind(cache_id)
-            .fetch_one(&self.pool)
-            .await
+    pub async fn key_count(&self, cache_id: i64) -> DbResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM cache_keys WHERE cache_id = $1")
+                .bind(cache_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }
 
@@ -252,7 +251,7 @@ async fn insert_key(
     cache_id: i64,
     key: &SecretKey,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> DbResult<()> {
     sqlx::query(
         "INSERT INTO cache_keys (cache_id, name, secret, public_key, created_at, retire_at)
          VALUES ($1, $2, $3, $4, $5, NULL)",

@@ -1,14 +1,27 @@
 //! Metadata in SQLite or PostgreSQL through `sqlx::Any`, so one set of
 //! queries serves both. Queries use `$N` placeholders in order of appearance
 //! (SQLite numbers them by first use) and only i64/String column types.
+//!
+//! The map: `caches.rs` (caches, their Nix keys, the narinfo lookup),
+//! `paths.rs`, `nars.rs`, `chunks.rs`, `commit.rs` (the transaction that
+//! makes an upload visible), `ledger.rs` (the only writer of history and its
+//! sequence), `upload_keys.rs`, `publishers.rs`, `audit.rs` and `query.rs`
+//! (reading history), `revocation.rs`, `gc.rs`; `sqlite_reader.rs` runs the
+//! hottest reads in place on SQLite.
 
+pub mod audit;
 pub mod caches;
 pub mod chunks;
-pub mod identity;
-pub mod objects;
-pub mod provenance;
+pub mod commit;
+pub mod gc;
+pub mod ledger;
+pub mod nars;
+pub mod paths;
+pub mod publishers;
+mod query;
 pub mod revocation;
-pub mod sqlite_reader;
+mod sqlite_reader;
+pub mod upload_keys;
 
 use anyhow::{Context, Result};
 use sqlx::any::AnyPoolOptions;
@@ -23,10 +36,54 @@ pub enum Backend {
 
 #[derive(Clone)]
 pub struct Db {
-    pub pool: AnyPool,
-    pub backend: Backend,
+    pool: AnyPool,
+    backend: Backend,
     /// SQLite only: the narinfo lookup without sqlx's thread hops.
-    pub sqlite_reader: Option<std::sync::Arc<sqlite_reader::SqliteReader>>,
+    sqlite_reader: Option<std::sync::Arc<sqlite_reader::SqliteReader>>,
+}
+
+/// A database failure, saying whether running the transaction again can
+/// succeed: PostgreSQL aborts one of two transactions that lock rows in
+/// opposite orders (40P01) or cannot be serialized (40001), and then
+/// nothing was committed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("transaction aborted by a conflict with another: {0}")]
+    Transient(sqlx::Error),
+    #[error("database: {0}")]
+    Other(sqlx::Error),
+}
+
+impl DbError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DbError::Transient(_))
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        let transient = matches!(&e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")));
+        if transient {
+            DbError::Transient(e)
+        } else {
+            DbError::Other(e)
+        }
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// Chunk lookups an upload's blocking task can make in place, without a
+/// hop to the async runtime: SQLite's in-process reader. PostgreSQL has
+/// none (its lookups are network round trips, made through the pool).
+#[derive(Clone)]
+pub struct InPlaceChunkLookup(std::sync::Arc<sqlite_reader::SqliteReader>);
+
+impl InPlaceChunkLookup {
+    /// As [`Db::valid_chunk`], blocking.
+    pub fn valid_chunk(&self, hash: &str, compression: &str) -> anyhow::Result<Option<i64>> {
+        self.0.valid_chunk(hash, compression)
+    }
 }
 
 /// Written in the SQL both databases share; `for_backend` swaps the one
@@ -51,6 +108,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// Migrations after the split ones, shared again.
+const LATER_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    6,
+    "names and ledger",
+    include_str!("../../migrations/0006_names_and_ledger.sql"),
+)];
+
 /// (version, description, SQLite, PostgreSQL). The SQLite side manages its
 /// own transaction (a table rebuild needs foreign keys off, which SQLite
 /// ignores inside a transaction), so it runs outside the migrator's.
@@ -68,13 +132,6 @@ fn for_backend(sql: &str, backend: Backend) -> String {
             sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
         }
     }
-}
-
-/// PostgreSQL aborts one of two transactions that lock rows in opposite
-/// orders (40P01) or cannot be serialized (40001): nothing was committed,
-/// and running the transaction again succeeds.
-pub fn is_transient(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
 }
 
 /// SQLite's limit on bound parameters is 32766; stay far below it.
@@ -139,11 +196,22 @@ impl Db {
         })
     }
 
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The in-place chunk lookup, where the database has one (SQLite).
+    pub fn in_place_chunk_lookup(&self) -> Option<InPlaceChunkLookup> {
+        self.sqlite_reader.clone().map(InPlaceChunkLookup)
+    }
+
     /// Begins a transaction that will write. On SQLite it takes the write
     /// lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads
     /// first cannot upgrade once another writer has committed, and fails
     /// with "database is locked" instead of waiting out busy_timeout.
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
@@ -151,10 +219,12 @@ impl Db {
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        let shared = MIGRATIONS.iter().map(|(v, d, sql)| {
-            let sql = sqlx::AssertSqlSafe(for_backend(sql, self.backend)).into_sql_str();
-            Migration::new(*v, (*d).into(), MigrationType::Simple, sql, false)
-        });
+        let shared = |list: &'static [(i64, &'static str, &'static str)]| {
+            list.iter().map(|(v, d, sql)| {
+                let sql = sqlx::AssertSqlSafe(for_backend(sql, self.backend)).into_sql_str();
+                Migration::new(*v, (*d).into(), MigrationType::Simple, sql, false)
+            })
+        };
         let split = SPLIT_MIGRATIONS.iter().map(|(v, d, sqlite, postgres)| {
             let (sql, no_tx) = match self.backend {
                 Backend::Sqlite => (*sqlite, true),
@@ -163,7 +233,10 @@ impl Db {
             let sql = sqlx::AssertSqlSafe(sql.to_string()).into_sql_str();
             Migration::new(*v, (*d).into(), MigrationType::Simple, sql, no_tx)
         });
-        let migrations = shared.chain(split).collect();
+        let migrations = shared(MIGRATIONS)
+            .chain(split)
+            .chain(shared(LATER_MIGRATIONS))
+            .collect();
         Migrator::with_migrations(migrations)
             .run(&self.pool)
             .await

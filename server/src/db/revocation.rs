@@ -6,8 +6,9 @@
 use provenix_provenance::revocation::{RevokeRequest, RevokedPath};
 use sqlx::Row;
 
-use super::provenance::{identity_filters, Filter};
-use super::{placeholders, Db, BATCH};
+use super::ledger::{self, RevocableTable, RevokedPathRow};
+use super::query::{identity_filters, Filter};
+use super::{placeholders, Db, DbResult};
 
 pub struct Revoked {
     pub revocation_id: Option<i64>,
@@ -24,20 +25,14 @@ impl Db {
         req: &RevokeRequest,
         cache_ids: &[i64],
         actor: &str,
-    ) -> Result<Revoked, sqlx::Error> {
+    ) -> DbResult<Revoked> {
         let now = crate::clock::now();
         let mut tx = self.begin_write().await?;
         let selector = serde_json::to_string(req).expect("request serializes");
-        let revocation_id: i64 = sqlx::query_scalar(
-            "INSERT INTO revocations (actor, reason, selector, created_at)
-             VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(actor)
-        .bind(&req.reason)
-        .bind(selector)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
+        let revocation_id =
+            ledger::record_revocation(&mut tx, actor, &req.reason, &selector, now).await?;
+        // The caches whose logs get this revocation: those it marked in.
+        let mut touched = Vec::new();
         let caches = placeholders(1, cache_ids.len());
 
         let mut keys = Vec::new();
@@ -48,7 +43,7 @@ impl Db {
             identity_filters(&mut f, &req.identity);
             f.add_window("k.created_at", req.issued_after, req.issued_before);
             let sql = format!(
-                "SELECT k.id, k.key_id FROM signing_keys k WHERE {} ORDER BY k.id",
+                "SELECT k.id, k.key_id, k.cache_id FROM upload_keys k WHERE {} ORDER BY k.id",
                 f.sql()
             );
             let rows = f.query(sql).fetch_all(&mut *tx).await?;
@@ -56,37 +51,27 @@ impl Db {
             for r in &rows {
                 ids.push(r.try_get::<i64, _>("id")?);
                 keys.push(r.try_get::<String, _>("key_id")?);
+                touched.push(r.try_get::<i64, _>("cache_id")?);
             }
-            for batch in ids.chunks(BATCH) {
-                let sql = format!(
-                    "UPDATE signing_keys SET revocation_id = $1 WHERE id IN ({})",
-                    placeholders(2, batch.len())
-                );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(revocation_id);
-                for id in batch {
-                    q = q.bind(*id);
-                }
-                q.execute(&mut *tx).await?;
-            }
+            ledger::mark_revoked(&mut tx, RevocableTable::UploadKeys, revocation_id, &ids).await?;
         }
 
         let mut uploads = Vec::new();
         if let Some(upload) = req.upload {
             let sql = format!(
-                "UPDATE uploads SET revocation_id = ${} WHERE id = ${} AND revocation_id IS NULL
-                 AND cache_id IN ({caches}) RETURNING id",
+                "SELECT id, cache_id FROM uploads WHERE id = ${} AND revocation_id IS NULL
+                 AND cache_id IN ({caches})",
                 cache_ids.len() + 1,
-                cache_ids.len() + 2
             );
-            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in cache_ids {
                 q = q.bind(*id);
             }
-            uploads = q
-                .bind(revocation_id)
-                .bind(upload)
-                .fetch_all(&mut *tx)
-                .await?;
+            for r in q.bind(upload).fetch_all(&mut *tx).await? {
+                uploads.push(r.try_get::<i64, _>("id")?);
+                touched.push(r.try_get::<i64, _>("cache_id")?);
+            }
+            ledger::mark_revoked(&mut tx, RevocableTable::Uploads, revocation_id, &uploads).await?;
         }
 
         if keys.is_empty() && uploads.is_empty() {
@@ -100,12 +85,12 @@ impl Db {
         }
 
         // Paths this revocation touched that have no unrevoked record left.
-        let valid_record = "SELECT 1 FROM uploads u JOIN signing_keys k ON u.signing_key_id = k.id
+        let valid_record = "SELECT 1 FROM uploads u JOIN upload_keys k ON u.upload_key_id = k.id
              WHERE u.cache_id = o.cache_id AND u.store_path_hash = o.store_path_hash
                AND u.nar_hash = n.nar_hash";
         let sql = format!(
             "SELECT o.id, o.cache_id, o.store_path_hash, o.store_path, n.nar_hash, c.name AS cache_name
-             FROM objects o JOIN nars n ON o.nar_id = n.id JOIN caches c ON o.cache_id = c.id
+             FROM paths o JOIN nars n ON o.nar_id = n.id JOIN caches c ON o.cache_id = c.id
              WHERE o.cache_id IN ({caches})
                AND EXISTS ({valid_record} AND (u.revocation_id = ${r} OR k.revocation_id = ${r}))
                AND NOT EXISTS ({valid_record} AND u.revocation_id IS NULL AND k.revocation_id IS NULL)
@@ -119,24 +104,20 @@ impl Db {
         let rows = q.bind(revocation_id).fetch_all(&mut *tx).await?;
         let mut paths = Vec::with_capacity(rows.len());
         for r in &rows {
-            let object_id: i64 = r.try_get("id")?;
+            let path_id: i64 = r.try_get("id")?;
             let cache_id: i64 = r.try_get("cache_id")?;
             let store_path: String = r.try_get("store_path")?;
+            let store_path_hash: String = r.try_get("store_path_hash")?;
             let nar_hash: String = r.try_get("nar_hash")?;
-            let feed_id: i64 = sqlx::query_scalar(
-                "INSERT INTO revoked_paths (cache_id, store_path_hash, store_path, nar_hash, revocation_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            )
-            .bind(cache_id)
-            .bind(r.try_get::<String, _>("store_path_hash")?)
-            .bind(&store_path)
-            .bind(&nar_hash)
-            .bind(revocation_id)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM objects WHERE id = $1")
-                .bind(object_id)
+            let revoked = RevokedPathRow {
+                cache_id,
+                store_path_hash: &store_path_hash,
+                store_path: &store_path,
+                nar_hash: &nar_hash,
+            };
+            let feed_id = ledger::record_revoked_path(&mut tx, revoked, revocation_id, now).await?;
+            sqlx::query("DELETE FROM paths WHERE id = $1")
+                .bind(path_id)
                 .execute(&mut *tx)
                 .await?;
             paths.push(RevokedPath {
@@ -157,6 +138,7 @@ impl Db {
                 paths,
             });
         }
+        ledger::finish_revocation(&mut tx, revocation_id, touched).await?;
         tx.commit().await?;
         Ok(Revoked {
             revocation_id: Some(revocation_id),
@@ -174,7 +156,7 @@ impl Db {
         cursor: Option<i64>,
         since: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<RevokedPath>, sqlx::Error> {
+    ) -> DbResult<Vec<RevokedPath>> {
         let rows = sqlx::query(
             "SELECT p.id, p.store_path, p.nar_hash, p.revocation_id, p.created_at, c.name AS cache_name
              FROM revoked_paths p JOIN caches c ON p.cache_id = c.id
@@ -198,6 +180,7 @@ impl Db {
                     revoked_at: r.try_get("created_at")?,
                 })
             })
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 }

@@ -17,7 +17,8 @@ use std::sync::Mutex;
 
 use super::caches::{CacheRow, PathLookup, PATH_LOOKUP_SQL};
 use super::chunks::VALID_CHUNK_SQL;
-use super::objects::{ChunkLocation, ObjectRow, NAR_CHUNKS_SQL};
+use super::nars::{ChunkLocation, NAR_CHUNKS_SQL};
+use super::paths::PathRow;
 
 /// Idle read-only connections kept for reuse, of each kind.
 const KEEP_IDLE: usize = 16;
@@ -125,7 +126,7 @@ impl SqliteReader {
             let rows =
                 stmt.query_map(named_params! {"$1": nar_id, "$2": from, "$3": limit}, |r| {
                     Ok(ChunkLocation {
-                        object_key: r.get(0)?,
+                        pack_key: r.get(0)?,
                         offset: r.get(1)?,
                         file_size: r.get(2)?,
                     })
@@ -153,9 +154,9 @@ fn lookup(conn: &Connection, cache_name: &str, hash: &str) -> rusqlite::Result<O
             upstream_cache_key_names: serde_json::from_str(&upstream).unwrap_or_default(),
             retention_period: r.get(6)?,
         };
-        let object = match r.get::<_, Option<i64>>(8)? {
+        let path = match r.get::<_, Option<i64>>(8)? {
             None => None,
-            Some(id) => Some(ObjectRow {
+            Some(id) => Some(PathRow {
                 id,
                 store_path: r.get(9)?,
                 nar_id: r.get(10)?,
@@ -172,7 +173,7 @@ fn lookup(conn: &Connection, cache_name: &str, hash: &str) -> rusqlite::Result<O
         Ok(PathLookup {
             cache,
             keys_version: r.get::<_, Option<i64>>(7)?.unwrap_or(0),
-            object,
+            path,
         })
     })
     .optional()
@@ -203,7 +204,7 @@ mod tests {
                 "upstream_cache_key_names",
                 "retention_period",
                 "keys_version",
-                "object_id",
+                "path_id",
                 "store_path",
                 "nar_id",
                 "refs",

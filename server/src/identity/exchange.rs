@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::access;
-use crate::db::identity::{KeyRecorded, NewKey, SpentToken};
+use crate::db::upload_keys::{NewUploadKey, SpentToken, UploadKeyRecorded};
 use crate::error::{ApiError, ApiResult};
 use crate::identity::caller::Caller;
 use crate::identity::oidc::LEEWAY_SECS;
@@ -239,8 +239,8 @@ pub async fn exchange(
     let kid = key_id(&public_key);
     let recorded = state
         .db
-        .record_key(
-            &NewKey {
+        .record_upload_key(
+            &NewUploadKey {
                 key_id: &kid,
                 public_key: &req.public_key,
                 cache_id,
@@ -261,14 +261,14 @@ pub async fn exchange(
         )
         .await?;
     match recorded {
-        KeyRecorded::Recorded => {}
-        KeyRecorded::TokenReused => {
+        UploadKeyRecorded::Recorded => {}
+        UploadKeyRecorded::TokenReused => {
             return Err(ApiError::new(
                 ErrorCode::TokenReused,
                 "this OIDC token (its jti) was already exchanged; request a fresh token",
             ))
         }
-        KeyRecorded::KeyReused => {
+        UploadKeyRecorded::KeyReused => {
             return Err(ApiError::new(
                 ErrorCode::KeyReused,
                 "this public key was already certified; generate a fresh key for every exchange",

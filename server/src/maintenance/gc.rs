@@ -25,7 +25,7 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
         .garbage_collection
         .default_retention_period
         .as_secs() as i64;
-    report.expired_paths = state.db.expire_objects(retention, now).await?;
+    report.expired_paths = state.db.expire_paths(retention, now).await?;
     report.deleted_nars = state.db.delete_orphan_nars().await?;
 
     let grace = state.config.garbage_collection.chunk_grace_period.as_secs() as i64;
@@ -36,7 +36,7 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
     let mut keys: Vec<String> = claimed.iter().map(|(_, k)| k.clone()).collect();
     keys.sort_unstable();
     keys.dedup();
-    let in_use = state.db.object_keys_in_use(&keys).await?;
+    let in_use = state.db.pack_keys_in_use(&keys).await?;
     let mut gone = std::collections::HashSet::new();
     for key in keys.iter().filter(|k| !in_use.contains(*k)) {
         match state.storage.delete(key).await {
@@ -78,7 +78,7 @@ pub async fn sweep(state: &AppState, cutoff: i64) -> Result<u64> {
             }
         }
         if batch.len() >= crate::db::BATCH || (next.is_none() && !batch.is_empty()) {
-            let known = state.db.known_object_keys(&batch).await?;
+            let known = state.db.known_pack_keys(&batch).await?;
             for key in batch.drain(..).filter(|k| !known.contains(k)) {
                 state.storage.delete(&key).await?;
                 swept += 1;

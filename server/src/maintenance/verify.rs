@@ -36,7 +36,7 @@ enum Damage {
 
 async fn check(state: &AppState, c: &crate::db::chunks::StoredChunk) -> Option<Damage> {
     let range = c.offset as u64..(c.offset + c.file_size) as u64;
-    let data = match state.storage.get_range(&c.object_key, range).await {
+    let data = match state.storage.get_range(&c.pack_key, range).await {
         Ok(d) => d,
         Err(e) => {
             let not_found = e
@@ -91,8 +91,8 @@ pub async fn run(state: &AppState) -> Result<VerifyReport> {
                 report.damaged_chunks += 1;
             }
             match damage {
-                Some(Damage::Missing) => report.missing.push(c.object_key.clone()),
-                Some(Damage::Corrupt) => report.corrupt.push(c.object_key.clone()),
+                Some(Damage::Missing) => report.missing.push(c.pack_key.clone()),
+                Some(Damage::Corrupt) => report.corrupt.push(c.pack_key.clone()),
                 None => continue,
             }
             damaged_ids.push(c.id);

@@ -107,7 +107,7 @@ fn check_settings(
 }
 
 async fn info_of(state: &AppState, c: &CacheRow) -> ApiResult<CacheInfo> {
-    let keys = state.db.signing_keys(c.id, crate::clock::now()).await?;
+    let keys = state.db.cache_keys(c.id, crate::clock::now()).await?;
     let signing_keys: Vec<SigningKeyInfo> = keys
         .iter()
         .map(|k| SigningKeyInfo {
@@ -244,7 +244,7 @@ pub async fn configure(
             };
             let current: Vec<PublicKey> = state
                 .db
-                .signing_keys(c.id, crate::clock::now())
+                .cache_keys(c.id, crate::clock::now())
                 .await?
                 .iter()
                 .filter_map(|k| PublicKey::parse(&k.public_key).ok())
@@ -291,7 +291,7 @@ pub async fn delete_path(
     let c = access::authorize(&state, &caller, Action::DeletePath, &cache).await?;
     validate_hash_part(&hash)
         .map_err(|e| ApiError::new(ErrorCode::InvalidStorePath, e.to_string()))?;
-    if !state.db.delete_object(c.id, &hash).await? {
+    if !state.db.delete_path(c.id, &hash).await? {
         return Err(ApiError::new(
             ErrorCode::NoSuchPath,
             format!("{hash} is not in cache {cache:?}"),

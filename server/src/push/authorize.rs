@@ -10,7 +10,7 @@ use provenix_provenance::ErrorCode;
 
 use crate::access;
 use crate::db::caches::CacheRow;
-use crate::db::identity::KeyRow;
+use crate::db::upload_keys::UploadKeyRow;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -19,7 +19,7 @@ use crate::state::AppState;
 pub async fn cache_for_signed_upload(
     state: &AppState,
     info: &UploadPathNarInfo,
-) -> ApiResult<(CacheRow, KeyRow)> {
+) -> ApiResult<(CacheRow, UploadKeyRow)> {
     access::check_name(Action::Push, &info.cache)?;
     let (Some(key_id), Some(signature)) = (&info.key_id, &info.signature) else {
         return Err(ApiError::new(
@@ -27,7 +27,7 @@ pub async fn cache_for_signed_upload(
             "uploads must be signed by a short-term key from /_api/v1/keys/exchange (provenix push does this)",
         ));
     };
-    let key = state.db.key_by_id(key_id).await?.ok_or_else(|| {
+    let key = state.db.upload_key_by_id(key_id).await?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::UnknownKey,
             format!("no signing key {key_id:?} was issued by this server"),

@@ -7,7 +7,7 @@ use axum::Json;
 use provenix_provenance::upload::{UploadOutcome, UploadPathNarInfo, UploadResult};
 use provenix_provenance::ErrorCode;
 
-use crate::db::objects::{CommitOutcome, NewObject};
+use crate::db::commit::{CommitOutcome, NewPath};
 use crate::error::{ApiError, ApiResult};
 use crate::push::pipeline::Ingested;
 use crate::state::AppState;
@@ -18,7 +18,7 @@ const COMMIT_ATTEMPTS: u32 = 4;
 
 pub async fn commit_upload(
     state: &AppState,
-    obj: &NewObject,
+    obj: &NewPath,
     ingested: &Ingested,
 ) -> ApiResult<CommitOutcome> {
     let mut attempts = 0;
@@ -29,7 +29,7 @@ pub async fn commit_upload(
             .commit_upload(obj, ingested.compression, &ingested.chunks)
             .await
         {
-            Err(e) if attempts < COMMIT_ATTEMPTS && crate::db::is_transient(&e) => {
+            Err(e) if attempts < COMMIT_ATTEMPTS && e.is_transient() => {
                 tracing::info!(path = %obj.store_path, "commit conflicted, running it again: {e}");
             }
             other => return Ok(other?),

@@ -17,7 +17,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::config::ChunkingConfig;
-use crate::db::objects::{ChunkSource, IngestedChunk};
+use crate::db::commit::{ChunkSource, IngestedChunk};
 use crate::db::Db;
 use crate::push::chunk_hash;
 use crate::storage::Storage;
@@ -36,8 +36,8 @@ pub enum IngestError {
     Io(#[from] std::io::Error),
     #[error("storage: {0:#}")]
     Storage(anyhow::Error),
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Db(#[from] crate::db::DbError),
     #[error("database: {0:#}")]
     DbRead(anyhow::Error),
 }
@@ -185,7 +185,7 @@ impl Packer {
     /// Appends a chunk; returns where it will be stored.
     async fn add(&mut self, data: Bytes) -> Result<ChunkSource, IngestError> {
         let source = ChunkSource::New {
-            object_key: self.key.clone(),
+            pack_key: self.key.clone(),
             offset: self.len as i64,
             file_size: data.len() as i64,
         };
@@ -429,7 +429,7 @@ impl Ingestor {
         // Hashing, the dedup lookup (on SQLite, a microsecond read done in
         // place) and compression in one blocking task: a thread hop per step
         // per chunk was a tenth of a push's CPU.
-        let reader = self.db.sqlite_reader.clone();
+        let reader = self.db.in_place_chunk_lookup();
         let (digest, step) =
             tokio::task::spawn_blocking(move || -> Result<([u8; 32], Step), IngestError> {
                 let digest = chunk_hash::digest(&data);

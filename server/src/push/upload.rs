@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use crate::access;
 use crate::db::caches::CacheRow;
-use crate::db::identity::KeyRow;
-use crate::db::objects::{CommitOutcome, NewObject, Witness};
+use crate::db::commit::{CommitOutcome, NewPath, SignedStatement};
+use crate::db::upload_keys::UploadKeyRow;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::caller::Caller;
 use crate::push::authorize::cache_for_signed_upload;
@@ -40,11 +40,11 @@ pub async fn missing_paths(
     Ok(Json(MissingPathsResponse { missing_paths }))
 }
 
-fn new_object(c: &CacheRow, key: &KeyRow, info: &UploadPathNarInfo) -> ApiResult<NewObject> {
+fn new_object(c: &CacheRow, key: &UploadKeyRow, info: &UploadPathNarInfo) -> ApiResult<NewPath> {
     let v = info
         .validate(&c.store_dir)
         .map_err(|e| ApiError::new(ErrorCode::InvalidNarInfo, e.to_string()))?;
-    Ok(NewObject {
+    Ok(NewPath {
         cache_id: c.id,
         store_path_hash: v.store_path.hash_part().to_string(),
         store_path: info.store_path.clone(),
@@ -54,8 +54,8 @@ fn new_object(c: &CacheRow, key: &KeyRow, info: &UploadPathNarInfo) -> ApiResult
         refs: v.references,
         deriver: v.deriver,
         ca: info.ca.clone(),
-        witness: Witness {
-            signing_key_row: key.id,
+        signed: SignedStatement {
+            upload_key_row: key.id,
             // The statement is JSON after an ASCII prefix: always UTF-8.
             statement: String::from_utf8_lossy(&info.statement()).into_owned(),
             signature: info.signature.clone().unwrap_or_default(),
@@ -66,10 +66,10 @@ fn new_object(c: &CacheRow, key: &KeyRow, info: &UploadPathNarInfo) -> ApiResult
 /// The answer for a path the cache already has, before any NAR is read.
 async fn precheck(
     state: &AppState,
-    obj: &NewObject,
+    obj: &NewPath,
     info: &UploadPathNarInfo,
 ) -> ApiResult<Option<Json<UploadResult>>> {
-    match state.db.path_outcome(obj).await? {
+    match state.db.record_if_present(obj).await? {
         Some(outcome) => commit::outcome_to_result(outcome, UploadOutcome::Exists, info).map(Some),
         None => Ok(None),
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::access;
 use crate::db::caches::CacheRow;
-use crate::db::objects::ObjectRow;
+use crate::db::paths::PathRow;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::caller::Caller;
 use crate::serve::pack_reads::{batch_reads, plan_reads};
@@ -65,11 +65,11 @@ async fn cache_and_path(
     caller: &Caller,
     cache: &str,
     hash: Option<&str>,
-) -> ApiResult<(CacheRow, i64, Option<ObjectRow>)> {
+) -> ApiResult<(CacheRow, i64, Option<PathRow>)> {
     access::check_name(Action::Pull, cache)?;
     let lookup_hash = hash.filter(|h| validate_hash_part(h).is_ok()).unwrap_or("");
     let (c, keys_version, obj) = match state.db.path_lookup(cache, lookup_hash).await? {
-        Some(l) => (Some(l.cache), l.keys_version, l.object),
+        Some(l) => (Some(l.cache), l.keys_version, l.path),
         None => (None, 0, None),
     };
     let c = access::check(state, caller, Action::Pull, cache, c)?;
@@ -83,14 +83,14 @@ fn no_such_path(hash: &str) -> ApiError {
     )
 }
 
-fn touch_later(state: &AppState, obj: &ObjectRow) {
+fn touch_later(state: &AppState, obj: &PathRow) {
     let now = crate::clock::now();
     if now - obj.last_accessed_at > TOUCH_INTERVAL {
         // Off the request path: retention bookkeeping must not slow pulls.
         let db = state.db.clone();
         let id = obj.id;
         tokio::spawn(async move {
-            if let Err(e) = db.touch_object(id, now).await {
+            if let Err(e) = db.touch_path(id, now).await {
                 tracing::warn!("cannot record access to object {id}: {e}");
             }
         });
@@ -219,7 +219,7 @@ pub async fn nar(
             let storage = storage.clone();
             let ranges = batch
                 .into_iter()
-                .map(|r| (r.object_key, r.start..r.end))
+                .map(|r| (r.pack_key, r.start..r.end))
                 .collect();
             async move { storage.read_ranges(ranges).await }
         })

@@ -27,12 +27,12 @@ impl CacheKeys {
 }
 
 #[derive(Default)]
-pub struct KeyRing {
+pub struct CacheKeyRing {
     // One entry per cache that served a narinfo since the start: a handful.
     by_cache: Mutex<HashMap<i64, Arc<CacheKeys>>>,
 }
 
-impl KeyRing {
+impl CacheKeyRing {
     /// The cache's keys at `version`, loaded from the database if this
     /// process has not seen that version yet.
     pub async fn keys(
@@ -47,7 +47,7 @@ impl KeyRing {
             }
         }
         let mut keys = Vec::new();
-        for row in db.signing_keys(cache_id, crate::clock::now()).await? {
+        for row in db.cache_keys(cache_id, crate::clock::now()).await? {
             keys.push((SecretKey::parse(&row.secret)?, row.retire_at));
         }
         let loaded = Arc::new(CacheKeys { version, keys });

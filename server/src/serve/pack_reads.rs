@@ -2,12 +2,12 @@
 //! one pack (an upload packs its new chunks in NAR order) are read with one
 //! ranged request, up to a size cap, instead of one request per chunk.
 
-use crate::db::objects::ChunkLocation;
+use crate::db::nars::ChunkLocation;
 
 /// One ranged read of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Read {
-    pub object_key: String,
+    pub pack_key: String,
     pub start: u64,
     pub end: u64,
 }
@@ -20,13 +20,11 @@ pub fn plan_reads(chunks: Vec<ChunkLocation>, max_len: u64) -> Vec<Read> {
         let start = c.offset as u64;
         let end = start + c.file_size as u64;
         match reads.last_mut() {
-            Some(r)
-                if r.object_key == c.object_key && r.end == start && end - r.start <= max_len =>
-            {
+            Some(r) if r.pack_key == c.pack_key && r.end == start && end - r.start <= max_len => {
                 r.end = end;
             }
             _ => reads.push(Read {
-                object_key: c.object_key,
+                pack_key: c.pack_key,
                 start,
                 end,
             }),
@@ -58,7 +56,7 @@ mod tests {
 
     fn at(key: &str, offset: i64, file_size: i64) -> ChunkLocation {
         ChunkLocation {
-            object_key: key.into(),
+            pack_key: key.into(),
             offset,
             file_size,
         }
@@ -66,7 +64,7 @@ mod tests {
 
     fn read(key: &str, start: u64, end: u64) -> Read {
         Read {
-            object_key: key.into(),
+            pack_key: key.into(),
             start,
             end,
         }

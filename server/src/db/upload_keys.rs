@@ -1,20 +1,13 @@
-//! The identity exchange's records: the CA, trusted publishers, short-term
-//! keys and used OIDC token ids.
+//! Upload keys: the short-term keys the CA certifies (each recorded with the
+//! identity it was issued to, and appended to its cache's ledger), the CA's
+//! own key, and the OIDC token ids spent on exchanges.
 
-use provenix_policy::Publisher;
 use sqlx::Row;
 
-use super::Db;
+use super::ledger::{self, EntryKind};
+use super::{Db, DbResult};
 
-#[derive(Debug, Clone)]
-pub struct PublisherRow {
-    pub id: i64,
-    pub publisher: Publisher,
-    pub created_by: String,
-    pub created_at: i64,
-}
-
-pub struct NewKey<'a> {
+pub struct NewUploadKey<'a> {
     pub key_id: &'a str,
     pub public_key: &'a str,
     pub cache_id: i64,
@@ -36,14 +29,14 @@ pub struct SpentToken<'a> {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum KeyRecorded {
+pub enum UploadKeyRecorded {
     Recorded,
     TokenReused,
     KeyReused,
 }
 
 #[derive(Debug, Clone)]
-pub struct KeyRow {
+pub struct UploadKeyRow {
     pub id: i64,
     pub key_id: String,
     pub public_key: String,
@@ -57,7 +50,7 @@ pub struct KeyRow {
 }
 
 impl Db {
-    pub async fn certificate_authority(&self) -> Result<Option<(String, String)>, sqlx::Error> {
+    pub async fn certificate_authority(&self) -> DbResult<Option<(String, String)>> {
         let row = sqlx::query("SELECT key_pem, cert_pem FROM certificate_authority WHERE id = 1")
             .fetch_optional(&self.pool)
             .await?;
@@ -69,7 +62,7 @@ impl Db {
         &self,
         key_pem: &str,
         cert_pem: &str,
-    ) -> Result<(), sqlx::Error> {
+    ) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO certificate_authority (id, key_pem, cert_pem, created_at)
              VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
@@ -82,63 +75,13 @@ impl Db {
         Ok(())
     }
 
-    pub async fn add_publisher(
-        &self,
-        cache_id: i64,
-        publisher: &Publisher,
-        created_by: &str,
-    ) -> Result<i64, sqlx::Error> {
-        let spec = serde_json::to_string(publisher).expect("publisher serializes");
-        sqlx::query_scalar(
-            "INSERT INTO trusted_publishers (cache_id, spec, created_by, created_at)
-             VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(cache_id)
-        .bind(spec)
-        .bind(created_by)
-        .bind(crate::clock::now())
-        .fetch_one(&self.pool)
-        .await
-    }
-
-    pub async fn publishers(&self, cache_id: i64) -> Result<Vec<PublisherRow>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT id, spec, created_by, created_at FROM trusted_publishers
-             WHERE cache_id = $1 ORDER BY id",
-        )
-        .bind(cache_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let spec: String = r.try_get("spec")?;
-                Ok(PublisherRow {
-                    id: r.try_get("id")?,
-                    publisher: serde_json::from_str(&spec)
-                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                    created_by: r.try_get("created_by")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
-    }
-
-    pub async fn remove_publisher(&self, cache_id: i64, id: i64) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query("DELETE FROM trusted_publishers WHERE cache_id = $1 AND id = $2")
-            .bind(cache_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
     /// Spends the token (if any) and records the key, in one transaction:
     /// a replayed token or a reused public key leaves nothing behind.
-    pub async fn record_key(
+    pub async fn record_upload_key(
         &self,
-        key: &NewKey<'_>,
+        key: &NewUploadKey<'_>,
         token: Option<SpentToken<'_>>,
-    ) -> Result<KeyRecorded, sqlx::Error> {
+    ) -> DbResult<UploadKeyRecorded> {
         let mut tx = self.begin_write().await?;
         if let Some(t) = token {
             let spent: Option<String> = sqlx::query_scalar(
@@ -151,7 +94,7 @@ impl Db {
             .fetch_optional(&mut *tx)
             .await?;
             if spent.is_none() {
-                return Ok(KeyRecorded::TokenReused);
+                return Ok(UploadKeyRecorded::TokenReused);
             }
         }
         let claim = |name: &str| provenix_policy::publisher::claim_text(key.claims, name);
@@ -160,7 +103,7 @@ impl Db {
             .as_deref()
             .and_then(provenix_policy::publisher::workflow_file);
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO signing_keys (key_id, public_key, cache_id, kind, issuer, subject,
+            "INSERT INTO upload_keys (key_id, public_key, cache_id, kind, issuer, subject,
                  publisher_id, claims, repository, repository_id, workflow, workflow_ref, run_id,
                  certificate, not_before, not_after, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
@@ -185,23 +128,24 @@ impl Db {
         .bind(crate::clock::now())
         .fetch_optional(&mut *tx)
         .await?;
-        if id.is_none() {
-            return Ok(KeyRecorded::KeyReused);
-        }
+        let Some(id) = id else {
+            return Ok(UploadKeyRecorded::KeyReused);
+        };
+        ledger::append(&mut tx, key.cache_id, EntryKind::UploadKey, id).await?;
         tx.commit().await?;
-        Ok(KeyRecorded::Recorded)
+        Ok(UploadKeyRecorded::Recorded)
     }
 
-    pub async fn key_by_id(&self, key_id: &str) -> Result<Option<KeyRow>, sqlx::Error> {
+    pub async fn upload_key_by_id(&self, key_id: &str) -> DbResult<Option<UploadKeyRow>> {
         let row = sqlx::query(
             "SELECT id, key_id, public_key, cache_id, kind, issuer, subject, not_before, not_after,
-                    revocation_id FROM signing_keys WHERE key_id = $1",
+                    revocation_id FROM upload_keys WHERE key_id = $1",
         )
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
-            Ok(KeyRow {
+            Ok(UploadKeyRow {
                 id: r.try_get("id")?,
                 key_id: r.try_get("key_id")?,
                 public_key: r.try_get("public_key")?,
@@ -219,7 +163,7 @@ impl Db {
 
     /// Forgets token ids whose tokens have expired (past the leeway): they
     /// can no longer be presented anyway.
-    pub async fn purge_used_tokens(&self, before: i64) -> Result<u64, sqlx::Error> {
+    pub async fn purge_used_tokens(&self, before: i64) -> DbResult<u64> {
         let done = sqlx::query("DELETE FROM used_tokens WHERE expires_at < $1")
             .bind(before)
             .execute(&self.pool)

@@ -1,115 +1,15 @@
 //! Reading provenance for auditors: upload records, keys issued and
-//! divergences, filtered by identity and time, paged by id.
+//! divergences, filtered by identity and time, paged by id (the queries
+//! are built with `query.rs`).
 
 use provenix_provenance::audit::{
-    AuditQuery, DivergenceRecord, IdentitySelector, KeyRecord, RevocationInfo, UploadRecord,
-    DEFAULT_PAGE, MAX_PAGE,
+    AuditQuery, DivergenceRecord, KeyRecord, RevocationInfo, UploadRecord, DEFAULT_PAGE, MAX_PAGE,
 };
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::Db;
-
-pub(super) enum Bind {
-    Int(i64),
-    Text(String),
-}
-
-/// WHERE clauses and their values, numbered as they are added.
-pub(super) struct Filter {
-    clauses: Vec<String>,
-    binds: Vec<Bind>,
-}
-
-impl Filter {
-    pub(super) fn new() -> Filter {
-        Filter {
-            clauses: Vec::new(),
-            binds: Vec::new(),
-        }
-    }
-
-    pub(super) fn add(&mut self, clause: &str, value: Bind) {
-        self.binds.push(value);
-        self.clauses
-            .push(clause.replace('?', &format!("${}", self.binds.len())));
-    }
-
-    /// A clause without a value.
-    pub(super) fn add_unbound(&mut self, clause: &str) {
-        self.clauses.push(clause.to_string());
-    }
-
-    /// `column IN (ids...)`.
-    pub(super) fn add_in(&mut self, column: &str, ids: &[i64]) {
-        let first = self.binds.len() + 1;
-        self.binds.extend(ids.iter().map(|id| Bind::Int(*id)));
-        self.clauses.push(format!(
-            "{column} IN ({})",
-            super::placeholders(first, ids.len())
-        ));
-    }
-
-    /// `column` between `since` and `until` (inclusive), where given.
-    pub(super) fn add_window(&mut self, column: &str, since: Option<i64>, until: Option<i64>) {
-        if let Some(t) = since {
-            self.add(&format!("{column} >= ?"), Bind::Int(t));
-        }
-        if let Some(t) = until {
-            self.add(&format!("{column} <= ?"), Bind::Int(t));
-        }
-    }
-
-    pub(super) fn sql(&self) -> String {
-        if self.clauses.is_empty() {
-            "TRUE".into()
-        } else {
-            self.clauses.join(" AND ")
-        }
-    }
-
-    pub(super) fn query<'q>(
-        &self,
-        sql: String,
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for b in &self.binds {
-            q = match b {
-                Bind::Int(i) => q.bind(*i),
-                Bind::Text(s) => q.bind(s.clone()),
-            };
-        }
-        q
-    }
-}
-
-/// The identity filters, on the signing key `k`.
-pub(super) fn identity_filters(f: &mut Filter, q: &IdentitySelector) {
-    if let Some(r) = &q.repository {
-        if q.repository_is_id() {
-            f.add("k.repository_id = ?", Bind::Text(r.clone()));
-        } else {
-            // GitHub names are case-insensitive.
-            f.add("LOWER(k.repository) = LOWER(?)", Bind::Text(r.clone()));
-        }
-    }
-    if let Some(w) = &q.workflow {
-        if q.workflow_is_ref() {
-            f.add("k.workflow_ref = ?", Bind::Text(w.clone()));
-        } else {
-            f.add("k.workflow = ?", Bind::Text(w.clone()));
-        }
-    }
-    if let Some(r) = &q.run_id {
-        f.add("k.run_id = ?", Bind::Text(r.clone()));
-    }
-    if let Some(k) = &q.key {
-        f.add("k.key_id = ?", Bind::Text(k.clone()));
-    }
-    if let Some(s) = &q.subject {
-        f.add("k.subject = ?", Bind::Text(s.clone()));
-    }
-}
+use super::query::{identity_filters, Bind, Filter};
+use super::{Db, DbResult};
 
 pub fn page_size(q: &AuditQuery) -> i64 {
     q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
@@ -184,7 +84,7 @@ impl Db {
         store_path_hash: Option<&str>,
         q: &AuditQuery,
         oldest_first: bool,
-    ) -> Result<Vec<UploadRecord>, sqlx::Error> {
+    ) -> DbResult<Vec<UploadRecord>> {
         let mut f = Filter::new();
         f.add("u.cache_id = ?", Bind::Int(cache_id));
         if let Some(h) = store_path_hash {
@@ -202,7 +102,7 @@ impl Db {
                     u.statement, u.signature, {KEY_COLUMNS},
                     ur.id AS u_rev_id, ur.created_at AS u_rev_at, ur.actor AS u_rev_actor,
                     ur.reason AS u_rev_reason
-             FROM uploads u JOIN signing_keys k ON u.signing_key_id = k.id {KEY_REVOCATION}
+             FROM uploads u JOIN upload_keys k ON u.upload_key_id = k.id {KEY_REVOCATION}
                   LEFT JOIN revocations ur ON u.revocation_id = ur.id
                   JOIN caches c ON u.cache_id = c.id
              WHERE {} ORDER BY u.id {order} LIMIT {}",
@@ -215,7 +115,8 @@ impl Db {
             .await?
             .iter()
             .map(|r| upload_from_row(r, now))
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 
     /// Keys issued for a cache, newest first.
@@ -223,7 +124,7 @@ impl Db {
         &self,
         cache_id: i64,
         q: &AuditQuery,
-    ) -> Result<Vec<(i64, KeyRecord)>, sqlx::Error> {
+    ) -> DbResult<Vec<(i64, KeyRecord)>> {
         let mut f = Filter::new();
         f.add("k.cache_id = ?", Bind::Int(cache_id));
         identity_filters(&mut f, &q.identity);
@@ -232,7 +133,7 @@ impl Db {
             f.add("k.id < ?", Bind::Int(c));
         }
         let sql = format!(
-            "SELECT k.id, {KEY_COLUMNS} FROM signing_keys k {KEY_REVOCATION}
+            "SELECT k.id, {KEY_COLUMNS} FROM upload_keys k {KEY_REVOCATION}
                   JOIN caches c ON k.cache_id = c.id
              WHERE {} ORDER BY k.id DESC LIMIT {}",
             f.sql(),
@@ -244,7 +145,8 @@ impl Db {
             .await?
             .iter()
             .map(|r| Ok((r.try_get("id")?, key_from_row(r, now)?)))
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 
     /// Divergences of a cache (or one path), newest first, each with the
@@ -254,7 +156,7 @@ impl Db {
         cache_id: i64,
         store_path_hash: Option<&str>,
         q: &AuditQuery,
-    ) -> Result<Vec<DivergenceRecord>, sqlx::Error> {
+    ) -> DbResult<Vec<DivergenceRecord>> {
         let mut f = Filter::new();
         f.add("d.cache_id = ?", Bind::Int(cache_id));
         if let Some(h) = store_path_hash {
@@ -267,7 +169,7 @@ impl Db {
         let sql = format!(
             "SELECT d.id, d.store_path, d.store_path_hash, d.existing_nar_hash, d.nar_hash,
                     d.nar_size, d.created_at, d.statement, d.signature, {KEY_COLUMNS}
-             FROM divergences d JOIN signing_keys k ON d.signing_key_id = k.id {KEY_REVOCATION}
+             FROM divergences d JOIN upload_keys k ON d.upload_key_id = k.id {KEY_REVOCATION}
                   JOIN caches c ON d.cache_id = c.id
              WHERE {} ORDER BY d.id DESC LIMIT {}",
             f.sql(),

@@ -1,0 +1,270 @@
+//! The ledger: the only writer of a cache's append-only history (upload
+//! records, divergences, revocations and what they marked, revoked paths)
+//! and of its sequence. Every writer of history calls [`append`] inside the
+//! transaction that makes its effect visible, as its last statement, so the
+//! entry's number is taken at commit time.
+//!
+//! Sequencing is apart from integration (as in Tessera): `append` gives an
+//! entry the next number of its cache's log, gap-free and in commit order
+//! on SQLite and on PostgreSQL with several replicas; a transparency log
+//! integrates the numbered entries into its tree later. A BIGSERIAL would
+//! not do: two transactions take ids in one order and may commit in the
+//! other. Here the number comes from the cache's `ledger_heads` row, whose
+//! row lock (PostgreSQL) or the write lock (SQLite) is held until commit; a
+//! rolled-back transaction gives its number back.
+
+use sqlx::{Any, Transaction};
+
+use super::commit::NewPath;
+use super::DbResult;
+
+/// What a ledger entry records; `record_id` is the row in its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// An upload key certified (`upload_keys`).
+    UploadKey,
+    /// An accepted upload statement (`uploads`).
+    Upload,
+    /// A refused statement claiming another NAR (`divergences`).
+    Divergence,
+    /// A revocation that marked keys or records of the cache (`revocations`).
+    Revocation,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::UploadKey => "upload-key",
+            EntryKind::Upload => "upload",
+            EntryKind::Divergence => "divergence",
+            EntryKind::Revocation => "revocation",
+        }
+    }
+}
+
+/// Appends an entry to `cache_id`'s log and returns its sequence number
+/// (1 for a cache's first entry).
+pub(super) async fn append(
+    tx: &mut Transaction<'_, Any>,
+    cache_id: i64,
+    kind: EntryKind,
+    record_id: i64,
+) -> DbResult<i64> {
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO ledger_heads (cache_id, last_seq) VALUES ($1, 1)
+         ON CONFLICT (cache_id) DO UPDATE SET last_seq = ledger_heads.last_seq + 1
+         RETURNING last_seq",
+    )
+    .bind(cache_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO ledger (cache_id, seq, kind, record_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(cache_id)
+    .bind(seq)
+    .bind(kind.as_str())
+    .bind(record_id)
+    .bind(crate::clock::now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(seq)
+}
+
+/// Records an accepted statement in the path's provenance (`outcome`:
+/// uploaded, deduplicated or exists) and appends it to the ledger.
+pub(super) async fn record_upload(
+    tx: &mut Transaction<'_, Any>,
+    path: &NewPath,
+    outcome: &str,
+) -> DbResult<()> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO uploads (cache_id, store_path_hash, store_path, nar_hash, nar_size,
+             upload_key_id, statement, signature, outcome, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+    )
+    .bind(path.cache_id)
+    .bind(&path.store_path_hash)
+    .bind(&path.store_path)
+    .bind(&path.nar_hash)
+    .bind(path.nar_size)
+    .bind(path.signed.upload_key_row)
+    .bind(&path.signed.statement)
+    .bind(&path.signed.signature)
+    .bind(outcome)
+    .bind(crate::clock::now())
+    .fetch_one(&mut **tx)
+    .await?;
+    append(tx, path.cache_id, EntryKind::Upload, id).await?;
+    Ok(())
+}
+
+/// Records a refused statement that claimed another NAR than the one the
+/// cache serves for the path.
+pub(super) async fn record_divergence(
+    tx: &mut Transaction<'_, Any>,
+    path: &NewPath,
+    existing_nar_hash: &str,
+) -> DbResult<()> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO divergences (cache_id, store_path_hash, store_path, existing_nar_hash,
+             nar_hash, nar_size, upload_key_id, statement, signature, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+    )
+    .bind(path.cache_id)
+    .bind(&path.store_path_hash)
+    .bind(&path.store_path)
+    .bind(existing_nar_hash)
+    .bind(&path.nar_hash)
+    .bind(path.nar_size)
+    .bind(path.signed.upload_key_row)
+    .bind(&path.signed.statement)
+    .bind(&path.signed.signature)
+    .bind(crate::clock::now())
+    .fetch_one(&mut **tx)
+    .await?;
+    append(tx, path.cache_id, EntryKind::Divergence, id).await?;
+    Ok(())
+}
+
+/// Starts a revocation: who, why and the selector as given. Its ledger
+/// entries are appended by [`finish_revocation`], per cache it touched.
+pub(super) async fn record_revocation(
+    tx: &mut Transaction<'_, Any>,
+    actor: &str,
+    reason: &str,
+    selector: &str,
+    now: i64,
+) -> DbResult<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO revocations (actor, reason, selector, created_at)
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(actor)
+    .bind(reason)
+    .bind(selector)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Marks rows of `table` (`upload_keys` or `uploads`) as revoked by
+/// `revocation_id`; records are never deleted, only marked.
+pub(super) async fn mark_revoked(
+    tx: &mut Transaction<'_, Any>,
+    table: RevocableTable,
+    revocation_id: i64,
+    ids: &[i64],
+) -> DbResult<()> {
+    for batch in ids.chunks(super::BATCH) {
+        let sql = format!(
+            "UPDATE {} SET revocation_id = $1 WHERE id IN ({})",
+            table.name(),
+            super::placeholders(2, batch.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(revocation_id);
+        for id in batch {
+            q = q.bind(*id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RevocableTable {
+    UploadKeys,
+    Uploads,
+}
+
+impl RevocableTable {
+    fn name(self) -> &'static str {
+        match self {
+            RevocableTable::UploadKeys => "upload_keys",
+            RevocableTable::Uploads => "uploads",
+        }
+    }
+}
+
+/// A path a revocation removed from its cache, for the feed.
+pub(super) struct RevokedPathRow<'a> {
+    pub cache_id: i64,
+    pub store_path_hash: &'a str,
+    pub store_path: &'a str,
+    pub nar_hash: &'a str,
+}
+
+/// Appends a path to the revoked-paths feed; returns its feed id.
+pub(super) async fn record_revoked_path(
+    tx: &mut Transaction<'_, Any>,
+    path: RevokedPathRow<'_>,
+    revocation_id: i64,
+    now: i64,
+) -> DbResult<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO revoked_paths (cache_id, store_path_hash, store_path, nar_hash, revocation_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(path.cache_id)
+    .bind(path.store_path_hash)
+    .bind(path.store_path)
+    .bind(path.nar_hash)
+    .bind(revocation_id)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Appends the revocation to the log of every cache it touched (each once,
+/// in cache order, so concurrent revocations take cache locks in one order).
+pub(super) async fn finish_revocation(
+    tx: &mut Transaction<'_, Any>,
+    revocation_id: i64,
+    mut touched_caches: Vec<i64>,
+) -> DbResult<()> {
+    touched_caches.sort_unstable();
+    touched_caches.dedup();
+    for cache_id in touched_caches {
+        append(tx, cache_id, EntryKind::Revocation, revocation_id).await?;
+    }
+    Ok(())
+}
+
+/// One numbered entry of a cache's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub seq: i64,
+    pub kind: String,
+    pub record_id: i64,
+}
+
+impl super::Db {
+    /// Entries of `cache_id`'s log from `from_seq` on, in order.
+    pub async fn ledger_entries(
+        &self,
+        cache_id: i64,
+        from_seq: i64,
+        limit: i64,
+    ) -> DbResult<Vec<LedgerEntry>> {
+        use sqlx::Row;
+        let rows = sqlx::query(
+            "SELECT seq, kind, record_id FROM ledger WHERE cache_id = $1 AND seq >= $2
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(cache_id)
+        .bind(from_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LedgerEntry {
+                    seq: r.try_get("seq")?,
+                    kind: r.try_get("kind")?,
+                    record_id: r.try_get("record_id")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+}

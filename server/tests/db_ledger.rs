@@ -1,0 +1,205 @@
+//! Fast tier, database layer on SQLite: the ledger numbers every entry of
+//! a cache's history (keys, uploads, witnesses, divergences, revocations)
+//! 1, 2, 3, ... in commit order, per cache, with no gap left by a refused or
+//! rolled-back write; and the commit's outcomes.
+
+use provenix_provenance::revocation::RevokeRequest;
+use provenix_provenance::SecretKey;
+use provenix_server::db::caches::NewCache;
+use provenix_server::db::commit::{CommitOutcome, NewPath, SignedStatement};
+use provenix_server::db::ledger::LedgerEntry;
+use provenix_server::db::upload_keys::{NewUploadKey, SpentToken, UploadKeyRecorded};
+use provenix_server::db::Db;
+
+async fn database() -> (Db, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+    let db = Db::connect(&url).await.expect("connect");
+    db.migrate().await.expect("migrate");
+    (db, dir)
+}
+
+async fn cache(db: &Db, name: &str) -> i64 {
+    let key = SecretKey::generate(&format!("{name}-1")).expect("key");
+    db.create_cache(NewCache {
+        name,
+        is_public: false,
+        priority: 41,
+        store_dir: "/nix/store",
+        upstream_cache_key_names: &[],
+        retention_period: None,
+        key: &key,
+    })
+    .await
+    .expect("create")
+    .expect("new name")
+    .id
+}
+
+/// Certifies an upload key for `cache_id`; returns its row id.
+async fn upload_key(db: &Db, cache_id: i64, key_id: &str, jti: Option<&str>) -> UploadKeyRecorded {
+    let claims = serde_json::Map::new();
+    db.record_upload_key(
+        &NewUploadKey {
+            key_id,
+            public_key: &format!("pk-{key_id}"),
+            cache_id,
+            kind: "token",
+            issuer: "https://cache.example/",
+            subject: "alice",
+            publisher_id: None,
+            claims: &claims,
+            certificate: "PEM",
+            not_before: 0,
+            not_after: i64::MAX,
+        },
+        jti.map(|jti| SpentToken {
+            issuer: "https://issuer.example",
+            jti,
+            expires_at: i64::MAX,
+        }),
+    )
+    .await
+    .expect("record key")
+}
+
+fn path(cache_id: i64, key_row: i64, hash_part: char, nar_hash: &str) -> NewPath {
+    let hash: String = std::iter::repeat_n(hash_part, 32).collect();
+    NewPath {
+        cache_id,
+        store_path: format!("/nix/store/{hash}-x"),
+        store_path_hash: hash,
+        nar_hash: nar_hash.into(),
+        nar_size: 0,
+        refs: vec![],
+        deriver: None,
+        ca: None,
+        signed: SignedStatement {
+            upload_key_row: key_row,
+            statement: "statement".into(),
+            signature: "sig".into(),
+        },
+    }
+}
+
+fn kinds(entries: &[LedgerEntry]) -> Vec<(i64, &str)> {
+    entries.iter().map(|e| (e.seq, e.kind.as_str())).collect()
+}
+
+#[tokio::test]
+async fn every_entry_of_a_cache_is_numbered_in_commit_order_without_gaps() {
+    let (db, _dir) = database().await;
+    let a = cache(&db, "a").await;
+    let b = cache(&db, "b").await;
+    assert_eq!(
+        upload_key(&db, a, "k1", Some("jti-1")).await,
+        UploadKeyRecorded::Recorded
+    );
+    // A replayed token and a reused key write nothing, so take no number.
+    assert_eq!(
+        upload_key(&db, a, "k2", Some("jti-1")).await,
+        UploadKeyRecorded::TokenReused
+    );
+    assert_eq!(
+        upload_key(&db, a, "k1", None).await,
+        UploadKeyRecorded::KeyReused
+    );
+    assert_eq!(
+        upload_key(&db, b, "kb", None).await,
+        UploadKeyRecorded::Recorded
+    );
+    let k1 = db.upload_key_by_id("k1").await.unwrap().expect("k1").id;
+
+    let p = path(a, k1, 'a', "sha256:one");
+    assert_eq!(
+        db.commit_upload(&p, "zstd", &[]).await.unwrap(),
+        CommitOutcome::Created
+    );
+    // The same path and NAR again: another witness, recorded before any NAR is read.
+    assert_eq!(
+        db.record_if_present(&p).await.unwrap(),
+        Some(CommitOutcome::AlreadyPresent)
+    );
+    // Another NAR for it: a divergence.
+    let other = path(a, k1, 'a', "sha256:two");
+    assert!(matches!(
+        db.commit_upload(&other, "zstd", &[]).await.unwrap(),
+        CommitOutcome::Conflict { .. }
+    ));
+    // A path not in the cache: nothing is recorded.
+    assert_eq!(
+        db.record_if_present(&path(a, k1, 'b', "sha256:x"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A dry run changes nothing, a real revocation is one entry per cache it touched.
+    let mut req = RevokeRequest {
+        cache: Some("a".into()),
+        reason: "test".into(),
+        dry_run: true,
+        ..Default::default()
+    };
+    let dry = db.revoke(&req, &[a], "admin").await.unwrap();
+    assert_eq!(dry.keys, vec!["k1".to_string()]);
+    req.dry_run = false;
+    let done = db.revoke(&req, &[a], "admin").await.unwrap();
+    let revocation = done.revocation_id.expect("a revocation");
+    assert_eq!(done.paths.len(), 1, "the path's only record was revoked");
+
+    let log = db.ledger_entries(a, 1, 100).await.unwrap();
+    assert_eq!(
+        kinds(&log),
+        vec![
+            (1, "upload-key"),
+            (2, "upload"),
+            (3, "upload"),
+            (4, "divergence"),
+            (5, "revocation")
+        ]
+    );
+    assert_eq!(log[4].record_id, revocation);
+    assert_eq!(
+        kinds(&db.ledger_entries(b, 1, 100).await.unwrap()),
+        vec![(1, "upload-key")]
+    );
+    // Paging from a number.
+    assert_eq!(
+        kinds(&db.ledger_entries(a, 4, 1).await.unwrap()),
+        vec![(4, "divergence")]
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_key_commits_nothing_and_takes_no_number() {
+    let (db, _dir) = database().await;
+    let a = cache(&db, "a").await;
+    upload_key(&db, a, "k1", None).await;
+    let k1 = db.upload_key_by_id("k1").await.unwrap().expect("k1").id;
+    let req = RevokeRequest {
+        identity: provenix_provenance::audit::IdentitySelector {
+            key: Some("k1".into()),
+            ..Default::default()
+        },
+        reason: "leaked".into(),
+        ..Default::default()
+    };
+    db.revoke(&req, &[a], "admin").await.unwrap();
+    let p = path(a, k1, 'c', "sha256:three");
+    assert_eq!(
+        db.commit_upload(&p, "zstd", &[]).await.unwrap(),
+        CommitOutcome::KeyRevoked
+    );
+    assert_eq!(
+        db.missing_paths(a, std::slice::from_ref(&p.store_path_hash))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        kinds(&db.ledger_entries(a, 1, 100).await.unwrap()),
+        vec![(1, "upload-key"), (2, "revocation")]
+    );
+}
