@@ -98,7 +98,7 @@ impl Db {
             tx.commit().await?;
             return Ok(outcome);
         }
-        let outcome = insert_path(&mut tx, obj, nar_id, "deduplicated").await?;
+        let outcome = insert_path(&mut tx, self.backend, obj, nar_id, "deduplicated").await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -126,7 +126,7 @@ impl Db {
                 .await?;
         if let Some(nar_id) = existing_nar {
             // Another upload stored this NAR meanwhile: ours becomes garbage.
-            let outcome = insert_path(&mut tx, obj, nar_id, "uploaded").await?;
+            let outcome = insert_path(&mut tx, self.backend, obj, nar_id, "uploaded").await?;
             tx.commit().await?;
             return Ok(outcome);
         }
@@ -157,7 +157,7 @@ impl Db {
                 .bind(&obj.nar_hash)
                 .fetch_one(&mut *tx)
                 .await?;
-            let outcome = insert_path(&mut tx, obj, nar_id, "uploaded").await?;
+            let outcome = insert_path(&mut tx, self.backend, obj, nar_id, "uploaded").await?;
             tx.commit().await?;
             return Ok(outcome);
         };
@@ -178,7 +178,7 @@ impl Db {
             }
             q.execute(&mut *tx).await?;
         }
-        let outcome = insert_path(&mut tx, obj, nar_id, "uploaded").await?;
+        let outcome = insert_path(&mut tx, self.backend, obj, nar_id, "uploaded").await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -336,6 +336,7 @@ async fn record_existing(
 
 async fn insert_path(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: super::Backend,
     obj: &NewPath,
     nar_id: i64,
     outcome: &str,
@@ -344,7 +345,7 @@ async fn insert_path(
     // request's check must still stop the path becoming visible. On
     // PostgreSQL the row lock orders this commit against a concurrent
     // revocation's update of the key (SQLite's write lock already does).
-    let guard = if tx.backend_name() == "PostgreSQL" {
+    let guard = if backend == super::Backend::Postgres {
         "SELECT revocation_id FROM upload_keys WHERE id = $1 FOR SHARE"
     } else {
         "SELECT revocation_id FROM upload_keys WHERE id = $1"

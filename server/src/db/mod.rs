@@ -157,11 +157,7 @@ fn limit_sqlite_page_caches() {
 impl Db {
     pub async fn connect(url: &str) -> Result<Db> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            Backend::Postgres
-        };
+        let backend = Backend::of_url(url);
         let mut opts = AnyPoolOptions::new();
         if backend == Backend::Sqlite {
             // WAL lets readers proceed during an upload's commit; NORMAL
@@ -260,6 +256,15 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl Backend {
+    /// The one place the backend is told from configuration.
+    pub fn of_url(url: &str) -> Backend {
+        if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        }
+    }
+
     /// Like `placeholders`, for a statement whose every parameter comes from
     /// this call (bound in order of appearance): on SQLite they are
     /// anonymous `?`. sqlx asks SQLite the name of every parameter of a

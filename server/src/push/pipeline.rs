@@ -78,9 +78,9 @@ pub fn compression_name(level: Option<i32>) -> &'static str {
 /// 0.6 MiB at 2 GiB in heaptrack). A collision (odds ~n²/2¹²⁹) would mark a new chunk as seen;
 /// the commit then finds no row for its full hash and fails the upload
 /// ("a chunk row went missing"), so it can never store a wrong NAR.
-type Claimed = HashSet<u128>;
+type SeenChunks = HashSet<u128>;
 
-fn claim(digest: &[u8; 32]) -> u128 {
+fn seen_key(digest: &[u8; 32]) -> u128 {
     u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
 }
 
@@ -323,7 +323,7 @@ impl Ingestor {
         // large chunk (pushes about 8% slower in alternating A/B runs).
         let working = Arc::new(tokio::sync::Semaphore::new(cores * 2));
         let window = cores * 8;
-        let claimed: Arc<Mutex<Claimed>> = Arc::default();
+        let seen: Arc<Mutex<SeenChunks>> = Arc::default();
         let check = StreamCheck::start();
 
         // Hashing, dedup and compression run on several chunks at once; the
@@ -345,7 +345,7 @@ impl Ingestor {
                 let data = Bytes::from(data);
                 StreamCheck::send(&check.tx, data.clone()).await?;
                 if !data.is_empty() {
-                    let prepared = self.prepare_chunk(data, claimed.clone(), &working).await?;
+                    let prepared = self.prepare_chunk(data, seen.clone(), &working).await?;
                     chunks.push(packer.place(prepared).await?);
                 }
             } else {
@@ -368,11 +368,11 @@ impl Ingestor {
                         // Owned, not borrowed: a future borrowing `self` from
                         // inside this closure fails the Send check axum needs.
                         let ingestor = self.clone();
-                        let claimed = claimed.clone();
+                        let seen = seen.clone();
                         let working = working.clone();
                         async move {
                             StreamCheck::send(&tx, data.clone()).await?;
-                            Ok(async move { ingestor.prepare_chunk(data, claimed, &working).await })
+                            Ok(async move { ingestor.prepare_chunk(data, seen, &working).await })
                         }
                     })
                     .try_buffered(window);
@@ -419,7 +419,7 @@ impl Ingestor {
     async fn prepare_chunk(
         &self,
         data: Bytes,
-        claimed: Arc<Mutex<Claimed>>,
+        seen: Arc<Mutex<SeenChunks>>,
         working: &tokio::sync::Semaphore,
     ) -> Result<([u8; 32], i64, Prepared), IngestError> {
         let _turn = working.acquire().await.expect("never closed");
@@ -433,7 +433,7 @@ impl Ingestor {
         let (digest, step) =
             tokio::task::spawn_blocking(move || -> Result<([u8; 32], Step), IngestError> {
                 let digest = chunk_hash::digest(&data);
-                if !claimed.lock().expect("not poisoned").insert(claim(&digest)) {
+                if !seen.lock().expect("not poisoned").insert(seen_key(&digest)) {
                     return Ok((digest, Step::Done(Prepared::Duplicate)));
                 }
                 let Some(reader) = reader else {
