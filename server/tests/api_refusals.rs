@@ -38,25 +38,18 @@ async fn names_outside_the_syntax_are_refused_before_any_lookup() {
     h.get("/.hidden/nix-cache-info", Some(&h.root))
         .await
         .assert_refused(404, "no-such-cache");
-    let a = h
-        .call(
+    let traversal = || {
+        h.call(
             Method::POST,
             "/_api/v1/get-missing-paths",
             Some(&h.root),
             Some(json!({ "cache": "main", "store_path_hashes": ["../../etc/passwd"] })),
         )
-        .await;
+    };
     // The cache does not exist: the access decision answers first.
-    a.assert_refused(404, "no-such-cache");
+    traversal().await.assert_refused(404, "no-such-cache");
     h.create_cache("main", false).await;
-    let a = h
-        .call(
-            Method::POST,
-            "/_api/v1/get-missing-paths",
-            Some(&h.root),
-            Some(json!({ "cache": "main", "store_path_hashes": ["../../etc/passwd"] })),
-        )
-        .await;
+    let a = traversal().await;
     a.assert_refused(400, "invalid-store-path");
 }
 
