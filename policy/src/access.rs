@@ -27,6 +27,9 @@ pub enum Action {
     Configure,
     /// Changing the retention period.
     ConfigureRetention,
+    /// Setting a retention below `limits::RETENTION_FLOOR`: a deletion of
+    /// every path not pulled within it, so it needs `--delete` too.
+    ConfigureShortRetention,
     /// Managing the cache's trusted publishers.
     ManagePublishers,
     Destroy,
@@ -39,13 +42,14 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::Pull,
         Action::Push,
         Action::ReadInfo,
         Action::Create,
         Action::Configure,
         Action::ConfigureRetention,
+        Action::ConfigureShortRetention,
         Action::ManagePublishers,
         Action::Destroy,
         Action::DeletePath,
@@ -62,6 +66,7 @@ impl Action {
             Action::Create => "--create-cache",
             Action::Configure | Action::ManagePublishers => "--configure-cache",
             Action::ConfigureRetention => "--configure-cache-retention",
+            Action::ConfigureShortRetention => "--configure-cache-retention and --delete",
             Action::Destroy => "--destroy-cache",
             Action::DeletePath => "--delete",
             Action::Audit => "--audit or --configure-cache",
@@ -86,6 +91,7 @@ impl Action {
             Action::Create => "create",
             Action::Configure => "configure",
             Action::ConfigureRetention => "change the retention of",
+            Action::ConfigureShortRetention => "set a retention under a day on",
             Action::ManagePublishers => "manage the trusted publishers of",
             Action::Destroy => "destroy",
             Action::DeletePath => "delete paths from",
@@ -238,6 +244,7 @@ pub fn decide(action: Action, cache: CacheFacts, caller: CallerFacts) -> Decisio
         }
         Action::Configure
         | Action::ConfigureRetention
+        | Action::ConfigureShortRetention
         | Action::ManagePublishers
         | Action::Destroy
         | Action::Audit
@@ -248,6 +255,7 @@ pub fn decide(action: Action, cache: CacheFacts, caller: CallerFacts) -> Decisio
             let granted = match action {
                 Action::Configure | Action::ManagePublishers => p.configure_cache,
                 Action::ConfigureRetention => p.configure_cache_retention,
+                Action::ConfigureShortRetention => p.configure_cache_retention && p.delete,
                 Action::Destroy => p.destroy_cache,
                 Action::Audit => {
                     p.audit || p.configure_cache || (cache.is_public && cache.public_audit)
@@ -310,6 +318,10 @@ mod tests {
             Action::Create => p.create_cache = true,
             Action::Configure | Action::ManagePublishers => p.configure_cache = true,
             Action::ConfigureRetention => p.configure_cache_retention = true,
+            Action::ConfigureShortRetention => {
+                p.configure_cache_retention = true;
+                p.delete = true
+            }
             Action::Destroy => p.destroy_cache = true,
             Action::DeletePath => {
                 p.pull = true;
@@ -346,6 +358,7 @@ mod tests {
             (Action::Create,        [Some(Denied); 4],                           [Some(Denied); 4],                                  [None; 4]),
             (Action::Configure,     [Some(Hidden), Some(Hidden), Some(Denied), Some(Denied)], [Some(Hidden), Some(Denied), Some(Denied), Some(Denied)], [Some(Hidden), None, None, None]),
             (Action::ConfigureRetention, [Some(Hidden), Some(Hidden), Some(Denied), Some(Denied)], [Some(Hidden), Some(Denied), Some(Denied), Some(Denied)], [Some(Hidden), None, None, None]),
+            (Action::ConfigureShortRetention, [Some(Hidden), Some(Hidden), Some(Denied), Some(Denied)], [Some(Hidden), Some(Denied), Some(Denied), Some(Denied)], [Some(Hidden), None, None, None]),
             (Action::ManagePublishers, [Some(Hidden), Some(Hidden), Some(Denied), Some(Denied)], [Some(Hidden), Some(Denied), Some(Denied), Some(Denied)], [Some(Hidden), None, None, None]),
             (Action::Destroy,       [Some(Hidden), Some(Hidden), Some(Denied), Some(Denied)], [Some(Hidden), Some(Denied), Some(Denied), Some(Denied)], [Some(Hidden), None, None, None]),
             (Action::DeletePath,    [Some(Login), Some(Login), Some(Denied), Some(Denied)], [Some(Hidden), Some(Hidden), Some(Denied), Some(Denied)], [Some(Hidden), None, None, None]),
@@ -402,6 +415,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Retention alone cannot empty a cache: a short retention needs delete.
+    #[test]
+    fn retention_alone_does_not_stretch_into_deletion() {
+        let retention_only = with(|p| p.configure_cache_retention = true);
+        assert_eq!(
+            decide(Action::ConfigureRetention, PRIVATE, retention_only),
+            Decision::Allow
+        );
+        assert_eq!(
+            code(decide(
+                Action::ConfigureShortRetention,
+                PRIVATE,
+                retention_only
+            )),
+            Some(Denied)
+        );
+        let delete_only = with(|p| p.delete = true);
+        assert_eq!(
+            code(decide(
+                Action::ConfigureShortRetention,
+                PRIVATE,
+                delete_only
+            )),
+            Some(Denied)
+        );
     }
 
     #[test]

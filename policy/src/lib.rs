@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod cache_name;
+pub mod limits;
 pub mod permissions;
 pub mod publisher;
 pub mod upload_key;

@@ -58,6 +58,12 @@ fn endpoints() -> Vec<Endpoint> {
             Some(|_| json!({ "retention_period": 86400 })),
         ),
         e(
+            Action::ConfigureShortRetention,
+            Method::PATCH,
+            "/_api/v1/cache-config/{c}",
+            Some(|_| json!({ "retention_period": 60 })),
+        ),
+        e(
             Action::ManagePublishers,
             Method::GET,
             "/_api/v1/cache-config/{c}/publishers",

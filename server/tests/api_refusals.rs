@@ -171,3 +171,51 @@ async fn unknown_endpoints_are_json_404s() {
     a.assert_refused(404, "not-found");
     assert_eq!(h.get("/", None).await.status, StatusCode::OK);
 }
+
+/// The retention permission alone cannot empty a cache: a retention under
+/// a day deletes everything not pulled within it at the next GC.
+#[tokio::test]
+async fn a_short_retention_needs_the_delete_permission_too() {
+    let h = Harness::new().await;
+    h.create_cache("main", false).await;
+    let retention = h.token("r", "main", perm(|p| p.configure_cache_retention = true));
+    let patch = |token: String, seconds: i64| {
+        let h = &h;
+        async move {
+            h.call(
+                Method::PATCH,
+                "/_api/v1/cache-config/main",
+                Some(&token),
+                Some(json!({ "retention_period": seconds })),
+            )
+            .await
+        }
+    };
+    patch(retention.clone(), 1)
+        .await
+        .assert_refused(403, "permission-denied");
+    let info = h.get("/_api/v1/cache-config/main", Some(&h.root)).await;
+    assert_eq!(
+        info.json["retention_period"],
+        serde_json::Value::Null,
+        "{}",
+        info.text
+    );
+    // A day or more, or 0 (forever), is the retention permission's own.
+    assert_eq!(
+        patch(retention.clone(), 86_400).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(patch(retention, 0).await.status, StatusCode::OK);
+    let both = h.token(
+        "rd",
+        "main",
+        perm(|p| {
+            p.configure_cache_retention = true;
+            p.delete = true
+        }),
+    );
+    let a = patch(both, 1).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json["retention_period"], 1);
+}

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use provenix_policy::Action;
+use provenix_policy::{limits, Action};
 use provenix_provenance::cache_info::{CacheInfo, SigningKeyInfo};
 use provenix_provenance::store_path::{validate_hash_part, validate_store_dir};
 use provenix_provenance::{ErrorCode, PublicKey, SecretKey, DEFAULT_STORE_DIR};
@@ -88,11 +88,8 @@ fn check_settings(
     }
     validate_store_dir(store_dir)
         .map_err(|e| ApiError::new(ErrorCode::InvalidStoreDir, e.to_string()))?;
-    if retention.is_some_and(|r| r < 0) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRetention,
-            "retention period must not be negative",
-        ));
+    if let Some(r) = retention {
+        limits::check_retention(r).map_err(|e| ApiError::new(e.code, e.message))?;
     }
     if upstream
         .iter()
@@ -192,11 +189,15 @@ pub async fn configure(
         || req.upstream_cache_key_names.is_some()
         || req.rotate_keypair.is_some();
     let touches_retention = req.retention_period.is_some() || req.reset_retention_period;
+    let shortens_to_deletion = req
+        .retention_period
+        .is_some_and(limits::retention_is_deletion);
     // A request that changes nothing still needs the cache to be visible.
     let mut c = access::authorize(&state, &caller, Action::ReadInfo, &cache).await?;
     for (touches, action) in [
         (touches_config, Action::Configure),
         (touches_retention, Action::ConfigureRetention),
+        (shortens_to_deletion, Action::ConfigureShortRetention),
     ] {
         if touches {
             c = access::check(&state, &caller, action, &cache, Some(c))?;
@@ -229,12 +230,7 @@ pub async fn configure(
     // Validate the new key before changing anything.
     let new_key = match &req.rotate_keypair {
         Some(r) => {
-            if r.overlap < 0 {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidOverlap,
-                    "overlap must not be negative",
-                ));
-            }
+            limits::check_key_overlap(r.overlap).map_err(|e| ApiError::new(e.code, e.message))?;
             let key = match &r.keypair {
                 Some(s) => parse_secret(s)?,
                 None => {
