@@ -11,5 +11,5 @@ pub mod upload_key;
 pub use access::{decide, Action, CacheFacts, CallerFacts, Decision, Disclosure, Refusal};
 pub use cache_name::{validate_cache_name, CacheNameError};
 pub use permissions::{CachePermissions, Permission};
-pub use publisher::{find_match, Mismatch, Publisher};
+pub use publisher::{find_match, may_explain_refusal, Mismatch, Publisher};
 pub use upload_key::{check_upload_key, UploadKeyFacts};

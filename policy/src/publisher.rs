@@ -431,6 +431,47 @@ impl GenericPublisher {
 /// The first publisher (by position) that matches, or the most telling
 /// mismatch: the one that got furthest, so the error names the claim a user
 /// most likely got wrong.
+/// Whether a token refused by a cache's publishers may be told why (which
+/// publisher came closest and which claim differed, naming its repository,
+/// workflow, environment and ref glob). Only if the cache is public, or if
+/// one of its publishers names the repository the token comes from: then
+/// the caller is the project the cache trusts, debugging its workflow.
+/// Anyone else (any GitHub user can mint a token from their own workflow)
+/// gets the answer a missing cache gets, so a private cache's existence
+/// and publishers stay private.
+pub fn may_explain_refusal(
+    cache_is_public: bool,
+    publishers: &[Publisher],
+    issuer_name: &str,
+    claims: &Map<String, Value>,
+) -> bool {
+    cache_is_public
+        || publishers
+            .iter()
+            .any(|p| p.names_repository_of(issuer_name, claims))
+}
+
+impl Publisher {
+    /// Whether this publisher names the repository the token comes from,
+    /// by id: GitHub's `repository_id`; for a generic issuer an exact (not
+    /// glob) `project_id` or `repository_id` claim (GitLab, Forgejo).
+    pub fn names_repository_of(&self, issuer_name: &str, claims: &Map<String, Value>) -> bool {
+        if self.issuer() != issuer_name {
+            return false;
+        }
+        match self {
+            Publisher::Github(g) => {
+                claim_text(claims, "repository_id") == Some(g.repository_id.to_string())
+            }
+            Publisher::Generic(g) => ["project_id", "repository_id"].iter().any(|name| {
+                g.claims.get(*name).is_some_and(|wanted| {
+                    !wanted.contains('*') && claim_text(claims, name).as_ref() == Some(wanted)
+                })
+            }),
+        }
+    }
+}
+
 pub fn find_match<'a, T>(
     publishers: &'a [(T, Publisher)],
     issuer_name: &str,
@@ -454,6 +495,46 @@ pub fn find_match<'a, T>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn refusals_are_explained_only_to_the_trusted_project_or_on_public_caches() {
+        let github = Publisher::Github(publisher());
+        let generic = Publisher::Generic(GenericPublisher {
+            issuer: "gitlab".into(),
+            claims: BTreeMap::from([
+                ("project_id".into(), "77".into()),
+                ("ref".into(), "main".into()),
+            ]),
+        });
+        let globbed = Publisher::Generic(GenericPublisher {
+            issuer: "gitlab".into(),
+            claims: BTreeMap::from([("project_id".into(), "7*".into())]),
+        });
+        let claims = |v: Value| v.as_object().cloned().unwrap();
+        let own = claims(json!({"repository_id": "42"}));
+        let stranger = claims(json!({"repository_id": "99"}));
+        let numeric = claims(json!({"repository_id": 42}));
+        #[rustfmt::skip]
+        let table: &[(bool, &Publisher, &str, &Map<String, Value>, bool)] = &[
+            (false, &github, "github", &own, true),
+            (false, &github, "github", &numeric, true),
+            (false, &github, "github", &stranger, false),
+            (true, &github, "github", &stranger, true),
+            (false, &github, "other-issuer", &own, false),
+            (false, &generic, "gitlab", &claims(json!({"project_id": "77"})), true),
+            (false, &generic, "gitlab", &claims(json!({"project_id": "78"})), false),
+            (false, &generic, "github", &claims(json!({"project_id": "77"})), false),
+            (false, &globbed, "gitlab", &claims(json!({"project_id": "77"})), false),
+        ];
+        for (public, p, issuer, c, want) in table {
+            assert_eq!(
+                may_explain_refusal(*public, std::slice::from_ref(*p), issuer, c),
+                *want,
+                "{public} {issuer} {c:?}"
+            );
+        }
+        assert!(!may_explain_refusal(false, &[], "github", &own));
+    }
 
     fn publisher() -> GithubPublisher {
         GithubPublisher {

@@ -6,7 +6,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
-use provenix_policy::{find_match, Action, CachePermissions, Permission, Publisher};
+use provenix_policy::{
+    find_match, may_explain_refusal, Action, CachePermissions, Permission, Publisher,
+};
 use provenix_provenance::certificate_identity::{self, CertificateIdentity};
 use provenix_provenance::exchange::{
     decode_public_key, key_id, proof_message, verify, AudienceResponse, ExchangeRequest,
@@ -111,16 +113,17 @@ async fn grant_for_oidc(
             ),
         )
     };
-    let cache = match state.db.cache_by_name(&req.cache).await? {
-        Some(c) => c,
-        // The same answer as a cache without publishers: existence does not leak.
-        None => return Err(no_match("the cache has no trusted publishers".into())),
+    // What a missing cache answers; also what a hidden one answers to
+    // anyone `may_explain_refusal` does not name.
+    let as_missing = || no_match("the cache has no trusted publishers".into());
+    let Some(cache) = state.db.cache_by_name(&req.cache).await? else {
+        return Err(as_missing());
     };
     let rows = state.db.publishers(cache.id).await?;
     let list: Vec<(i64, Publisher)> = rows.into_iter().map(|r| (r.id, r.publisher)).collect();
     let publisher_id = match find_match(&list, &verified.issuer_name, &verified.claims) {
         Ok(id) => *id,
-        Err(None) => return Err(no_match("the cache has no trusted publishers".into())),
+        Err(None) => return Err(as_missing()),
         Err(Some((id, mismatch))) => {
             let p = list
                 .iter()
@@ -131,6 +134,15 @@ async fn grant_for_oidc(
                 p.unwrap_or_default()
             );
             tracing::info!(cache = %req.cache, sub = %verified.subject, "exchange refused: {why}");
+            let publishers: Vec<Publisher> = list.iter().map(|(_, p)| p.clone()).collect();
+            if !may_explain_refusal(
+                cache.is_public,
+                &publishers,
+                &verified.issuer_name,
+                &verified.claims,
+            ) {
+                return Err(as_missing());
+            }
             return Err(if mismatch.code == ErrorCode::NoMatchingPublisher {
                 no_match(why)
             } else {
