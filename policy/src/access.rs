@@ -180,6 +180,30 @@ pub enum Decision {
     Refuse(Refusal),
 }
 
+/// What the session token handed out with an upload key may do on its
+/// cache: never more than the credential it came from. An access token's
+/// holder keeps their own pull (push they must hold to exchange at all); a
+/// CI job gets push, and pull only if its publisher grants it.
+pub fn session_permission(credential: SessionCredential) -> Permission {
+    Permission {
+        push: true,
+        pull: match credential {
+            SessionCredential::AccessToken(p) => p.pull,
+            SessionCredential::Publisher { grants_pull } => grants_pull,
+        },
+        ..Permission::default()
+    }
+}
+
+/// What an exchange was paid with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCredential {
+    /// A person's access token, with its permission on the cache.
+    AccessToken(Permission),
+    /// An OIDC token matched by a trusted publisher.
+    Publisher { grants_pull: bool },
+}
+
 /// Whether the caller may see that the cache exists at all.
 fn may_see(cache: CacheFacts, caller: CallerFacts) -> bool {
     cache.exists && (cache.is_public || !caller.permission.is_empty())
@@ -442,6 +466,37 @@ mod tests {
             )),
             Some(Denied)
         );
+    }
+
+    #[test]
+    fn a_session_never_grants_more_than_its_credential() {
+        let push_only = Permission {
+            push: true,
+            ..Permission::default()
+        };
+        let all = Permission::all();
+        #[rustfmt::skip]
+        let table = [
+            (SessionCredential::AccessToken(push_only), false),
+            (SessionCredential::AccessToken(all), true),
+            (SessionCredential::Publisher { grants_pull: false }, false),
+            (SessionCredential::Publisher { grants_pull: true }, true),
+        ];
+        for (credential, pull) in table {
+            let p = session_permission(credential);
+            assert!(p.push, "{credential:?}");
+            assert_eq!(p.pull, pull, "{credential:?}");
+            // Nothing but pull and push, whatever the credential held.
+            assert_eq!(
+                Permission {
+                    pull: false,
+                    push: false,
+                    ..p
+                },
+                Permission::default(),
+                "{credential:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,10 @@ pub mod permissions;
 pub mod publisher;
 pub mod upload_key;
 
-pub use access::{decide, Action, CacheFacts, CallerFacts, Decision, Disclosure, Refusal};
+pub use access::{
+    decide, session_permission, Action, CacheFacts, CallerFacts, Decision, Disclosure, Refusal,
+    SessionCredential,
+};
 pub use cache_name::{validate_cache_name, CacheNameError};
 pub use permissions::{CachePermissions, Permission};
 pub use publisher::{find_match, may_explain_refusal, Mismatch, Publisher};

@@ -54,6 +54,15 @@ pub struct GithubPublisher {
     pub allow_events: Vec<String>,
     #[serde(default)]
     pub allow_self_hosted: bool,
+    /// Whether the job's session token may also pull from the cache. Off by
+    /// default: a publisher is trusted to push, and reading a private cache
+    /// is a grant of its own (`publisher add --grant-pull`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub grants_pull: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_github_issuer() -> String {
@@ -66,6 +75,9 @@ fn default_github_issuer() -> String {
 pub struct GenericPublisher {
     pub issuer: String,
     pub claims: BTreeMap<String, String>,
+    /// As [`GithubPublisher::grants_pull`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub grants_pull: bool,
 }
 
 /// A publisher as registered on a cache (the API's list entries).
@@ -118,6 +130,14 @@ fn valid_glob(g: &str) -> bool {
 }
 
 impl Publisher {
+    /// Whether a job matching this publisher may also pull.
+    pub fn grants_pull(&self) -> bool {
+        match self {
+            Publisher::Github(g) => g.grants_pull,
+            Publisher::Generic(g) => g.grants_pull,
+        }
+    }
+
     pub fn issuer(&self) -> &str {
         match self {
             Publisher::Github(g) => &g.issuer,
@@ -148,12 +168,16 @@ impl Publisher {
                 if g.allow_self_hosted {
                     s.push_str(" +self-hosted");
                 }
+                if g.grants_pull {
+                    s.push_str(" +pull");
+                }
                 s
             }
             Publisher::Generic(g) => {
                 let claims: Vec<String> =
                     g.claims.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                format!("{} {}", g.issuer, claims.join(" "))
+                let pull = if g.grants_pull { " +pull" } else { "" };
+                format!("{} {}{pull}", g.issuer, claims.join(" "))
             }
         }
     }
@@ -505,26 +529,54 @@ mod tests {
                 ("project_id".into(), "77".into()),
                 ("ref".into(), "main".into()),
             ]),
+            grants_pull: false,
         });
         let globbed = Publisher::Generic(GenericPublisher {
             issuer: "gitlab".into(),
             claims: BTreeMap::from([("project_id".into(), "7*".into())]),
+            grants_pull: false,
         });
         let claims = |v: Value| v.as_object().cloned().unwrap();
         let own = claims(json!({"repository_id": "42"}));
         let stranger = claims(json!({"repository_id": "99"}));
         let numeric = claims(json!({"repository_id": 42}));
         #[rustfmt::skip]
-        let table: &[(bool, &Publisher, &str, &Map<String, Value>, bool)] = &[
+        // (cache is public, publisher, token's issuer, token's claims, explained)
+        type Case<'a> = (bool, &'a Publisher, &'a str, &'a Map<String, Value>, bool);
+        let table: &[Case] = &[
             (false, &github, "github", &own, true),
             (false, &github, "github", &numeric, true),
             (false, &github, "github", &stranger, false),
             (true, &github, "github", &stranger, true),
             (false, &github, "other-issuer", &own, false),
-            (false, &generic, "gitlab", &claims(json!({"project_id": "77"})), true),
-            (false, &generic, "gitlab", &claims(json!({"project_id": "78"})), false),
-            (false, &generic, "github", &claims(json!({"project_id": "77"})), false),
-            (false, &globbed, "gitlab", &claims(json!({"project_id": "77"})), false),
+            (
+                false,
+                &generic,
+                "gitlab",
+                &claims(json!({"project_id": "77"})),
+                true,
+            ),
+            (
+                false,
+                &generic,
+                "gitlab",
+                &claims(json!({"project_id": "78"})),
+                false,
+            ),
+            (
+                false,
+                &generic,
+                "github",
+                &claims(json!({"project_id": "77"})),
+                false,
+            ),
+            (
+                false,
+                &globbed,
+                "gitlab",
+                &claims(json!({"project_id": "77"})),
+                false,
+            ),
         ];
         for (public, p, issuer, c, want) in table {
             assert_eq!(
@@ -548,6 +600,7 @@ mod tests {
             reusable_workflow: None,
             allow_events: vec![],
             allow_self_hosted: false,
+            grants_pull: false,
         }
     }
 
@@ -711,6 +764,7 @@ mod tests {
                 ("ref_protected".to_string(), "true".to_string()),
             ]
             .into(),
+            grants_pull: false,
         });
         p.validate().unwrap();
         let c = json!({"project_path": "group/app", "ref_protected": "true"});
@@ -727,6 +781,7 @@ mod tests {
         let only_stars = Publisher::Generic(GenericPublisher {
             issuer: "gitlab".into(),
             claims: [("sub".to_string(), "*".to_string())].into(),
+            grants_pull: false,
         });
         assert!(only_stars.validate().is_err());
         let mut p = publisher();

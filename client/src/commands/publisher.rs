@@ -45,6 +45,11 @@ pub enum PublisherCommand {
         /// Accept self-hosted runners (default: GitHub-hosted only).
         #[arg(long)]
         allow_self_hosted: bool,
+        /// Also let the job pull from the cache with its session token. By
+        /// default a publisher may only push: reading a private cache is a
+        /// grant of its own.
+        #[arg(long)]
+        grant_pull: bool,
         /// The server's name for the issuer ([[oidc.issuers]] name).
         #[arg(long)]
         issuer: Option<String>,
@@ -75,6 +80,7 @@ pub async fn run(command: PublisherCommand) -> Result<()> {
             reusable_workflow,
             allow_events,
             allow_self_hosted,
+            grant_pull,
             issuer,
             claims,
         } => {
@@ -91,6 +97,7 @@ pub async fn run(command: PublisherCommand) -> Result<()> {
                     reusable_workflow,
                     allow_events,
                     allow_self_hosted,
+                    grants_pull: grant_pull,
                 }),
                 None => {
                     let issuer = issuer.context(
@@ -112,7 +119,11 @@ pub async fn run(command: PublisherCommand) -> Result<()> {
                                 .with_context(|| format!("--claim {c:?} is not NAME=GLOB"))
                         })
                         .collect::<Result<_>>()?;
-                    Publisher::Generic(GenericPublisher { issuer, claims })
+                    Publisher::Generic(GenericPublisher {
+                        issuer,
+                        claims,
+                        grants_pull: grant_pull,
+                    })
                 }
             };
             // The server checks too; checking here saves a round trip.

@@ -7,7 +7,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use provenix_policy::{
-    find_match, may_explain_refusal, Action, CachePermissions, Permission, Publisher,
+    find_match, may_explain_refusal, session_permission, Action, CachePermissions, Publisher,
+    SessionCredential,
 };
 use provenix_provenance::certificate_identity::{self, CertificateIdentity};
 use provenix_provenance::exchange::{
@@ -84,6 +85,8 @@ struct Grant {
     certificate_identity: CertificateIdentity,
     publisher_id: Option<i64>,
     spent: Option<(String, String, i64)>,
+    /// What paid for the key: bounds the session token's permission.
+    credential: SessionCredential,
 }
 
 async fn grant_for_oidc(
@@ -150,9 +153,12 @@ async fn grant_for_oidc(
             });
         }
     };
-    let is_github = list
+    let matched = list
         .iter()
-        .any(|(i, p)| *i == publisher_id && matches!(p, Publisher::Github(_)));
+        .find(|(i, _)| *i == publisher_id)
+        .map(|(_, p)| p);
+    let is_github = matches!(matched, Some(Publisher::Github(_)));
+    let grants_pull = matched.is_some_and(Publisher::grants_pull);
     let certificate_identity = if is_github {
         certificate_identity::github(&verified.issuer_url, &verified.server_url, &verified.claims)
     } else {
@@ -179,6 +185,7 @@ async fn grant_for_oidc(
                 verified.jti,
                 verified.exp + LEEWAY_SECS as i64,
             )),
+            credential: SessionCredential::Publisher { grants_pull },
         },
     ))
 }
@@ -221,6 +228,7 @@ async fn grant_for_access_token(
             certificate_identity: certificate_identity::subject(&state.api_endpoint, &claims.sub),
             publisher_id: None,
             spent: None,
+            credential: SessionCredential::AccessToken(caller.permission(&req.cache)),
         },
     ))
 }
@@ -288,14 +296,9 @@ pub async fn exchange(
         }
     }
     let mut caches = CachePermissions::default();
-    caches.0.insert(
-        req.cache.clone(),
-        Permission {
-            pull: true,
-            push: true,
-            ..Permission::default()
-        },
-    );
+    caches
+        .0
+        .insert(req.cache.clone(), session_permission(grant.credential));
     let access_token = state.tokens.mint_with(
         &grant.identity.subject,
         Duration::from_secs(lifetime as u64),

@@ -1,0 +1,110 @@
+//! Fast tier: an exchange never grants more than the credential it came
+//! from. The session token handed out with an upload key may pull only if
+//! the access token that paid for it could.
+
+mod harness;
+
+use axum::http::{Method, StatusCode};
+use harness::{perm, Harness};
+use provenix_provenance::exchange::{access_token_id, encode_public_key, proof_message, sign};
+use serde_json::json;
+
+/// Exchanges `token` for an upload key on `cache`; returns the session token.
+async fn exchange(h: &Harness, token: &str, cache: &str) -> String {
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let public_key = encode_public_key(&key.verifying_key());
+    let msg = proof_message(
+        &h.state.api_endpoint,
+        &access_token_id(token),
+        cache,
+        &public_key,
+    );
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/keys/exchange",
+            Some(token),
+            Some(json!({ "cache": cache, "public_key": public_key, "proof": sign(&key, &msg) })),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    a.json["access_token"]
+        .as_str()
+        .expect("session token")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_push_only_token_buys_a_push_only_session() {
+    let h = Harness::new().await;
+    h.create_cache("priv", false).await;
+    let push_only = h.token("builder", "priv", perm(|p| p.push = true));
+    // The token itself cannot read the private cache...
+    h.get("/priv/nix-cache-info", Some(&push_only))
+        .await
+        .assert_refused(404, "no-such-cache");
+    // ...and neither can the session it buys (it could, before).
+    let session = exchange(&h, &push_only, "priv").await;
+    h.get("/priv/nix-cache-info", Some(&session))
+        .await
+        .assert_refused(404, "no-such-cache");
+    h.get(
+        "/priv/0123456789abcdfghijklmnpqrsvwxyz.narinfo",
+        Some(&session),
+    )
+    .await
+    .assert_refused(404, "no-such-cache");
+    let whoami = h.get("/_api/v1/whoami", Some(&session)).await;
+    assert_eq!(
+        whoami.json["caches"],
+        json!({ "priv": { "w": true } }),
+        "{}",
+        whoami.text
+    );
+    // It pushes: asking what is missing works.
+    let missing = h
+        .call(
+            Method::POST,
+            "/_api/v1/get-missing-paths",
+            Some(&session),
+            Some(json!({ "cache": "priv", "store_path_hashes": [] })),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::OK, "{}", missing.text);
+}
+
+#[tokio::test]
+async fn a_reader_who_pushes_keeps_reading_with_the_session() {
+    let h = Harness::new().await;
+    h.create_cache("priv", false).await;
+    let both = h.token(
+        "alice",
+        "priv",
+        perm(|p| {
+            p.pull = true;
+            p.push = true;
+            p.destroy_cache = true;
+        }),
+    );
+    let session = exchange(&h, &both, "priv").await;
+    assert_eq!(
+        h.get("/priv/nix-cache-info", Some(&session)).await.status,
+        StatusCode::OK
+    );
+    // Pull and push only, whatever else the token held.
+    let whoami = h.get("/_api/v1/whoami", Some(&session)).await;
+    assert_eq!(
+        whoami.json["caches"],
+        json!({ "priv": { "r": true, "w": true } }),
+        "{}",
+        whoami.text
+    );
+    h.call(
+        Method::DELETE,
+        "/_api/v1/cache-config/priv",
+        Some(&session),
+        None,
+    )
+    .await
+    .assert_refused(403, "permission-denied");
+}
