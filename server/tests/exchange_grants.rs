@@ -108,3 +108,59 @@ async fn a_reader_who_pushes_keeps_reading_with_the_session() {
     .await
     .assert_refused(403, "permission-denied");
 }
+
+/// Revoking an upload key ends the session token issued with it at once.
+#[tokio::test]
+async fn revoking_the_key_ends_its_session() {
+    let h = Harness::new().await;
+    h.create_cache("priv", false).await;
+    let both = h.token(
+        "alice",
+        "priv",
+        perm(|p| {
+            p.pull = true;
+            p.push = true;
+        }),
+    );
+    let session = exchange(&h, &both, "priv").await;
+    let whoami = h.get("/_api/v1/whoami", Some(&session)).await;
+    let key = whoami.json["key_id"]
+        .as_str()
+        .expect("a session names its key")
+        .to_string();
+    assert_eq!(
+        h.get("/priv/nix-cache-info", Some(&session)).await.status,
+        StatusCode::OK
+    );
+    let revoked = h
+        .call(
+            Method::POST,
+            "/_api/v1/revoke",
+            Some(&h.root),
+            Some(json!({ "key": key, "reason": "laptop stolen" })),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
+    for (method, uri, body) in [
+        (Method::GET, "/priv/nix-cache-info", None),
+        (
+            Method::GET,
+            "/priv/0123456789abcdfghijklmnpqrsvwxyz.narinfo",
+            None,
+        ),
+        (
+            Method::POST,
+            "/_api/v1/get-missing-paths",
+            Some(json!({ "cache": "priv", "store_path_hashes": [] })),
+        ),
+        (Method::GET, "/_api/v1/whoami", None),
+    ] {
+        let a = h.call(method, uri, Some(&session), body).await;
+        a.assert_refused(401, "key-revoked");
+    }
+    // The access token that bought it is not revoked.
+    assert_eq!(
+        h.get("/priv/nix-cache-info", Some(&both)).await.status,
+        StatusCode::OK
+    );
+}

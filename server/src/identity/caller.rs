@@ -76,10 +76,15 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .and_then(bearer_or_basic)
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "Authorization header is neither 'Bearer TOKEN' nor Basic with the token as password"))?;
         match state.tokens.verify(&token) {
-            Ok(claims) => Ok(Caller {
-                claims: Some(claims),
-                token: Some(token),
-            }),
+            Ok(claims) => {
+                if let Some(key_id) = &claims.provenix.key_id {
+                    session_key_is_live(state, key_id).await?;
+                }
+                Ok(Caller {
+                    claims: Some(claims),
+                    token: Some(token),
+                })
+            }
             Err(e) => {
                 use jsonwebtoken::errors::ErrorKind;
                 let (code, why) = match e.kind() {
@@ -110,6 +115,23 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 Err(ApiError::new(code, why))
             }
         }
+    }
+}
+
+/// A session token lives no longer than its upload key: revoking the key
+/// ends the session at once, on every replica (the database is asked on
+/// every request that presents one; nothing is cached in process).
+async fn session_key_is_live(state: &AppState, key_id: &str) -> Result<(), ApiError> {
+    match state.db.upload_key_by_id(key_id).await? {
+        Some(key) if !key.revoked => Ok(()),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::KeyRevoked,
+            format!("upload key {key_id} was revoked, and with it this session token"),
+        )),
+        None => Err(ApiError::new(
+            ErrorCode::InvalidToken,
+            format!("this session token names upload key {key_id}, which this server never issued"),
+        )),
     }
 }
 
