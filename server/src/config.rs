@@ -420,11 +420,13 @@ impl Config {
 /// and `$XDG_DATA_HOME/provenix/` (as Attic uses ~/.config/attic).
 pub fn default_paths() -> Result<(PathBuf, PathBuf)> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
-    let config_home = std::env::var_os("XDG_CONFIG_HOME")
+    // An empty XDG variable counts as unset (the XDG base directory spec).
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    let config_home = var("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| home.as_ref().map(|h| h.join(".config")))
         .context("neither XDG_CONFIG_HOME nor HOME is set")?;
-    let data_home = std::env::var_os("XDG_DATA_HOME")
+    let data_home = var("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| home.as_ref().map(|h| h.join(".local/share")))
         .context("neither XDG_DATA_HOME nor HOME is set")?;

@@ -126,6 +126,12 @@ fn load_config(path: Option<PathBuf>) -> Result<(Config, bool)> {
     std::fs::create_dir_all(config_path.parent().expect("has parent"))?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    {
+        // create_dir_all leaves an existing directory's mode as it was.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", data_dir.display()))?;
+    }
     let text = config::default_config_text(&data_dir);
     write_private(&config_path, &text)?;
     eprintln!(
@@ -133,6 +139,42 @@ fn load_config(path: Option<PathBuf>) -> Result<(Config, bool)> {
         config_path.display()
     );
     Ok((Config::parse(&text)?, true))
+}
+
+/// Warns, once at start, when the data the server keeps lies in a directory
+/// others can read: made before the server set its own file modes, or by
+/// hand. Only new files are protected by the umask; existing ones keep
+/// their modes until the operator fixes them (`chmod -R go= DIR`).
+fn warn_if_others_can_read(config: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dirs = Vec::new();
+    if let config::StorageConfig::Local { path } = &config.storage {
+        dirs.push(path.clone());
+    }
+    let url = &config.database.url;
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let file = PathBuf::from(rest.split('?').next().unwrap_or_default());
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            dirs.push(dir.to_path_buf());
+        }
+        dirs.push(file);
+    }
+    for path in dirs {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "others can read this server's data (signing keys, private NARs); run `chmod -R go= {}`",
+                path.display()
+            );
+        }
+    }
 }
 
 /// Writes a file only its owner can read: it holds the token secret.
@@ -150,6 +192,14 @@ fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
 }
 
 fn main() {
+    // Everything the server writes is its own alone, whatever the umask it
+    // was started with: the database holds every cache's signing key and
+    // the CA's private key (also in its -wal and -shm files), and the packs
+    // hold private caches' NARs.
+    // SAFETY: umask only sets this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     tune_malloc();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
@@ -264,6 +314,7 @@ async fn run() -> Result<()> {
         _ => None,
     };
     let bound = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    warn_if_others_can_read(&config);
     let state = AppState::new(config, bound).await?;
     if cli.mode == Mode::Monolithic {
         state.db.migrate().await?;
