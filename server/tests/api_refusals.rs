@@ -219,3 +219,58 @@ async fn a_short_retention_needs_the_delete_permission_too() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     assert_eq!(a.json["retention_period"], 1);
 }
+
+/// A refused upload deletes the packs it stored, at once: GC's sweep (a
+/// day later) is only for crashes.
+#[tokio::test]
+async fn a_refused_upload_leaves_no_bytes_behind() {
+    use provenix_provenance::upload::UploadPathNarInfo;
+    use provenix_provenance::NarHash;
+    let h = Harness::new().await;
+    h.create_cache("main", false).await;
+    let key = h.exchange(&h.root, "main").await;
+    // Five incompressible MiB, so that at least one 4 MiB pack is stored
+    // before the stream ends and its hash is found wrong.
+    let mut contents = vec![0u8; 5 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in contents.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    // A valid NAR, so the whole stream is read and packed; only its hash
+    // is not the statement's.
+    let body = provenix_provenance::nar::write(&provenix_provenance::nar::Node::Regular {
+        executable: false,
+        contents,
+    });
+    let mut info = UploadPathNarInfo {
+        cache: "main".into(),
+        store_path: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-big".into(),
+        nar_hash: NarHash::parse("sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s")
+            .unwrap(),
+        nar_size: body.len() as u64,
+        references: vec![],
+        deriver: None,
+        ca: None,
+        key_id: None,
+        signature: None,
+    };
+    key.sign(&mut info);
+    let a = h.upload(&key.session, &info, body).await;
+    // Not a NAR at all: refused by the streaming validator or the hash.
+    assert!(
+        matches!(a.code(), "malformed-nar" | "nar-hash-mismatch"),
+        "{}",
+        a.text
+    );
+    // The deletion runs beside the answer; give it a moment.
+    for _ in 0..100 {
+        if h.stored_files().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.stored_files(), Vec::<std::path::PathBuf>::new());
+}

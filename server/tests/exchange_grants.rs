@@ -6,33 +6,7 @@ mod harness;
 
 use axum::http::{Method, StatusCode};
 use harness::{perm, Harness};
-use provenix_provenance::exchange::{access_token_id, encode_public_key, proof_message, sign};
 use serde_json::json;
-
-/// Exchanges `token` for an upload key on `cache`; returns the session token.
-async fn exchange(h: &Harness, token: &str, cache: &str) -> String {
-    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let public_key = encode_public_key(&key.verifying_key());
-    let msg = proof_message(
-        &h.state.api_endpoint,
-        &access_token_id(token),
-        cache,
-        &public_key,
-    );
-    let a = h
-        .call(
-            Method::POST,
-            "/_api/v1/keys/exchange",
-            Some(token),
-            Some(json!({ "cache": cache, "public_key": public_key, "proof": sign(&key, &msg) })),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-    a.json["access_token"]
-        .as_str()
-        .expect("session token")
-        .to_string()
-}
 
 #[tokio::test]
 async fn a_push_only_token_buys_a_push_only_session() {
@@ -44,7 +18,7 @@ async fn a_push_only_token_buys_a_push_only_session() {
         .await
         .assert_refused(404, "no-such-cache");
     // ...and neither can the session it buys (it could, before).
-    let session = exchange(&h, &push_only, "priv").await;
+    let session = h.exchange(&push_only, "priv").await.session;
     h.get("/priv/nix-cache-info", Some(&session))
         .await
         .assert_refused(404, "no-such-cache");
@@ -86,7 +60,7 @@ async fn a_reader_who_pushes_keeps_reading_with_the_session() {
             p.destroy_cache = true;
         }),
     );
-    let session = exchange(&h, &both, "priv").await;
+    let session = h.exchange(&both, "priv").await.session;
     assert_eq!(
         h.get("/priv/nix-cache-info", Some(&session)).await.status,
         StatusCode::OK
@@ -122,7 +96,7 @@ async fn revoking_the_key_ends_its_session() {
             p.push = true;
         }),
     );
-    let session = exchange(&h, &both, "priv").await;
+    let session = h.exchange(&both, "priv").await.session;
     let whoami = h.get("/_api/v1/whoami", Some(&session)).await;
     let key = whoami.json["key_id"]
         .as_str()

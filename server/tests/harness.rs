@@ -20,7 +20,25 @@ pub struct Harness {
     pub state: Arc<AppState>,
     router: Router,
     pub root: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+/// An upload key from an exchange: the key, its id and its session token.
+pub struct UploadKey {
+    pub key: ed25519_dalek::SigningKey,
+    pub key_id: String,
+    pub session: String,
+}
+
+impl UploadKey {
+    /// Signs `info` as `provenix push` does.
+    pub fn sign(&self, info: &mut provenix_provenance::upload::UploadPathNarInfo) {
+        info.key_id = Some(self.key_id.clone());
+        info.signature = Some(provenix_provenance::exchange::sign(
+            &self.key,
+            &info.statement(),
+        ));
+    }
 }
 
 /// An answer: status, the JSON body (Null when not JSON) and the raw text.
@@ -70,8 +88,77 @@ impl Harness {
             router: provenix_server::router(state.clone()),
             state,
             root,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// Every file under the local storage (packs), recursively.
+    pub fn stored_files(&self) -> Vec<std::path::PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.dir.path().join("storage"), &mut out);
+        out
+    }
+
+    /// Exchanges the access token `token` for an upload key on `cache`.
+    pub async fn exchange(&self, token: &str, cache: &str) -> UploadKey {
+        use provenix_provenance::exchange::{
+            access_token_id, encode_public_key, proof_message, sign,
+        };
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let public_key = encode_public_key(&key.verifying_key());
+        let msg = proof_message(
+            &self.state.api_endpoint,
+            &access_token_id(token),
+            cache,
+            &public_key,
+        );
+        let a = self
+            .call(
+                Method::POST,
+                "/_api/v1/keys/exchange",
+                Some(token),
+                Some(serde_json::json!({ "cache": cache, "public_key": public_key, "proof": sign(&key, &msg) })),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        UploadKey {
+            key,
+            key_id: a.json["key_id"].as_str().expect("key id").to_string(),
+            session: a.json["access_token"]
+                .as_str()
+                .expect("session token")
+                .to_string(),
+        }
+    }
+
+    /// `PUT /_api/v1/upload-path` with `info` in its header and `body`.
+    pub async fn upload(
+        &self,
+        token: &str,
+        info: &provenix_provenance::upload::UploadPathNarInfo,
+        body: Vec<u8>,
+    ) -> Answer {
+        let req = Request::builder()
+            .method(Method::PUT)
+            .uri("/_api/v1/upload-path")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(
+                provenix_provenance::upload::UPLOAD_HEADER,
+                serde_json::to_string(info).expect("statement"),
+            )
+            .body(Body::from(body))
+            .expect("request");
+        self.send(req).await
     }
 
     /// A token of `sub` with `perm` on the caches `pattern` matches.
@@ -102,6 +189,10 @@ impl Harness {
             None => req.body(Body::empty()),
         }
         .expect("request");
+        self.send(req).await
+    }
+
+    async fn send(&self, req: Request<Body>) -> Answer {
         let resp = self.router.clone().oneshot(req).await.expect("infallible");
         let status = resp.status();
         let www_authenticate = resp.headers().contains_key(header::WWW_AUTHENTICATE);

@@ -154,6 +154,51 @@ struct Packer {
     parts: Vec<Bytes>,
     len: usize,
     storing: Option<tokio::task::JoinHandle<Result<(), IngestError>>>,
+    stored: Arc<Mutex<StoredPacks>>,
+}
+
+/// The packs an upload has stored, so that a refused or failed upload
+/// deletes them at once instead of leaving them to GC's sweep (which stays
+/// for crashes). A pack whose store finishes after the upload was abandoned
+/// deletes itself.
+#[derive(Default)]
+struct StoredPacks {
+    keys: Vec<Arc<str>>,
+    abandoned: bool,
+}
+
+/// Deletes an upload's stored packs when dropped armed: on every way out of
+/// `ingest` but success (an error, or the request going away mid-stream).
+struct AbandonOnDrop {
+    storage: Storage,
+    stored: Arc<Mutex<StoredPacks>>,
+    armed: bool,
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let keys = {
+            let mut stored = self.stored.lock().expect("not poisoned");
+            stored.abandoned = true;
+            std::mem::take(&mut stored.keys)
+        };
+        if keys.is_empty() {
+            return;
+        }
+        let storage = self.storage.clone();
+        // No row names these packs (the commit never ran), so nothing can
+        // be reading them.
+        tokio::spawn(async move {
+            for key in keys {
+                if let Err(e) = storage.delete(&key).await {
+                    tracing::warn!(pack = %key, "cannot delete a refused upload's pack (GC's sweep will): {e:#}");
+                }
+            }
+        });
+    }
 }
 
 impl Packer {
@@ -166,6 +211,16 @@ impl Packer {
             parts: Vec::new(),
             len: 0,
             storing: None,
+            stored: Arc::default(),
+        }
+    }
+
+    /// The guard that deletes this upload's packs unless disarmed.
+    fn abandon_on_drop(&self) -> AbandonOnDrop {
+        AbandonOnDrop {
+            storage: self.storage.clone(),
+            stored: self.stored.clone(),
+            armed: true,
         }
     }
 
@@ -207,11 +262,25 @@ impl Packer {
         self.len = 0;
         let key = std::mem::replace(&mut self.key, new_pack_key(self.ext));
         let storage = self.storage.clone();
+        let stored = self.stored.clone();
         self.storing = Some(tokio::spawn(async move {
             storage
                 .put_parts(&key, parts)
                 .await
-                .map_err(IngestError::Storage)
+                .map_err(IngestError::Storage)?;
+            let abandoned = {
+                let mut stored = stored.lock().expect("not poisoned");
+                if !stored.abandoned {
+                    stored.keys.push(key.clone());
+                }
+                stored.abandoned
+            };
+            if abandoned {
+                if let Err(e) = storage.delete(&key).await {
+                    tracing::warn!(pack = %key, "cannot delete a refused upload's pack (GC's sweep will): {e:#}");
+                }
+            }
+            Ok(())
         }));
         Ok(())
     }
@@ -330,6 +399,7 @@ impl Ingestor {
         // results come back in NAR order and are packed in that order, so a
         // pull reads a NAR's new chunks as a few large sequential ranges.
         let mut packer = Packer::new(self.storage.clone(), self.zstd_level.is_some());
+        let mut abandon = packer.abandon_on_drop();
         // Room for the chunks the declared size likely cuts into (FastCDC's
         // cuts average `avg_size`), plus a margin: growing by doubling held
         // two copies at once. Not room for the most it could cut into: that
@@ -409,6 +479,7 @@ impl Ingestor {
                 actual: actual.to_nix_string(),
             });
         }
+        abandon.armed = false;
         Ok(Ingested {
             chunks,
             compression,
