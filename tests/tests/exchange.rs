@@ -226,9 +226,44 @@ async fn forged_expired_and_mismatched_tokens_are_refused() {
 #[tokio::test]
 async fn publishers_match_on_ids_workflow_event_and_runner() {
     let w = world("");
-    // Same repository name, another repository (deleted and re-created).
-    let a = w.exchange(&w.with(json!({"repository_id": "99"}))).await;
+    let admin = w.server.client();
+    // Same repository name, another repository (deleted and re-created): on
+    // the private cache this stranger learns nothing, not even that the
+    // cache exists (the answer a missing cache gets)...
+    let stranger = w.with(json!({"repository_id": "99"}));
+    let token = w.issuer.sign(&stranger);
+    let jti = stranger["jti"].as_str().unwrap();
+    let hidden = w
+        .http
+        .exchange_oidc(&token, &w.aud, jti, "main", &new_key())
+        .await;
+    let missing = w
+        .http
+        .exchange_oidc(&token, &w.aud, jti, "nosuch", &new_key())
+        .await;
+    assert_refused(
+        &hidden,
+        403,
+        "no-matching-publisher",
+        "no trusted publishers",
+    );
+    assert_eq!(
+        hidden.1["message"].as_str().unwrap().replace("main", "X"),
+        missing.1["message"]
+            .as_str()
+            .unwrap()
+            .replace("nosuch", "X")
+    );
+    assert!(
+        !hidden.2.contains("octo-org") && !hidden.2.contains("build.yml"),
+        "{}",
+        hidden.2
+    );
+    // ...while on a public cache the refusal names the claim that differed.
+    admin.ok(&["cache", "configure", "main", "--public"]);
+    let a = w.exchange(&stranger).await;
     assert_refused(&a, 403, "no-matching-publisher", "repository_id");
+    admin.ok(&["cache", "configure", "main", "--private"]);
     // Same owner name, another account (resurrected login).
     let a = w
         .exchange(&w.with(json!({"repository_owner_id": "99"})))
@@ -275,7 +310,6 @@ async fn publishers_match_on_ids_workflow_event_and_runner() {
     assert_refused(&a, 403, "no-matching-publisher", "sub");
 
     // Publishers that opt in accept exactly those.
-    let admin = w.server.client();
     let github = ADD_PUBLISHER;
     admin.ok(&[
         &github[..],
