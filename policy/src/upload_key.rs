@@ -34,6 +34,17 @@ pub fn check_upload_key(
     Ok(())
 }
 
+/// `Ok` if an upload whose key is valid until `not_after` may commit at
+/// `completed_at`: the key is judged when the upload completes, not when it
+/// started, with `grace` seconds for a NAR still streaming at expiry.
+pub fn check_completion(not_after: i64, completed_at: i64, grace: i64) -> Result<(), ErrorCode> {
+    if completed_at > not_after.saturating_add(grace) {
+        Err(ErrorCode::KeyExpired)
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,6 +55,24 @@ mod tests {
         not_after: 1000,
         cache_id: 7,
     };
+
+    #[test]
+    fn an_upload_is_judged_when_it_completes() {
+        for (completed, grace, ok) in [
+            (1000, 0, true),
+            (1001, 0, false),
+            (1030, 30, true),
+            (1031, 30, false),
+            (i64::MAX, 30, false),
+        ] {
+            assert_eq!(
+                check_completion(1000, completed, grace).is_ok(),
+                ok,
+                "{completed} {grace}"
+            );
+        }
+        assert_eq!(check_completion(i64::MAX, i64::MAX, 30), Ok(()));
+    }
 
     #[test]
     fn the_upload_key_table() {

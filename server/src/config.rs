@@ -108,7 +108,19 @@ pub struct SigningKeysConfig {
     /// At most 15 minutes.
     #[serde(default = "default_key_lifetime", with = "humantime_serde_compat")]
     pub lifetime: Duration,
+    /// How long after its key expired an upload may still complete (its
+    /// NAR was streaming when the key ran out). At most 5 minutes: a stolen
+    /// key must not open uploads before expiry and finish them for hours.
+    #[serde(default = "default_completion_grace", with = "humantime_serde_compat")]
+    pub completion_grace: Duration,
 }
+
+fn default_completion_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The longest `completion-grace` may be.
+pub const MAX_COMPLETION_GRACE: Duration = Duration::from_secs(5 * 60);
 
 fn default_key_lifetime() -> Duration {
     MAX_KEY_LIFETIME
@@ -118,6 +130,7 @@ impl Default for SigningKeysConfig {
     fn default() -> Self {
         SigningKeysConfig {
             lifetime: default_key_lifetime(),
+            completion_grace: default_completion_grace(),
         }
     }
 }
@@ -352,6 +365,9 @@ impl Config {
         let lifetime = self.signing_keys.lifetime;
         if lifetime > MAX_KEY_LIFETIME || lifetime < Duration::from_secs(1) {
             bail!("[signing-keys] lifetime must be between 1 second and 15 minutes");
+        }
+        if self.signing_keys.completion_grace > MAX_COMPLETION_GRACE {
+            bail!("[signing-keys] completion-grace must be at most 5 minutes");
         }
         let mut names = std::collections::HashSet::new();
         for i in &self.oidc.issuers {

@@ -274,3 +274,68 @@ async fn a_refused_upload_leaves_no_bytes_behind() {
     }
     assert_eq!(h.stored_files(), Vec::<std::path::PathBuf>::new());
 }
+
+/// An upload is judged by its key's validity when it completes: a key that
+/// expired while its NAR streamed (past the grace) stores nothing.
+#[tokio::test]
+async fn an_upload_completing_after_its_key_expired_is_refused() {
+    use futures::StreamExt;
+    use provenix_provenance::upload::UploadPathNarInfo;
+    use provenix_provenance::NarHash;
+    let h = Harness::with_config(|c| {
+        c.signing_keys.lifetime = std::time::Duration::from_secs(1);
+        c.signing_keys.completion_grace = std::time::Duration::ZERO;
+    })
+    .await;
+    h.create_cache("main", false).await;
+    let key = h.exchange(&h.root, "main").await;
+    let nar = provenix_provenance::nar::write(&provenix_provenance::nar::Node::Regular {
+        executable: false,
+        contents: vec![7u8; 300_000],
+    });
+    let mut info = UploadPathNarInfo {
+        cache: "main".into(),
+        store_path: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-slow".into(),
+        nar_hash: NarHash::of(&nar),
+        nar_size: nar.len() as u64,
+        references: vec![],
+        deriver: None,
+        ca: None,
+        key_id: None,
+        signature: None,
+    };
+    key.sign(&mut info);
+    // The NAR in three parts, the last one after the key has expired.
+    let parts: Vec<Vec<u8>> = nar.chunks(nar.len() / 3 + 1).map(<[u8]>::to_vec).collect();
+    let body = futures::stream::iter(parts.into_iter().enumerate()).then(|(i, part)| async move {
+        if i == 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        }
+        Ok::<_, std::io::Error>(bytes::Bytes::from(part))
+    });
+    let a = h
+        .upload(&key.session, &info, axum::body::Body::from_stream(body))
+        .await;
+    a.assert_refused(401, "key-expired");
+    let missing = h
+        .call(
+            Method::POST,
+            "/_api/v1/get-missing-paths",
+            Some(&h.root),
+            Some(json!({ "cache": "main", "store_path_hashes": ["0123456789abcdfghijklmnpqrsvwxyz"] })),
+        )
+        .await;
+    assert_eq!(
+        missing.json["missing_paths"],
+        json!(["0123456789abcdfghijklmnpqrsvwxyz"]),
+        "{}",
+        missing.text
+    );
+    for _ in 0..100 {
+        if h.stored_files().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.stored_files(), Vec::<std::path::PathBuf>::new());
+}

@@ -146,7 +146,7 @@ impl Harness {
         &self,
         token: &str,
         info: &provenix_provenance::upload::UploadPathNarInfo,
-        body: Vec<u8>,
+        body: impl Into<Body>,
     ) -> Answer {
         let req = Request::builder()
             .method(Method::PUT)
@@ -156,7 +156,7 @@ impl Harness {
                 provenix_provenance::upload::UPLOAD_HEADER,
                 serde_json::to_string(info).expect("statement"),
             )
-            .body(Body::from(body))
+            .body(body.into())
             .expect("request");
         self.send(req).await
     }

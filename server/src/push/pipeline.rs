@@ -62,6 +62,18 @@ pub struct Ingestor {
 pub struct Ingested {
     pub chunks: Vec<IngestedChunk>,
     pub compression: &'static str,
+    /// Deletes the packs this upload stored if dropped before
+    /// [`Ingested::keep_packs`]: an upload refused after its stream ended
+    /// leaves nothing behind either.
+    packs: AbandonOnDrop,
+}
+
+impl Ingested {
+    /// Called just before the commit, which may make rows name the packs:
+    /// from then on only GC may delete them.
+    pub fn keep_packs(&mut self) {
+        self.packs.armed = false;
+    }
 }
 
 /// What a chunk is stored as, which is also what a NAR is served as.
@@ -169,7 +181,7 @@ struct StoredPacks {
 
 /// Deletes an upload's stored packs when dropped armed: on every way out of
 /// `ingest` but success (an error, or the request going away mid-stream).
-struct AbandonOnDrop {
+pub(crate) struct AbandonOnDrop {
     storage: Storage,
     stored: Arc<Mutex<StoredPacks>>,
     armed: bool,
@@ -399,7 +411,7 @@ impl Ingestor {
         // results come back in NAR order and are packed in that order, so a
         // pull reads a NAR's new chunks as a few large sequential ranges.
         let mut packer = Packer::new(self.storage.clone(), self.zstd_level.is_some());
-        let mut abandon = packer.abandon_on_drop();
+        let abandon = packer.abandon_on_drop();
         // Room for the chunks the declared size likely cuts into (FastCDC's
         // cuts average `avg_size`), plus a margin: growing by doubling held
         // two copies at once. Not room for the most it could cut into: that
@@ -479,10 +491,10 @@ impl Ingestor {
                 actual: actual.to_nix_string(),
             });
         }
-        abandon.armed = false;
         Ok(Ingested {
             chunks,
             compression,
+            packs: abandon,
         })
     }
 

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use futures::TryStreamExt;
-use provenix_policy::Action;
+use provenix_policy::{check_completion, Action};
 use provenix_provenance::store_path::validate_hash_part;
 use provenix_provenance::upload::{
     MissingPathsRequest, MissingPathsResponse, UploadOutcome, UploadPathNarInfo, UploadResult,
@@ -135,7 +135,7 @@ pub async fn upload_path(
     let reader = tokio_util::io::StreamReader::new(stream);
     let started = std::time::Instant::now();
     let ingest = state.ingestor.ingest(reader, &info.nar_hash, info.nar_size);
-    let ingested = match tokio::time::timeout(state.config.max_upload_duration, ingest).await {
+    let mut ingested = match tokio::time::timeout(state.config.max_upload_duration, ingest).await {
         Err(_) => {
             return Err(ApiError::new(
                 ErrorCode::UploadTimeout,
@@ -158,6 +158,18 @@ pub async fn upload_path(
         Ok(Ok(i)) => i,
     };
     let ingested_at = std::time::Instant::now();
+    let completed_at = crate::clock::now();
+    let grace = state.config.signing_keys.completion_grace.as_secs() as i64;
+    if let Err(code) = check_completion(key.not_after, completed_at, grace) {
+        return Err(ApiError::new(
+            code,
+            format!(
+                "signing key {} expired at {} and this upload completed at {completed_at}, past the {grace} s grace; nothing was stored: exchange for a fresh key and upload again",
+                key.key_id, key.not_after
+            ),
+        ));
+    }
+    ingested.keep_packs();
     let outcome = commit::commit_upload(&state, &obj, &ingested).await?;
     if outcome == CommitOutcome::Created {
         tracing::info!(path = %info.store_path, cache = %c.name, key = %key.key_id, sub = %key.subject, size = info.nar_size,
