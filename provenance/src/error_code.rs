@@ -105,6 +105,9 @@ error_codes! {
     NarSizeMismatch = ("nar-size-mismatch", 400),
     /// The path is in the cache with another NAR hash (a divergence).
     NarHashConflict = ("nar-hash-conflict", 409),
+    /// A statement vouching for a stored path describes it otherwise (size,
+    /// references, deriver or CA).
+    StatementMismatch = ("statement-mismatch", 409),
     /// The body stopped before the NAR did.
     UploadInterrupted = ("upload-interrupted", 400),
     /// The upload took longer than `max-upload-duration`.

@@ -77,6 +77,45 @@ pub struct ValidUpload {
     pub deriver: Option<String>,
 }
 
+/// What a cache holds for a path, in the terms a statement describes it:
+/// references and deriver as base names (as [`ValidUpload`] has them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathDescription {
+    pub nar_hash: String,
+    pub nar_size: i64,
+    pub references: Vec<String>,
+    pub deriver: Option<String>,
+    pub ca: Option<String>,
+}
+
+impl PathDescription {
+    /// The first field in which `other` describes another path than this
+    /// (references compared as sets), or None when they agree. A statement
+    /// vouching for a stored path must describe it exactly: otherwise its
+    /// record would keep false values under a valid signature.
+    pub fn first_difference(&self, other: &PathDescription) -> Option<&'static str> {
+        let set = |r: &[String]| {
+            let mut r = r.to_vec();
+            r.sort_unstable();
+            r.dedup();
+            r
+        };
+        if self.nar_hash != other.nar_hash {
+            Some("nar_hash")
+        } else if self.nar_size != other.nar_size {
+            Some("nar_size")
+        } else if set(&self.references) != set(&other.references) {
+            Some("references")
+        } else if self.deriver != other.deriver {
+            Some("deriver")
+        } else if self.ca != other.ca {
+            Some("ca")
+        } else {
+            None
+        }
+    }
+}
+
 impl UploadPathNarInfo {
     /// The bytes a short-term key signs. References are sorted and
     /// deduplicated so their order on the wire does not matter.
@@ -179,6 +218,62 @@ pub struct MissingPathsResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptions_differ_in_their_first_differing_field() {
+        let stored = PathDescription {
+            nar_hash: "sha256:a".into(),
+            nar_size: 120,
+            references: vec!["b-dep".into(), "a-dep".into()],
+            deriver: Some("x.drv".into()),
+            ca: None,
+        };
+        let same_refs_reordered = PathDescription {
+            references: vec!["a-dep".into(), "b-dep".into(), "a-dep".into()],
+            ..stored.clone()
+        };
+        assert_eq!(stored.first_difference(&same_refs_reordered), None);
+        let cases: [(PathDescription, &str); 5] = [
+            (
+                PathDescription {
+                    nar_hash: "sha256:b".into(),
+                    ..stored.clone()
+                },
+                "nar_hash",
+            ),
+            (
+                PathDescription {
+                    nar_size: 8,
+                    ..stored.clone()
+                },
+                "nar_size",
+            ),
+            (
+                PathDescription {
+                    references: vec![],
+                    ..stored.clone()
+                },
+                "references",
+            ),
+            (
+                PathDescription {
+                    deriver: Some("evil.drv".into()),
+                    ..stored.clone()
+                },
+                "deriver",
+            ),
+            (
+                PathDescription {
+                    ca: Some("fixed:sha256:x".into()),
+                    ..stored.clone()
+                },
+                "ca",
+            ),
+        ];
+        for (other, field) in cases {
+            assert_eq!(stored.first_difference(&other), Some(field));
+        }
+    }
 
     fn info() -> UploadPathNarInfo {
         UploadPathNarInfo {

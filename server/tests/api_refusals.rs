@@ -339,3 +339,115 @@ async fn an_upload_completing_after_its_key_expired_is_refused() {
     }
     assert_eq!(h.stored_files(), Vec::<std::path::PathBuf>::new());
 }
+
+/// A statement vouching for a stored path must describe it as stored: a
+/// witness with another size, references or deriver is refused and not
+/// recorded; an existing-NAR statement with a false size must send the NAR.
+#[tokio::test]
+async fn vouching_statements_must_describe_the_stored_path() {
+    use provenix_provenance::upload::UploadPathNarInfo;
+    use provenix_provenance::NarHash;
+    let h = Harness::new().await;
+    h.create_cache("main", false).await;
+    h.create_cache("other", false).await;
+    let key = h.exchange(&h.root, "main").await;
+    let nar = provenix_provenance::nar::write(&provenix_provenance::nar::Node::Regular {
+        executable: false,
+        contents: b"hello".to_vec(),
+    });
+    let path = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello";
+    let statement =
+        |nar_size: u64, references: Vec<String>, deriver: Option<String>| UploadPathNarInfo {
+            cache: "main".into(),
+            store_path: path.into(),
+            nar_hash: NarHash::of(&nar),
+            nar_size,
+            references,
+            deriver,
+            ca: None,
+            key_id: None,
+            signature: None,
+        };
+    let mut honest = statement(nar.len() as u64, vec![], None);
+    key.sign(&mut honest);
+    let a = h.upload(&key.session, &honest, nar.clone()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let records = || async {
+        h.get(
+            "/_api/v1/cache/main/provenance/0123456789abcdfghijklmnpqrsvwxyz",
+            Some(&h.root),
+        )
+        .await
+        .json["uploads"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(records().await, 1);
+    let dep = "/nix/store/00000000000000000000000000000000-dep".to_string();
+    let evil = "/nix/store/11111111111111111111111111111111-evil.drv".to_string();
+    for (mut lie, field) in [
+        (statement(999_999, vec![], None), "nar_size"),
+        (statement(8, vec![], None), "nar_size"),
+        (statement(nar.len() as u64, vec![dep], None), "references"),
+        (statement(nar.len() as u64, vec![], Some(evil)), "deriver"),
+    ] {
+        key.sign(&mut lie);
+        let a = h
+            .call(
+                Method::POST,
+                "/_api/v1/upload-path/existing-nar",
+                Some(&key.session),
+                Some(serde_json::to_value(&lie).unwrap()),
+            )
+            .await;
+        a.assert_refused(409, "statement-mismatch");
+        assert!(a.text.contains(field), "{field}: {}", a.text);
+    }
+    // The honest witness is recorded; the lies were not.
+    let mut again = statement(nar.len() as u64, vec![], None);
+    key.sign(&mut again);
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/upload-path/existing-nar",
+            Some(&key.session),
+            Some(serde_json::to_value(&again).unwrap()),
+        )
+        .await;
+    assert_eq!(a.json["outcome"], "exists", "{}", a.text);
+    assert_eq!(records().await, 2);
+
+    // In another cache, recording the stored NAR without sending it needs
+    // a statement that describes it: a false size means "send the NAR".
+    // (The caller must also be able to read the NAR somewhere: the root
+    // token can; the session token of a key for "other" cannot.)
+    let other = h.exchange(&h.root, "other").await;
+    let mut lie = UploadPathNarInfo {
+        cache: "other".into(),
+        ..statement(999_999, vec![], None)
+    };
+    other.sign(&mut lie);
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/upload-path/existing-nar",
+            Some(&h.root),
+            Some(serde_json::to_value(&lie).unwrap()),
+        )
+        .await;
+    assert_eq!(a.json["outcome"], "nar-required", "{}", a.text);
+    let mut fits = UploadPathNarInfo {
+        cache: "other".into(),
+        ..statement(nar.len() as u64, vec![], None)
+    };
+    other.sign(&mut fits);
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/upload-path/existing-nar",
+            Some(&h.root),
+            Some(serde_json::to_value(&fits).unwrap()),
+        )
+        .await;
+    assert_eq!(a.json["outcome"], "deduplicated", "{}", a.text);
+}

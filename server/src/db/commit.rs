@@ -3,6 +3,7 @@
 //! the shorter ones for a path the cache already has and for a NAR the
 //! server already holds.
 
+use provenix_provenance::upload::PathDescription;
 use sqlx::Row;
 
 use super::ledger;
@@ -68,6 +69,23 @@ pub enum CommitOutcome {
     },
     /// A chunk this upload relied on was claimed by GC meanwhile; retry.
     ChunkGone,
+    /// The cache holds this path with this NAR, but the statement describes
+    /// it otherwise (`field`): refused, nothing recorded.
+    Mismatch {
+        field: &'static str,
+    },
+}
+
+impl NewPath {
+    fn description(&self) -> PathDescription {
+        PathDescription {
+            nar_hash: self.nar_hash.clone(),
+            nar_size: self.nar_size,
+            references: self.refs.clone(),
+            deriver: self.deriver.clone(),
+            ca: self.ca.clone(),
+        }
+    }
 }
 
 impl Db {
@@ -300,23 +318,66 @@ async fn existing_outcome(
     conn: &mut sqlx::AnyConnection,
     obj: &NewPath,
 ) -> DbResult<Option<CommitOutcome>> {
-    let existing: Option<String> = sqlx::query_scalar(
-        "SELECT n.nar_hash FROM paths o JOIN nars n ON o.nar_id = n.id
+    let row = sqlx::query(
+        "SELECT n.nar_hash, n.nar_size, o.refs, o.deriver, o.ca FROM paths o JOIN nars n ON o.nar_id = n.id
          WHERE o.cache_id = $1 AND o.store_path_hash = $2",
     )
     .bind(obj.cache_id)
     .bind(&obj.store_path_hash)
     .fetch_optional(conn)
     .await?;
-    Ok(existing.map(|h| {
-        if h == obj.nar_hash {
-            CommitOutcome::AlreadyPresent
-        } else {
-            CommitOutcome::Conflict {
-                existing_nar_hash: h,
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let stored = description_from_row(&r)?;
+    if stored.nar_hash != obj.nar_hash {
+        return Ok(Some(CommitOutcome::Conflict {
+            existing_nar_hash: stored.nar_hash,
+        }));
+    }
+    Ok(Some(match stored.first_difference(&obj.description()) {
+        None => CommitOutcome::AlreadyPresent,
+        Some(field) => CommitOutcome::Mismatch { field },
+    }))
+}
+
+fn description_from_row(r: &sqlx::any::AnyRow) -> DbResult<PathDescription> {
+    let refs: String = r.try_get("refs")?;
+    Ok(PathDescription {
+        nar_hash: r.try_get("nar_hash")?,
+        nar_size: r.try_get("nar_size")?,
+        references: serde_json::from_str(&refs).unwrap_or_default(),
+        deriver: r.try_get("deriver")?,
+        ca: r.try_get("ca")?,
+    })
+}
+
+impl Db {
+    /// Whether a statement recording a path on a NAR the server holds
+    /// (without sending it) describes that NAR as stored: its size, and,
+    /// where some cache holds the same store path on it, that path's
+    /// references, deriver and CA. Otherwise the NAR must be sent.
+    pub async fn existing_nar_fits(&self, obj: &NewPath, nar_id: i64) -> DbResult<bool> {
+        let rows = sqlx::query(
+            "SELECT n.nar_hash, n.nar_size, o.refs, o.deriver, o.ca FROM nars n
+             JOIN paths o ON o.nar_id = n.id
+             WHERE n.id = $1 AND o.store_path_hash = $2",
+        )
+        .bind(nar_id)
+        .bind(&obj.store_path_hash)
+        .fetch_all(&self.pool)
+        .await?;
+        let statement = obj.description();
+        for r in &rows {
+            if description_from_row(r)?
+                .first_difference(&statement)
+                .is_none()
+            {
+                return Ok(true);
             }
         }
-    }))
+        Ok(false)
+    }
 }
 
 /// The cache already has the path: another witness, or a divergence.

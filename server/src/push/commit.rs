@@ -58,5 +58,12 @@ pub fn outcome_to_result(
         CommitOutcome::ChunkGone => Err(ApiError::new(ErrorCode::Retry,
             "garbage collection removed data this upload relied on; upload again",
         )),
+        CommitOutcome::Mismatch { field } => Err(ApiError::new(
+            ErrorCode::StatementMismatch,
+            format!(
+                "{} is in this cache with this NAR but another {field}; a statement vouching for a stored path must describe it as stored (nothing was recorded)",
+                info.store_path
+            ),
+        )),
     }
 }

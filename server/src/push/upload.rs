@@ -104,6 +104,11 @@ pub async fn record_existing_nar(
             return Ok(nar_required);
         }
     }
+    // A NAR not sent is vouched for by the statement alone: it must
+    // describe the NAR (and the path, where stored) as the server has them.
+    if !state.db.existing_nar_fits(&obj, nar_id).await? {
+        return Ok(nar_required);
+    }
     let outcome = state.db.commit_existing_nar(&obj, nar_id).await?;
     commit::outcome_to_result(outcome, UploadOutcome::Deduplicated, &info)
 }
