@@ -11,13 +11,14 @@ mod synthetic;
 mod wrk;
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
-use nix_store::NixStore;
-use server::{Client, Provenixd};
+use provenix_tests::{Client, NixStore};
+use server::Provenixd;
 
 const MB: f64 = 1e6;
 const MIB: u64 = 1 << 20;
@@ -56,33 +57,45 @@ impl Plan {
     }
 }
 
+/// What every section works with.
+struct Run<'a> {
+    plan: &'a Plan,
+    work: &'a Path,
+    server: &'a Provenixd,
+    client: &'a Client,
+    /// The private store the pushed paths are made in.
+    store: &'a NixStore,
+    /// The `bench` cache's key, which pulls trust.
+    public_key: &'a str,
+}
+
 struct Target {
     what: String,
     figure: String,
     holds: bool,
 }
 
+/// Measures provenixd with its default settings beside same-run baselines
+/// (zstd, nginx) and prints Markdown for docs/performance.md.
+#[derive(Parser, Debug)]
+#[command(
+    name = "provenix-bench",
+    after_help = "Environment: PROVENIX_BENCH_TREE (the realistic store path's source, default: the Rust toolchain's lib/), PROVENIX_BENCH_DIR (work directory), PROVENIX_BIN_DIR (provenixd and provenix, default: beside this binary)"
+)]
+struct Args {
+    /// Small sizes and short runs (a smoke run, not figures to publish)
+    #[arg(long)]
+    quick: bool,
+    /// Keep the work directory
+    #[arg(long)]
+    keep: bool,
+    /// Run one section (and what it needs)
+    #[arg(long, value_name = "SECTION", value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
+    only: Option<String>,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: provenix-bench [--quick] [--keep] [--only SECTION]\n  --quick  small sizes and short runs (a smoke run, not figures to publish)\n  --keep   keep the work directory\n  --only   one of push, pull, narinfo, memory, scaling (and what it needs)\nEnvironment: PROVENIX_BENCH_TREE (the realistic store path's source, default: the Rust toolchain's lib/), PROVENIX_BENCH_DIR (work directory), PROVENIX_BIN_DIR (provenixd and provenix, default: beside this binary)");
-        return ExitCode::SUCCESS;
-    }
-    let quick = args.iter().any(|a| a == "--quick");
-    let keep = args.iter().any(|a| a == "--keep");
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .map(|i| args.get(i + 1).cloned().unwrap_or_default());
-    if let Some(only) = &only {
-        if !SECTIONS.contains(&only.as_str()) {
-            eprintln!(
-                "provenix-bench: --only takes one of {}, not {only:?}",
-                SECTIONS.join(", ")
-            );
-            return ExitCode::from(2);
-        }
-    }
+    let Args { quick, keep, only } = Args::parse();
     let plan = if quick {
         Plan {
             load_secs: 2,
@@ -105,7 +118,11 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| {
             std::env::temp_dir().join(format!("provenix-bench-{}", std::process::id()))
         });
-    let result = run(&plan, &work);
+    // A fixture shared with the tests panics where the bench would fail:
+    // the panic is printed, then handled as any failure (the work directory
+    // removed, exit code 2).
+    let result = std::panic::catch_unwind(|| run(&plan, &work))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("a fixture panicked (above)")));
     if keep {
         eprintln!("work directory kept: {}", work.display());
     } else {
@@ -131,13 +148,8 @@ fn main() -> ExitCode {
 
 fn run(plan: &Plan, work: &Path) -> Result<Vec<Target>> {
     std::fs::create_dir_all(work)?;
-    let bin_dir = match std::env::var_os("PROVENIX_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no binary directory")?
-            .to_path_buf(),
-    };
+    let bin_dir =
+        std::env::var_os("PROVENIX_BIN_DIR").map_or_else(provenix_tests::bin_dir, PathBuf::from);
     for tool in ["nix", "nix-store", "zstd", "curl", "wrk", "sqlite3"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -152,38 +164,44 @@ fn run(plan: &Plan, work: &Path) -> Result<Vec<Target>> {
     print_machine()?;
 
     let server = Provenixd::start(&bin_dir, work)?;
-    let client = Client::new(&bin_dir, work)?;
-    client.run(&["login", "local", &server.url, &server.root_token])?;
-    client.run(&["cache", "create", "bench", "--public"])?;
+    // Its home is in the work directory, which goes (or stays, --keep) whole.
+    let client_home = tempfile::Builder::new()
+        .prefix("client-home")
+        .disable_cleanup(true)
+        .tempdir_in(work)?;
+    let client = Client::with(bin_dir.join("provenix"), client_home);
+    provenix(
+        &client,
+        &["login", "local", &server.url, &server.root_token],
+    )?;
+    provenix(&client, &["cache", "create", "bench", "--public"])?;
     let public_key = cache_public_key(&client, "bench")?;
-    let store = NixStore::new(&work.join("store"), None)?;
-    let puller = NixStore::new(&work.join("puller"), Some(&public_key))?;
+    let store = NixStore::in_dir(&work.join("store"));
+    let r = Run {
+        plan,
+        work,
+        server: &server,
+        client: &client,
+        store: &store,
+        public_key: &public_key,
+    };
     let mut targets = Vec::new();
 
     if plan.runs("push") {
-        let mut realistic = push_realistic(plan, work, &server, &client, &store, &mut targets)?;
+        let mut realistic = push_realistic(&r, &mut targets)?;
         if plan.runs("pull") {
-            pull(plan, work, &server, &puller, &mut realistic, &mut targets)?;
+            pull(&r, &mut realistic, &mut targets)?;
         }
         if plan.runs("narinfo") {
             let nginx = realistic.nginx.as_ref().expect("started by pull");
-            narinfo_load(
-                plan,
-                work,
-                &server,
-                &client,
-                &store,
-                nginx,
-                &realistic,
-                &mut targets,
-            )?;
+            narinfo_load(&r, nginx, &realistic, &mut targets)?;
         }
     }
     if plan.runs("memory") {
-        memory(plan, work, &server, &client, &store, &mut targets)?;
+        memory(&r, &mut targets)?;
     }
     if plan.runs("scaling") {
-        narinfo_scaling(plan, work, &server, &mut targets)?;
+        narinfo_scaling(&r, &mut targets)?;
     }
     Ok(targets)
 }
@@ -203,6 +221,11 @@ pub fn output(c: &mut Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs the provenix client; its stdout, or an error with its stderr.
+fn provenix(client: &Client, args: &[&str]) -> Result<String> {
+    output(client.command().args(args))
 }
 
 /// The HTTP status of a GET.
@@ -234,7 +257,7 @@ fn push_secs(client: &Client, store: &NixStore, cache: &str, store_path: &str) -
         cache,
         store_path,
         "--store",
-        &store.root_arg(),
+        &store.root(),
     ]))
 }
 
@@ -336,7 +359,7 @@ fn print_machine() -> Result<()> {
 }
 
 fn cache_public_key(client: &Client, cache: &str) -> Result<String> {
-    let info = client.run(&["cache", "info", cache])?;
+    let info = provenix(client, &["cache", "info", cache])?;
     info.lines()
         .find_map(|l| l.trim().strip_prefix("Public Key:"))
         .map(|k| k.trim().to_string())
@@ -352,14 +375,7 @@ struct Realistic {
     nginx: Option<nginx::Nginx>,
 }
 
-fn push_realistic(
-    plan: &Plan,
-    work: &Path,
-    server: &Provenixd,
-    client: &Client,
-    store: &NixStore,
-    targets: &mut Vec<Target>,
-) -> Result<Realistic> {
+fn push_realistic(r: &Run, targets: &mut Vec<Target>) -> Result<Realistic> {
     let tree = match std::env::var_os("PROVENIX_BENCH_TREE") {
         Some(t) => PathBuf::from(t),
         None => {
@@ -367,9 +383,9 @@ fn push_realistic(
             PathBuf::from(sysroot.trim()).join("lib")
         }
     };
-    let store_path = store.add(&tree, "rust-toolchain-lib")?;
-    let nar_file = work.join("realistic.nar");
-    let nar_size = store.dump(&store_path, &nar_file)?;
+    let store_path = r.store.add_path(&tree, "rust-toolchain-lib");
+    let nar_file = r.work.join("realistic.nar");
+    let nar_size = nix_store::dump(r.store, &store_path, &nar_file)?;
     println!(
         "## Push\n\nA realistic path: `{}` (real ELF libraries and rlibs) as a {:.1} MB NAR.\n",
         tree.display(),
@@ -389,13 +405,13 @@ fn push_realistic(
             )
         }
     };
-    let zstd_all = nar_size as f64 / MB / best_of(plan.repeats, zstd("-T0"))?;
-    let zstd_one = nar_size as f64 / MB / best_of(plan.repeats, zstd("-T1"))?;
+    let zstd_all = nar_size as f64 / MB / best_of(r.plan.repeats, zstd("-T0"))?;
+    let zstd_one = nar_size as f64 / MB / best_of(r.plan.repeats, zstd("-T1"))?;
 
-    server.reset_peak_rss()?;
-    let secs = push_secs(client, store, "bench", &store_path)?;
+    r.server.reset_peak_rss()?;
+    let secs = push_secs(r.client, r.store, "bench", &store_path)?;
     let push = nar_size as f64 / MB / secs;
-    let rss = server.peak_rss_mib()?;
+    let rss = r.server.peak_rss_mib()?;
     println!("| what | MB/s | server peak RSS |\n|---|---|---|");
     println!("| `zstd -3 -T0` (baseline, both cores) | {zstd_all:.1} | |");
     println!("| `zstd -3 -T1` (one core, for reference) | {zstd_one:.1} | |");
@@ -414,16 +430,9 @@ fn push_realistic(
     })
 }
 
-fn pull(
-    plan: &Plan,
-    work: &Path,
-    server: &Provenixd,
-    puller: &NixStore,
-    realistic: &mut Realistic,
-    targets: &mut Vec<Target>,
-) -> Result<()> {
+fn pull(r: &Run, realistic: &mut Realistic, targets: &mut Vec<Target>) -> Result<()> {
     // nginx gets exactly the bytes provenix serves.
-    let www = work.join("www");
+    let www = r.work.join("www");
     let cache_dir = www.join("bench");
     std::fs::create_dir_all(cache_dir.join("nar"))?;
     let get = |path: &str, to: &Path| -> Result<()> {
@@ -431,7 +440,7 @@ fn pull(
             Command::new("curl")
                 .args(["-sf", "-o"])
                 .arg(to)
-                .arg(format!("{}/bench/{path}", server.url)),
+                .arg(format!("{}/bench/{path}", r.server.url)),
         )?;
         Ok(())
     };
@@ -446,29 +455,29 @@ fn pull(
         .to_string();
     get(&url, &cache_dir.join(&url))?;
     realistic.nar_url = url.clone();
-    let nginx = nginx::Nginx::start(work, &www)?;
+    let nginx = nginx::Nginx::start(r.work, &www)?;
 
     let mb = realistic.nar_size as f64 / MB;
-    let ours_url = format!("{}/bench/{url}", server.url);
+    let ours_url = format!("{}/bench/{url}", r.server.url);
     let base_url = format!("{}/bench/{url}", nginx.url);
-    server.reset_peak_rss()?;
+    r.server.reset_peak_rss()?;
     let (base_secs, ours_secs) = best_of_interleaved(
-        plan.repeats,
+        r.plan.repeats,
         || download_secs(&base_url),
         || download_secs(&ours_url),
     )?;
     let (base_http, ours_http) = (mb / base_secs, mb / ours_secs);
-    let rss = server.peak_rss_mib()?;
+    let rss = r.server.peak_rss_mib()?;
 
-    let target = work.join("pulled");
+    let target = r.work.join("pulled");
     let nix_pull = |base: &str| {
         let from = format!("{base}/bench");
-        puller.pull_into_fresh(&from, &realistic.store_path, &target)
+        nix_store::pull_into_fresh(&from, &realistic.store_path, r.public_key, &target)
     };
     let (base_secs, ours_secs) = best_of_interleaved(
-        plan.repeats,
+        r.plan.repeats,
         || nix_pull(&nginx.url),
-        || nix_pull(&server.url),
+        || nix_pull(&r.server.url),
     )?;
     let (base_nix, ours_nix) = (mb / base_secs, mb / ours_secs);
     println!(
@@ -512,33 +521,31 @@ fn nix_version() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn narinfo_load(
-    plan: &Plan,
-    work: &Path,
-    server: &Provenixd,
-    client: &Client,
-    store: &NixStore,
+    r: &Run,
     nginx: &nginx::Nginx,
     realistic: &Realistic,
     targets: &mut Vec<Target>,
 ) -> Result<()> {
     // Revocation on: a path pushed by a key revoked since must answer 404.
-    client.run(&["cache", "create", "bench-revoked", "--public"])?;
-    let small = work.join("revoked-source");
+    provenix(r.client, &["cache", "create", "bench-revoked", "--public"])?;
+    let small = r.work.join("revoked-source");
     std::fs::write(&small, b"pushed by a key that is then revoked\n")?;
-    let revoked_path = store.add(&small, "revoked")?;
-    push_secs(client, store, "bench-revoked", &revoked_path)?;
-    client.run(&[
-        "revoke",
-        "--cache",
-        "bench-revoked",
-        "--reason",
-        "benchmark",
-    ])?;
+    let revoked_path = r.store.add_path(&small, "revoked");
+    push_secs(r.client, r.store, "bench-revoked", &revoked_path)?;
+    provenix(
+        r.client,
+        &[
+            "revoke",
+            "--cache",
+            "bench-revoked",
+            "--reason",
+            "benchmark",
+        ],
+    )?;
     let revoked_url = format!(
         "{}/bench-revoked/{}.narinfo",
-        server.url,
+        r.server.url,
         &revoked_path[11..43]
     );
     anyhow::ensure!(
@@ -546,15 +553,15 @@ fn narinfo_load(
         "a revoked path is still served"
     );
 
-    println!("## narinfo\n\nOne path's narinfo over and over, signed per request by provenix (revoked keys in the database: a revoked path answers 404), against nginx serving the same narinfo file. wrk, keep-alive, {} runs of {} s each for nginx and provenix in turns; each figure is the median of its runs, and the last column lists every provenix run.\n", plan.repeats, plan.load_secs);
+    println!("## narinfo\n\nOne path's narinfo over and over, signed per request by provenix (revoked keys in the database: a revoked path answers 404), against nginx serving the same narinfo file. wrk, keep-alive, {} runs of {} s each for nginx and provenix in turns; each figure is the median of its runs, and the last column lists every provenix run.\n", r.plan.repeats, r.plan.load_secs);
     println!("| clients | nginx req/s | provenix req/s | ratio | nginx p50 / p99 ms | provenix p50 / p99 ms | runs: ratio, provenix p99 ms |\n|---|---|---|---|---|---|---|");
     let path = format!("/bench/{}.narinfo", realistic.hash);
     for clients in [1, 8, 64] {
-        let load = |base: &str| wrk::run(&format!("{base}{path}"), clients, plan.load_secs, None);
+        let load = |base: &str| wrk::run(&format!("{base}{path}"), clients, r.plan.load_secs, None);
         let mut runs: Vec<(wrk::Load, wrk::Load)> = Vec::new();
-        for _ in 0..plan.repeats.max(1) {
+        for _ in 0..r.plan.repeats.max(1) {
             let base = load(&nginx.url)?;
-            let ours = load(&server.url)?;
+            let ours = load(&r.server.url)?;
             anyhow::ensure!(
                 base.errors == 0 && ours.errors == 0,
                 "errors under load: nginx {}, provenix {}",
@@ -634,38 +641,31 @@ fn write_synthetic(file: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-fn memory(
-    plan: &Plan,
-    work: &Path,
-    server: &Provenixd,
-    client: &Client,
-    store: &NixStore,
-    targets: &mut Vec<Target>,
-) -> Result<()> {
+fn memory(r: &Run, targets: &mut Vec<Target>) -> Result<()> {
     println!("## Memory\n\nServer peak RSS (VmHWM, reset before each step) pushing and pulling single-file NARs that compress about 2:1.\n");
     println!("| NAR | push MB/s | peak RSS, push | peak RSS, pull (curl) |\n|---|---|---|---|");
     let mut peaks = Vec::new();
-    for &size in &plan.big_nars {
-        let source = work.join("big");
+    for &size in &r.plan.big_nars {
+        let source = r.work.join("big");
         write_synthetic(&source, size)?;
         let name = format!("big-{}MiB", size / MIB);
-        let store_path = store.add(&source, &name)?;
+        let store_path = r.store.add_path(&source, &name);
         std::fs::remove_file(&source)?;
-        server.reset_peak_rss()?;
-        let secs = push_secs(client, store, "bench", &store_path)?;
-        let push_rss = server.peak_rss_mib()?;
+        r.server.reset_peak_rss()?;
+        let secs = push_secs(r.client, r.store, "bench", &store_path)?;
+        let push_rss = r.server.peak_rss_mib()?;
         let narinfo = output(Command::new("curl").args([
             "-sf",
-            &format!("{}/bench/{}.narinfo", server.url, &store_path[11..43]),
+            &format!("{}/bench/{}.narinfo", r.server.url, &store_path[11..43]),
         ]))?;
         let url = narinfo
             .lines()
             .find_map(|l| l.strip_prefix("URL: "))
             .context("URL")?;
-        server.reset_peak_rss()?;
-        download_secs(&format!("{}/bench/{url}", server.url))?;
-        let pull_rss = server.peak_rss_mib()?;
-        store.delete(&store_path)?;
+        r.server.reset_peak_rss()?;
+        download_secs(&format!("{}/bench/{url}", r.server.url))?;
+        let pull_rss = r.server.peak_rss_mib()?;
+        nix_store::delete(r.store, &store_path)?;
         println!(
             "| {} MiB | {:.1} | {push_rss:.1} MiB | {pull_rss:.1} MiB |",
             size / MIB,
@@ -697,23 +697,18 @@ fn memory(
     Ok(())
 }
 
-fn narinfo_scaling(
-    plan: &Plan,
-    work: &Path,
-    server: &Provenixd,
-    targets: &mut Vec<Target>,
-) -> Result<()> {
-    let db = server.database()?;
+fn narinfo_scaling(r: &Run, targets: &mut Vec<Target>) -> Result<()> {
+    let db = r.server.database()?;
     let cache = synthetic::cache_id(&db, "bench")?;
-    println!("## narinfo as the cache grows\n\nSynthetic paths (a path row and a NAR row each) added to the `bench` cache's SQLite database; wrk requests a random one of 1,000 sampled paths, 8 clients, {} s.\n", plan.load_secs);
+    println!("## narinfo as the cache grows\n\nSynthetic paths (a path row and a NAR row each) added to the `bench` cache's SQLite database; wrk requests a random one of 1,000 sampled paths, 8 clients, {} s.\n", r.plan.load_secs);
     println!("| paths | req/s | p50 ms | p99 ms |\n|---|---|---|---|");
     let mut rows = Vec::new();
-    for &count in &plan.path_counts {
+    for &count in &r.plan.path_counts {
         synthetic::grow_to(&db, cache, count)?;
         let sample = synthetic::sample(&db, cache, 1000)?;
-        let script = work.join("paths.lua");
+        let script = r.work.join("paths.lua");
         wrk::random_paths_script(&script, "/bench/", &sample)?;
-        let load = wrk::run(&server.url, 8, plan.load_secs, Some(&script))?;
+        let load = wrk::run(&r.server.url, 8, r.plan.load_secs, Some(&script))?;
         anyhow::ensure!(
             load.errors == 0,
             "{} errors under load at {count} paths",
@@ -729,13 +724,13 @@ fn narinfo_scaling(
     // server keeps signed bodies for (2,048): nearly every answer is signed
     // afresh, as when a substituter walks a large closure once.
     let sample = synthetic::sample(&db, cache, 20_000)?;
-    let script = work.join("paths.lua");
+    let script = r.work.join("paths.lua");
     wrk::random_paths_script(&script, "/bench/", &sample)?;
-    let cold = wrk::run(&server.url, 8, plan.load_secs, Some(&script))?;
+    let cold = wrk::run(&r.server.url, 8, r.plan.load_secs, Some(&script))?;
     anyhow::ensure!(cold.errors == 0, "{} errors under load", cold.errors);
     println!(
         "| {} (over {} distinct paths: signed afresh) | {:.0} | {:.2} | {:.2} |",
-        plan.path_counts.last().expect("counts"),
+        r.plan.path_counts.last().expect("counts"),
         sample.len(),
         cold.requests_per_sec,
         cold.p50_ms,

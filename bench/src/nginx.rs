@@ -15,7 +15,7 @@ impl Nginx {
     pub fn start(work: &Path, root: &Path) -> Result<Nginx> {
         let dir = work.join("nginx");
         std::fs::create_dir_all(dir.join("tmp"))?;
-        let port = crate::server::free_port()?;
+        let port = free_port()?;
         let d = dir.display();
         // A production-like static setup: sendfile, keep-alive, no access log
         // (provenix writes none per request either).
@@ -67,6 +67,13 @@ http {{
         }
         bail!("nginx did not start; see {}/error.log", d)
     }
+}
+
+/// A free loopback port (bound, then released for nginx to take).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn nginx_binary() -> Result<PathBuf> {

@@ -116,13 +116,3 @@ pub fn run_ci(c: &Client, env: &[(&str, String)], args: &[&str]) -> (bool, Strin
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     c.run_with(args, &env)
 }
-
-pub fn assert_refused(a: &Answer, status: u16, code: &str, mentions: &str) {
-    assert_eq!(a.0, status, "{}", a.2);
-    assert_eq!(a.1["code"], code, "{}", a.2);
-    let message = a.1["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(mentions),
-        "message lacks {mentions:?}: {message}"
-    );
-}

@@ -2,8 +2,42 @@
 
 use ed25519_dalek::SigningKey;
 use provenix_provenance::exchange::{access_token_id, encode_public_key, proof_message, sign};
+use provenix_provenance::nar::{self, Node};
 use provenix_provenance::upload::{UploadPathNarInfo, UPLOAD_HEADER};
+use provenix_provenance::NarHash;
 use serde_json::{json, Value};
+
+/// A NAR of one regular (not executable) file holding `contents`.
+pub fn sample_nar(contents: impl Into<Vec<u8>>) -> Vec<u8> {
+    nar::write(&Node::Regular {
+        executable: false,
+        contents: contents.into(),
+    })
+}
+
+/// A NAR shaped like a small package: a directory holding an executable
+/// `hello` with `text` in it.
+pub fn sample_package_nar(text: &str) -> Vec<u8> {
+    nar::write(&Node::Directory(vec![(
+        "hello".into(),
+        Node::Regular {
+            executable: true,
+            contents: text.as_bytes().to_vec(),
+        },
+    )]))
+}
+
+/// The upload statement (unsigned) for `nar` as `store_path` in `cache`,
+/// with no references.
+pub fn upload_info(cache: &str, store_path: &str, nar: &[u8]) -> Value {
+    json!({
+        "cache": cache,
+        "store_path": store_path,
+        "nar_hash": NarHash::of(nar).to_nix_string(),
+        "nar_size": nar.len(),
+        "references": [],
+    })
+}
 
 /// A short-term key the server certified, as a client holds it.
 pub struct UploadKey {
@@ -35,8 +69,23 @@ pub struct Http {
     client: reqwest::Client,
 }
 
-/// Status code and JSON body (Null when the body is not JSON).
+/// Status code, JSON body (Null when the body is not JSON) and the body's text.
 pub type Answer = (u16, Value, String);
+
+/// A refusal: `status`, the error `code`, and a message that is not empty
+/// and, when `mentions` is given, contains it.
+pub fn assert_refused(a: &Answer, status: u16, code: &str, mentions: Option<&str>) {
+    assert_eq!(a.0, status, "{}", a.2);
+    assert_eq!(a.1["code"], code, "{}", a.2);
+    let message = a.1["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "a refusal without a message: {}", a.2);
+    if let Some(mentions) = mentions {
+        assert!(
+            message.contains(mentions),
+            "message lacks {mentions:?}: {message}"
+        );
+    }
+}
 
 impl Http {
     pub fn new(base: &str) -> Http {
@@ -131,6 +180,11 @@ impl Http {
             access_token: answer["access_token"].as_str().unwrap().to_string(),
             answer,
         }
+    }
+
+    /// Uploads `nar` with `info` signed by `key` (the session token unused).
+    pub async fn signed_upload(&self, key: &UploadKey, info: &Value, nar: &[u8]) -> Answer {
+        self.upload(None, &key.sign(info), nar.to_vec()).await
     }
 
     pub async fn upload(&self, token: Option<&str>, info: &Value, nar: Vec<u8>) -> Answer {

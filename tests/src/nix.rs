@@ -5,11 +5,16 @@
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::run;
 
 pub struct NixStore {
-    pub dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// Numbers the fresh directories of one call each (see `fresh_dir`).
+    calls: AtomicU64,
+    /// Set when the store lives in a temporary directory of its own.
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl Default for NixStore {
@@ -22,35 +27,65 @@ fn nixbase32(bytes: &[u8]) -> String {
     provenix_provenance::nixbase32::encode(bytes)
 }
 
+/// What every store's nix.conf holds: no substituters, no build users, no
+/// sandbox (root without a daemon), the `nix` command.
+const NIX_CONF: &str =
+    "substituters =\nbuild-users-group =\nsandbox = false\nexperimental-features = nix-command\n";
+
 impl NixStore {
+    /// A store in a temporary directory, removed when it is dropped.
     pub fn new() -> NixStore {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("conf")).unwrap();
-        std::fs::write(
-            dir.path().join("conf/nix.conf"),
-            "substituters =\nbuild-users-group =\nsandbox = false\nexperimental-features = nix-command\n",
-        )
-        .unwrap();
-        NixStore { dir }
+        let temp = tempfile::tempdir().unwrap();
+        let mut store = NixStore::in_dir(temp.path());
+        store._temp = Some(temp);
+        store
+    }
+
+    /// A store (and its configuration) in `dir`, which is created and kept.
+    pub fn in_dir(dir: &Path) -> NixStore {
+        std::fs::create_dir_all(dir.join("conf")).unwrap();
+        std::fs::write(dir.join("conf/nix.conf"), NIX_CONF).unwrap();
+        NixStore {
+            dir: dir.to_path_buf(),
+            calls: AtomicU64::new(0),
+            _temp: None,
+        }
     }
 
     /// The `--store` argument.
     pub fn root(&self) -> String {
-        self.dir.path().join("root").display().to_string()
+        self.dir.join("root").display().to_string()
     }
 
-    /// A `nix`/`nix-store` command isolated from the machine's config.
+    /// A new empty directory for one call (beside the store, gone with it).
+    fn fresh_dir(&self, what: &str) -> PathBuf {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let d = self.dir.join(format!("{what}-{n}"));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Points a command that runs Nix (the provenix client, say) at this
+    /// store's nix.conf, with a fresh narinfo cache (XDG_CACHE_HOME):
+    /// nothing is remembered between calls.
+    pub fn isolate<'a>(&self, c: &'a mut Command) -> &'a mut Command {
+        c.env("NIX_CONF_DIR", self.dir.join("conf"))
+            .env("XDG_CACHE_HOME", self.fresh_dir("cache"))
+            .env_remove("NIX_REMOTE")
+    }
+
+    /// A `nix`/`nix-store` command isolated from the machine's config (and
+    /// the user's: XDG_CONFIG_HOME too).
     pub fn nix(&self, program: &str) -> Command {
         let mut c = Command::new(program);
-        let cache = tempfile::tempdir().unwrap().keep();
-        c.env("NIX_CONF_DIR", self.dir.path().join("conf"))
-            .env("XDG_CACHE_HOME", cache)
-            .env("XDG_CONFIG_HOME", self.dir.path().join("userconf"))
-            .env_remove("NIX_REMOTE");
+        self.isolate(&mut c)
+            .env("XDG_CONFIG_HOME", self.dir.join("userconf"));
         c
     }
 
-    fn physical(&self, store_path: &str) -> PathBuf {
+    /// Where a store path's files are on disk.
+    pub fn physical(&self, store_path: &str) -> PathBuf {
         PathBuf::from(format!("{}{}", self.root(), store_path))
     }
 
@@ -63,7 +98,7 @@ impl NixStore {
         files: &[(&str, &[u8])],
         refs: &[&str],
     ) -> String {
-        let nonce = format!("{name}-{:?}-{}", self.dir.path(), std::process::id());
+        let nonce = format!("{name}-{:?}-{}", self.dir, std::process::id());
         let digest = Sha256::digest(nonce.as_bytes());
         let store_path = format!("/nix/store/{}-{name}", nixbase32(&digest[..20]));
         let phys = self.physical(&store_path);
@@ -110,13 +145,14 @@ impl NixStore {
         store_path
     }
 
-    /// Content-addressed, as `nix-store --add` makes it.
-    pub fn add_file(&self, dir: &Path) -> String {
+    /// Adds `source` as a content-addressed path named `name`, as `nix
+    /// store add-path` makes it.
+    pub fn add_path(&self, source: &Path, name: &str) -> String {
         let (ok, out, err) = run(self
-            .nix("nix-store")
-            .args(["--store", &self.root(), "--add"])
-            .arg(dir));
-        assert!(ok, "nix-store --add: {err}");
+            .nix("nix")
+            .args(["store", "add-path", "--store", &self.root(), "--name", name])
+            .arg(source));
+        assert!(ok, "nix store add-path: {err}");
         out.trim().to_string()
     }
 
@@ -143,11 +179,8 @@ impl NixStore {
         keys: &[&str],
         netrc: Option<(&str, &str)>,
     ) -> (bool, String) {
-        let conf = tempfile::tempdir().unwrap().keep();
-        let mut text = format!(
-            "substituters =\nbuild-users-group =\nsandbox = false\nexperimental-features = nix-command\ntrusted-public-keys = {}\n",
-            keys.join(" ")
-        );
+        let conf = self.fresh_dir("copy-conf");
+        let mut text = format!("{NIX_CONF}trusted-public-keys = {}\n", keys.join(" "));
         if let Some((host, token)) = netrc {
             let netrc_path = conf.join("netrc");
             std::fs::write(&netrc_path, format!("machine {host} password {token}\n")).unwrap();

@@ -160,6 +160,20 @@ url = "{db_url}"
         out.lines().last().expect("a token").trim().to_string()
     }
 
+    /// A token for `sub` that may push to and pull from `cache`, for an hour.
+    pub fn push_token(&self, sub: &str, cache: &str) -> String {
+        self.make_token(&[
+            "--sub",
+            sub,
+            "--validity",
+            "1h",
+            "--push",
+            cache,
+            "--pull",
+            cache,
+        ])
+    }
+
     /// Runs provenixd in another mode against this server's config.
     pub fn run_mode(&self, mode: &str) -> (bool, String, String) {
         run(Command::new(bin("provenixd"))
@@ -250,40 +264,102 @@ impl Drop for TestServer {
 /// Spawns provenixd and waits for its "listening on" line.
 pub fn spawn_server(config: &Path, dir: &Path, extra_args: &[&str]) -> (Child, String) {
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
-    let mut child = Command::new(bin("provenixd"))
-        .arg("-f")
-        .arg(config)
-        .args(extra_args)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("spawn provenixd");
+    let mut cmd = Command::new(bin("provenixd"));
+    cmd.arg("-f").arg(config).args(extra_args).stderr(log);
+    match start_listening(&mut cmd) {
+        Some(started) => (started.child, started.url),
+        None => panic!(
+            "provenixd exited before listening: {}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        ),
+    }
+}
+
+/// A provenixd that printed `provenixd listening on URL`.
+pub struct Listening {
+    pub child: Child,
+    pub url: String,
+    /// What it printed on stdout before that line.
+    pub printed: Vec<String>,
+}
+
+/// Spawns `cmd` (a provenixd) with stdout piped and reads it up to the
+/// "listening on" line; None (the process reaped) if it ends first. Its
+/// stdout is drained from then on, so it never blocks on a full pipe.
+pub fn start_listening(cmd: &mut Command) -> Option<Listening> {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn provenixd");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
     let url = loop {
         match lines.next() {
             Some(Ok(line)) => {
                 if let Some(rest) = line.strip_prefix("provenixd listening on ") {
                     break rest.trim().to_string();
                 }
+                printed.push(line);
             }
             _ => {
                 let _ = child.wait();
-                panic!(
-                    "provenixd exited before listening: {}",
-                    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-                );
+                return None;
             }
         }
     };
-    // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    Some(Listening {
+        child,
+        url,
+        printed,
+    })
+}
+
+/// provenixd as a user starts it the first time: no config file and a
+/// fresh HOME, where it writes its defaults (config, SQLite database, local
+/// storage), listening on a free loopback port; it prints a `provenix
+/// login` line with a root token. Killed when dropped.
+pub struct FirstRun {
+    pub child: Child,
+    pub url: String,
+    /// What follows `provenix login ` on the line it printed, if any.
+    pub login: Option<String>,
+}
+
+impl FirstRun {
+    /// `configure` adds to the command (environment, stderr; stderr is
+    /// discarded unless it says otherwise).
+    pub fn start(provenixd: &Path, home: &Path, configure: impl FnOnce(&mut Command)) -> FirstRun {
+        let mut cmd = Command::new(provenixd);
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .env("HOME", home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .stderr(Stdio::null());
+        configure(&mut cmd);
+        let started = start_listening(&mut cmd).expect("provenixd exited before listening");
+        let login = started.printed.iter().find_map(|line| {
+            line.trim()
+                .strip_prefix("provenix login ")
+                .map(str::to_string)
+        });
+        FirstRun {
+            child: started.child,
+            url: started.url,
+            login,
+        }
+    }
+}
+
+impl Drop for FirstRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The real `provenix` CLI with its own XDG config directory.
 pub struct Client {
     pub home: tempfile::TempDir,
+    program: PathBuf,
 }
 
 impl Default for Client {
@@ -294,9 +370,12 @@ impl Default for Client {
 
 impl Client {
     pub fn new() -> Client {
-        Client {
-            home: tempfile::tempdir().unwrap(),
-        }
+        Client::with(bin("provenix"), tempfile::tempdir().unwrap())
+    }
+
+    /// The `provenix` at `program`, its config under `home`.
+    pub fn with(program: PathBuf, home: tempfile::TempDir) -> Client {
+        Client { home, program }
     }
 
     pub fn config_home(&self) -> PathBuf {
@@ -304,7 +383,7 @@ impl Client {
     }
 
     pub fn command(&self) -> Command {
-        let mut c = Command::new(bin("provenix"));
+        let mut c = Command::new(&self.program);
         c.env("XDG_CONFIG_HOME", self.config_home())
             .env("HOME", self.home.path())
             .env_remove("NIX_REMOTE")

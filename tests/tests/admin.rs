@@ -3,7 +3,8 @@
 use provenix_provenance::{NarInfo, PublicKey};
 use provenix_tests::http::Http;
 use provenix_tests::{
-    bin, host_of, random_bytes, run, Backend, NixStore, ObjectStorage, TestServer,
+    backend_tests, bin, host_of, random_bytes, run, Backend, FirstRun, NixStore, ObjectStorage,
+    TestServer,
 };
 use std::process::Command;
 
@@ -116,14 +117,10 @@ fn imported_nix_key_signs() {
         .contains("no-such-cache"));
 }
 
-#[tokio::test]
-async fn gc_expires_paths_and_reaps_unreferenced_chunks() {
-    gc_expires_and_reaps(ObjectStorage::Local).await;
-}
-
-#[tokio::test]
-async fn gc_expires_paths_and_reaps_unreferenced_chunks_on_s3() {
-    gc_expires_and_reaps(ObjectStorage::S3).await;
+// On SQLite, with chunks on the local disk and on S3.
+backend_tests! {
+    for (ObjectStorage::Local), _on_s3(ObjectStorage::S3);
+    async fn gc_expires_paths_and_reaps_unreferenced_chunks => gc_expires_and_reaps;
 }
 
 /// Retention by last access per cache, orphan NARs and chunks, on a backend.
@@ -248,27 +245,8 @@ fn tokens_grant_what_they_say() {
 #[test]
 fn first_run_writes_defaults_and_prints_a_working_login_line() {
     let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin("provenixd"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("HOME", home.path())
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("XDG_DATA_HOME")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut login = None;
-    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.trim().strip_prefix("provenix login ") {
-            login = Some(rest.to_string());
-        }
-        if line.starts_with("provenixd listening on") {
-            break;
-        }
-    }
-    let login = login.expect("a provenix login line");
+    let server = FirstRun::start(&bin("provenixd"), home.path(), |_| {});
+    let login = server.login.clone().expect("a provenix login line");
     let args: Vec<&str> = login.split_whitespace().collect();
     assert_eq!(args.len(), 3, "{login}");
     let client = provenix_tests::Client::new();
@@ -283,8 +261,7 @@ fn first_run_writes_defaults_and_prints_a_working_login_line() {
         args[1].trim_end_matches('/')
     );
     assert!(info.contains(&endpoint), "{info}");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 
     let config = home.path().join(".config/provenix/server.toml");
     assert!(config.exists());

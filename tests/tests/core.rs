@@ -2,7 +2,13 @@
 //! Nix store, the real Nix client pulls and checks signatures. Each scenario
 //! runs on SQLite and on PostgreSQL.
 
-use provenix_tests::{host_of, random_bytes, Backend, NixStore, TestServer};
+use provenix_tests::{backend_tests, host_of, random_bytes, Backend, NixStore, TestServer};
+
+backend_tests! {
+    fn push_and_pull_with_real_nix => push_and_pull_with_real_nix;
+    fn use_configures_nix_to_substitute => use_configures_nix_to_substitute;
+    fn same_nar_in_two_caches_is_stored_once => same_nar_in_two_caches_is_stored_once;
+}
 
 /// Three input-addressed paths: a 20 MiB one, a small one, and one that
 /// references both. Returns (big, small, top).
@@ -69,16 +75,6 @@ fn push_and_pull_with_real_nix(backend: Backend) {
     assert!(!other.is_valid(&small));
 }
 
-#[test]
-fn push_and_pull_with_real_nix_sqlite() {
-    push_and_pull_with_real_nix(Backend::Sqlite);
-}
-
-#[test]
-fn push_and_pull_with_real_nix_postgres() {
-    push_and_pull_with_real_nix(Backend::Postgres);
-}
-
 fn use_configures_nix_to_substitute(backend: Backend) {
     let server = TestServer::start(backend);
     let client = server.client();
@@ -103,16 +99,6 @@ fn use_configures_nix_to_substitute(backend: Backend) {
     let (ok, _, err) = provenix_tests::run(&mut realise);
     assert!(ok, "nix-store --realise failed: {err}");
     assert_eq!(dst.read(&p, "bin/tool"), b"tool v1\n");
-}
-
-#[test]
-fn use_configures_nix_to_substitute_sqlite() {
-    use_configures_nix_to_substitute(Backend::Sqlite);
-}
-
-#[test]
-fn use_configures_nix_to_substitute_postgres() {
-    use_configures_nix_to_substitute(Backend::Postgres);
 }
 
 fn same_nar_in_two_caches_is_stored_once(backend: Backend) {
@@ -142,16 +128,7 @@ fn same_nar_in_two_caches_is_stored_once(backend: Backend) {
 
     // A pusher who cannot read cache a must send the NAR (proof of
     // possession), but its chunks are still stored once.
-    let pusher = server.make_token(&[
-        "--sub",
-        "ci",
-        "--validity",
-        "1h",
-        "--push",
-        "c",
-        "--pull",
-        "c",
-    ]);
+    let pusher = server.push_token("ci", "c");
     client.ok(&["cache", "create", "c"]);
     let ci = server.client_with_token(&pusher);
     let out = ci.ok_stderr(&["push", "c", &p, "--store", &src.root()]);
@@ -171,16 +148,6 @@ fn same_nar_in_two_caches_is_stored_once(backend: Backend) {
     );
     assert!(ok, "{err}");
     assert_eq!(dst.read(&p, "blob"), data);
-}
-
-#[test]
-fn same_nar_in_two_caches_is_stored_once_sqlite() {
-    same_nar_in_two_caches_is_stored_once(Backend::Sqlite);
-}
-
-#[test]
-fn same_nar_in_two_caches_is_stored_once_postgres() {
-    same_nar_in_two_caches_is_stored_once(Backend::Postgres);
 }
 
 #[tokio::test]

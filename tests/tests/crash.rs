@@ -5,20 +5,15 @@
 //! uploads of one NAR to one and to two caches are all kept, stored once.
 
 use futures::SinkExt;
-use provenix_provenance::nar::{self, Node};
 use provenix_provenance::upload::UPLOAD_HEADER;
-use provenix_provenance::NarHash;
-use provenix_tests::http::{Http, UploadKey};
-use provenix_tests::{random_bytes, Backend, ObjectStorage, TestServer};
-use serde_json::{json, Value};
+use provenix_tests::http::{sample_nar, upload_info, Http, UploadKey};
+use provenix_tests::{backend_tests, random_bytes, Backend, ObjectStorage, TestServer};
+use serde_json::Value;
 use std::time::Duration;
 
+/// Half of it (what a stalled upload sends) fills more than one pack.
 fn big_nar(seed: u64) -> Vec<u8> {
-    nar::write(&Node::Regular {
-        executable: false,
-        // Half of it (what a stalled upload sends) fills more than one pack.
-        contents: random_bytes(seed, 12 * 1024 * 1024),
-    })
+    sample_nar(random_bytes(seed, 12 * 1024 * 1024))
 }
 
 /// `name` picks the hash part too: distinct names are distinct paths.
@@ -32,12 +27,7 @@ fn info(cache: &str, name: &str, nar: &[u8]) -> Value {
 }
 
 fn info_at(cache: &str, hash: &str, name: &str, nar: &[u8]) -> Value {
-    json!({
-        "cache": cache,
-        "store_path": format!("/nix/store/{hash}-{name}"),
-        "nar_hash": NarHash::of(nar).to_nix_string(),
-        "nar_size": nar.len(), "references": [],
-    })
+    upload_info(cache, &format!("/nix/store/{hash}-{name}"), nar)
 }
 
 const HASH: &str = "7rjj86a15146cq1d3qy068lml7n8ykzm";
@@ -70,6 +60,15 @@ async fn stalled_upload(
 /// as long: short here to see a killed upload's leftovers reclaimed.
 const MAX_UPLOAD: Duration = Duration::from_secs(5);
 
+backend_tests! {
+    for _sqlite_local(Backend::Sqlite, ObjectStorage::Local),
+        _postgres_s3(Backend::Postgres, ObjectStorage::S3);
+    async fn kill_9_and_disconnects_mid_upload => crash_mid_upload;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_uploads_of_one_nar => concurrent_uploads;
+    async fn concurrent_uploads_sharing_chunks => concurrent_uploads_sharing_chunks;
+}
+
 async fn crash_mid_upload(backend: Backend, storage: ObjectStorage) {
     let mut server = TestServer::start_on(backend, storage, "max-upload-duration = \"5s\"");
     let root = server.root_token.clone();
@@ -78,7 +77,7 @@ async fn crash_mid_upload(backend: Backend, storage: ObjectStorage) {
     let key = http.key_for(&root, "main").await;
     let done = big_nar(1);
     let done_info = info("main", "done", &done);
-    let a = http.upload(None, &key.sign(&done_info), done.clone()).await;
+    let a = http.signed_upload(&key, &done_info, &done).await;
     assert_eq!(a.0, 200, "{}", a.2);
     let objects_of_done = server.stored_objects();
 
@@ -101,12 +100,8 @@ async fn crash_mid_upload(backend: Backend, storage: ObjectStorage) {
 
     // Nothing of it is visible; what completed before is served.
     let crashed_path = crashed["store_path"].as_str().unwrap();
-    let (status, _, _) = http
-        .get(
-            &format!("/main/{}.narinfo", &crashed_path[11..43]),
-            Some(&root),
-        )
-        .await;
+    let crashed_narinfo = format!("/main/{}.narinfo", &crashed_path[11..43]);
+    let (status, _, _) = http.get(&crashed_narinfo, Some(&root)).await;
     assert_eq!(status, 404);
     let (status, _, text) = http
         .get(&format!("/main/{HASH}.narinfo"), Some(&root))
@@ -126,12 +121,7 @@ async fn crash_mid_upload(backend: Backend, storage: ObjectStorage) {
     handle.abort();
     drop(tx);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, _, _) = http
-        .get(
-            &format!("/main/{}.narinfo", &crashed_path[11..43]),
-            Some(&root),
-        )
-        .await;
+    let (status, _, _) = http.get(&crashed_narinfo, Some(&root)).await;
     assert_eq!(status, 404);
     let (ok, out, err) = server.run_mode("verify");
     assert!(ok, "{out}{err}");
@@ -155,7 +145,7 @@ async fn crash_mid_upload(backend: Backend, storage: ObjectStorage) {
     assert_eq!(status, 200, "{text}");
 
     // The path uploads cleanly afterwards.
-    let a = http.upload(None, &key.sign(&crashed), nar).await;
+    let a = http.signed_upload(&key, &crashed, &nar).await;
     assert_eq!(a.0, 200, "{}", a.2);
     assert_eq!(a.1["outcome"], "uploaded");
 }
@@ -164,16 +154,6 @@ fn gc_report(server: &TestServer) -> Value {
     let (ok, out, err) = server.run_mode("garbage-collector-once");
     assert!(ok, "{err}");
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-#[tokio::test]
-async fn kill_9_and_disconnects_mid_upload_sqlite_local() {
-    crash_mid_upload(Backend::Sqlite, ObjectStorage::Local).await;
-}
-
-#[tokio::test]
-async fn kill_9_and_disconnects_mid_upload_postgres_s3() {
-    crash_mid_upload(Backend::Postgres, ObjectStorage::S3).await;
 }
 
 async fn concurrent_uploads(backend: Backend, storage: ObjectStorage) {
@@ -218,16 +198,6 @@ async fn concurrent_uploads(backend: Backend, storage: ObjectStorage) {
     assert!(ok, "{out}{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_uploads_of_one_nar_sqlite_local() {
-    concurrent_uploads(Backend::Sqlite, ObjectStorage::Local).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_uploads_of_one_nar_postgres_s3() {
-    concurrent_uploads(Backend::Postgres, ObjectStorage::S3).await;
-}
-
 /// Uploads of *different* new NARs made of the same chunks in different
 /// orders, all at once: on PostgreSQL their commits upsert the same chunk
 /// rows, which must not deadlock into a refusal.
@@ -245,10 +215,7 @@ async fn concurrent_uploads_sharing_chunks(backend: Backend, storage: ObjectStor
             order.reverse();
         }
         let contents: Vec<u8> = order.iter().flat_map(|&i| blocks[i].clone()).collect();
-        let nar = nar::write(&Node::Regular {
-            executable: false,
-            contents,
-        });
+        let nar = sample_nar(contents);
         let hash = format!("{n}{}", &HASH[1..]);
         let key = http.key_for(&root, "main").await;
         uploads.push((hash, key, nar));
@@ -284,14 +251,4 @@ async fn concurrent_uploads_sharing_chunks(backend: Backend, storage: ObjectStor
     }
     let (ok, out, err) = server.run_mode("verify");
     assert!(ok, "{out}{err}");
-}
-
-#[tokio::test]
-async fn concurrent_uploads_sharing_chunks_sqlite_local() {
-    concurrent_uploads_sharing_chunks(Backend::Sqlite, ObjectStorage::Local).await;
-}
-
-#[tokio::test]
-async fn concurrent_uploads_sharing_chunks_postgres_s3() {
-    concurrent_uploads_sharing_chunks(Backend::Postgres, ObjectStorage::S3).await;
 }

@@ -3,11 +3,10 @@
 //! it; refused uploads leave no record; divergences are kept; the in-toto
 //! export verifies offline and breaks on any change.
 
-use provenix_provenance::nar::{self, Node};
 use provenix_provenance::NarHash;
-use provenix_tests::ci::{assert_refused, run_ci, world, world_on, World, REPO_ID};
-use provenix_tests::http::{new_key, Http};
-use provenix_tests::{host_of, Backend, NixStore};
+use provenix_tests::ci::{run_ci, world, world_on, World, REPO_ID};
+use provenix_tests::http::{assert_refused, new_key, sample_nar, upload_info, Http};
+use provenix_tests::{backend_tests, host_of, Backend, NixStore};
 use serde_json::{json, Value};
 
 fn audit_json(w: &World, args: &[&str]) -> Value {
@@ -32,14 +31,8 @@ fn ci_push(w: &World) -> (NixStore, String, String) {
     (src, lib, app)
 }
 
-#[test]
-fn a_ci_upload_is_audited_and_pulled_by_nix_sqlite() {
-    audited_and_pulled(Backend::Sqlite);
-}
-
-#[test]
-fn a_ci_upload_is_audited_and_pulled_by_nix_postgres() {
-    audited_and_pulled(Backend::Postgres);
+backend_tests! {
+    fn a_ci_upload_is_audited_and_pulled_by_nix => audited_and_pulled;
 }
 
 fn audited_and_pulled(backend: Backend) {
@@ -188,22 +181,7 @@ fn the_in_toto_export_verifies_offline_and_breaks_on_any_change() {
     assert!(err.contains("no signature by key"), "{err}");
 }
 
-fn sample_nar(text: &str) -> Vec<u8> {
-    nar::write(&Node::Regular {
-        executable: false,
-        contents: text.as_bytes().to_vec(),
-    })
-}
-
 const PATH: &str = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-witnessed";
-
-fn info_for(cache: &str, nar: &[u8]) -> Value {
-    json!({
-        "cache": cache, "store_path": PATH,
-        "nar_hash": NarHash::of(nar).to_nix_string(),
-        "nar_size": nar.len(), "references": [],
-    })
-}
 
 async fn record_count(http: &Http, token: &str) -> usize {
     let (status, v, text) = http.get("/_api/v1/cache/main/uploads", Some(token)).await;
@@ -222,34 +200,30 @@ async fn refused_uploads_leave_no_record_and_divergences_are_kept() {
 
     // Tampered statement, another key's signature, another cache's key, a
     // NAR whose hash differs from the statement.
-    let mut tampered = key.sign(&info_for("main", &good));
+    let mut tampered = key.sign(&upload_info("main", PATH, &good));
     tampered["nar_size"] = json!(good.len() + 1);
     assert_refused(
         &http.upload(None, &tampered, good.clone()).await,
         401,
         "invalid-signature",
-        "",
+        None,
     );
     let mut foreign: provenix_provenance::upload::UploadPathNarInfo =
-        serde_json::from_value(info_for("main", &good)).unwrap();
+        serde_json::from_value(upload_info("main", PATH, &good)).unwrap();
     foreign.sign(&key.key_id, &new_key());
     let a = http
         .upload(None, &serde_json::to_value(&foreign).unwrap(), good.clone())
         .await;
-    assert_refused(&a, 401, "invalid-signature", "");
+    assert_refused(&a, 401, "invalid-signature", None);
     let other_key = http.key_for(&root, "other").await;
     let a = http
-        .upload(
-            None,
-            &other_key.sign(&info_for("main", &good)),
-            good.clone(),
-        )
+        .signed_upload(&other_key, &upload_info("main", PATH, &good), &good)
         .await;
-    assert_refused(&a, 403, "permission-denied", "another cache");
-    let mut lying = info_for("main", &good);
+    assert_refused(&a, 403, "permission-denied", Some("another cache"));
+    let mut lying = upload_info("main", PATH, &good);
     lying["nar_hash"] = json!(NarHash::of(b"something else").to_nix_string());
-    let a = http.upload(None, &key.sign(&lying), good.clone()).await;
-    assert_refused(&a, 400, "nar-hash-mismatch", "");
+    let a = http.signed_upload(&key, &lying, &good).await;
+    assert_refused(&a, 400, "nar-hash-mismatch", None);
     assert_eq!(record_count(http, &root).await, 0);
     let (status, _, _) = http
         .get(
@@ -261,7 +235,7 @@ async fn refused_uploads_leave_no_record_and_divergences_are_kept() {
 
     // The honest upload is recorded.
     let a = http
-        .upload(None, &key.sign(&info_for("main", &good)), good.clone())
+        .signed_upload(&key, &upload_info("main", PATH, &good), &good)
         .await;
     assert_eq!(a.0, 200, "{}", a.2);
     assert_eq!(record_count(http, &root).await, 1);
@@ -278,12 +252,12 @@ async fn refused_uploads_leave_no_record_and_divergences_are_kept() {
     let ci_key_id = a.1["key_id"].as_str().unwrap().to_string();
     let evil = sample_nar("a different one");
     let mut claim: provenix_provenance::upload::UploadPathNarInfo =
-        serde_json::from_value(info_for("main", &evil)).unwrap();
+        serde_json::from_value(upload_info("main", PATH, &evil)).unwrap();
     claim.sign(&ci_key_id, &ci_key);
     let a = http
         .upload(None, &serde_json::to_value(&claim).unwrap(), evil)
         .await;
-    assert_refused(&a, 409, "nar-hash-conflict", "already in this cache");
+    assert_refused(&a, 409, "nar-hash-conflict", Some("already in this cache"));
     assert_eq!(record_count(http, &root).await, 1);
     let (status, d, text) = http
         .get("/_api/v1/cache/main/divergences", Some(&root))
@@ -311,25 +285,16 @@ async fn an_expired_key_leaves_no_record() {
     let good = sample_nar("late");
     let a = w
         .http
-        .upload(None, &key.sign(&info_for("main", &good)), good)
+        .signed_upload(&key, &upload_info("main", PATH, &good), &good)
         .await;
-    assert_refused(&a, 401, "key-expired", "");
+    assert_refused(&a, 401, "key-expired", None);
     assert_eq!(record_count(&w.http, &root).await, 0);
 }
 
 #[tokio::test]
 async fn auditing_needs_the_audit_permission() {
     let w = world("");
-    let pusher = w.server.make_token(&[
-        "--sub",
-        "p",
-        "--validity",
-        "1h",
-        "--push",
-        "main",
-        "--pull",
-        "main",
-    ]);
+    let pusher = w.server.push_token("p", "main");
     let err = w
         .server
         .client_with_token(&pusher)

@@ -3,37 +3,12 @@
 use provenix_provenance::nar::{self, Node};
 use provenix_provenance::upload::UploadPathNarInfo;
 use provenix_provenance::{NarHash, NarInfo, StorePath, DEFAULT_STORE_DIR};
-use provenix_tests::http::{new_key, Answer, Http, UploadKey};
-use provenix_tests::{Backend, TestServer};
-use serde_json::{json, Value};
+use provenix_tests::http::{assert_refused, new_key, sample_package_nar, upload_info, Http};
+use provenix_tests::{backend_tests, Backend, TestServer};
+use serde_json::json;
 
 const PATH: &str = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-hello-2.12.1";
 const HASH: &str = "7rjj86a15146cq1d3qy068lml7n8ykzm";
-
-fn sample_nar(text: &str) -> Vec<u8> {
-    nar::write(&Node::Directory(vec![(
-        "hello".into(),
-        Node::Regular {
-            executable: true,
-            contents: text.as_bytes().to_vec(),
-        },
-    )]))
-}
-
-fn info_for(cache: &str, path: &str, nar_bytes: &[u8]) -> Value {
-    json!({
-        "cache": cache,
-        "store_path": path,
-        "nar_hash": NarHash::of(nar_bytes).to_nix_string(),
-        "nar_size": nar_bytes.len(),
-        "references": [],
-    })
-}
-
-/// Uploads `nar` with `info` signed by `key`.
-async fn signed_upload(http: &Http, key: &UploadKey, info: &Value, nar: &[u8]) -> Answer {
-    http.upload(None, &key.sign(info), nar.to_vec()).await
-}
 
 async fn assert_not_visible(http: &Http, token: &str, cache: &str) {
     let (status, body, _) = http
@@ -51,14 +26,8 @@ async fn assert_not_visible(http: &Http, token: &str, cache: &str) {
     assert_eq!(body["missing_paths"], json!([HASH]));
 }
 
-fn assert_refused(answer: &(u16, Value, String), status: u16, code: &str) {
-    assert_eq!(answer.0, status, "{}", answer.2);
-    assert_eq!(answer.1["code"], code, "{}", answer.2);
-    assert!(
-        answer.1["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{}",
-        answer.2
-    );
+backend_tests! {
+    async fn bad_uploads_are_refused => bad_uploads_are_refused;
 }
 
 async fn bad_uploads_are_refused(backend: Backend) {
@@ -67,13 +36,15 @@ async fn bad_uploads_are_refused(backend: Backend) {
     server.client().ok(&["cache", "create", "main"]);
     let http = Http::new(&server.url);
     let key = http.key_for(&root, "main").await;
-    let good = sample_nar("#!/bin/sh\necho hello\n");
+    let good = sample_package_nar("#!/bin/sh\necho hello\n");
 
     // A NAR that is not a NAR, with a hash and size that match its bytes.
     let mut corrupt = good.clone();
     corrupt[10] ^= 0xff;
-    let a = signed_upload(&http, &key, &info_for("main", PATH, &corrupt), &corrupt).await;
-    assert_refused(&a, 400, "malformed-nar");
+    let a = http
+        .signed_upload(&key, &upload_info("main", PATH, &corrupt), &corrupt)
+        .await;
+    assert_refused(&a, 400, "malformed-nar", None);
 
     // A NAR whose entry name climbs out of the store path.
     let mut evil = Vec::new();
@@ -93,16 +64,10 @@ async fn bad_uploads_are_refused(backend: Backend) {
             evil.extend_from_slice(part);
         }
     }
-    let a = signed_upload(&http, &key, &info_for("main", PATH, &evil), &evil).await;
-    assert_refused(&a, 400, "malformed-nar");
-    assert!(
-        a.1["message"]
-            .as_str()
-            .unwrap()
-            .contains("forbidden entry name"),
-        "{}",
-        a.2
-    );
+    let a = http
+        .signed_upload(&key, &upload_info("main", PATH, &evil), &evil)
+        .await;
+    assert_refused(&a, 400, "malformed-nar", Some("forbidden entry name"));
 
     // A large NAR (cut into chunks, checked as it streams) whose structure
     // breaks half way: refused as malformed, not as a broken upload.
@@ -128,66 +93,76 @@ async fn bad_uploads_are_refused(backend: Backend) {
             .position(|w| w == token)
             .expect("an entry after the middle");
     big[at + 4] = b'x';
-    let a = signed_upload(&http, &key, &info_for("main", PATH, &big), &big).await;
-    assert_refused(&a, 400, "malformed-nar");
+    let a = http
+        .signed_upload(&key, &upload_info("main", PATH, &big), &big)
+        .await;
+    assert_refused(&a, 400, "malformed-nar", None);
 
     // Hash of other bytes.
-    let mut info = info_for("main", PATH, &good);
+    let mut info = upload_info("main", PATH, &good);
     info["nar_hash"] = json!(NarHash::of(b"other").to_nix_string());
     assert_refused(
-        &signed_upload(&http, &key, &info, &good).await,
+        &http.signed_upload(&key, &info, &good).await,
         400,
         "nar-hash-mismatch",
+        None,
     );
 
     // Declared bigger than sent, and smaller than sent.
-    let mut info = info_for("main", PATH, &good);
+    let mut info = upload_info("main", PATH, &good);
     info["nar_size"] = json!(good.len() + 8);
     assert_refused(
-        &signed_upload(&http, &key, &info, &good).await,
+        &http.signed_upload(&key, &info, &good).await,
         400,
         "nar-size-mismatch",
+        None,
     );
-    let mut info = info_for("main", PATH, &good);
+    let mut info = upload_info("main", PATH, &good);
     info["nar_size"] = json!(good.len() - 8);
     assert_refused(
-        &signed_upload(&http, &key, &info, &good).await,
+        &http.signed_upload(&key, &info, &good).await,
         400,
         "nar-size-mismatch",
+        None,
     );
 
     // Bad cache names and store paths.
-    let a = signed_upload(&http, &key, &info_for("../etc", PATH, &good), &good).await;
-    assert_refused(&a, 400, "invalid-cache-name");
+    let a = http
+        .signed_upload(&key, &upload_info("../etc", PATH, &good), &good)
+        .await;
+    assert_refused(&a, 400, "invalid-cache-name", None);
     let traversal = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-../../etc/passwd";
-    let a = signed_upload(&http, &key, &info_for("main", traversal, &good), &good).await;
-    assert_refused(&a, 400, "invalid-nar-info");
-    let mut info = info_for("main", PATH, &good);
+    let a = http
+        .signed_upload(&key, &upload_info("main", traversal, &good), &good)
+        .await;
+    assert_refused(&a, 400, "invalid-nar-info", None);
+    let mut info = upload_info("main", PATH, &good);
     info["references"] = json!(["/etc/passwd"]);
     assert_refused(
-        &signed_upload(&http, &key, &info, &good).await,
+        &http.signed_upload(&key, &info, &good).await,
         400,
         "invalid-nar-info",
+        None,
     );
     let a = http
         .upload(None, &json!({"cache": "main"}), good.clone())
         .await;
-    assert_refused(&a, 400, "invalid-nar-info");
+    assert_refused(&a, 400, "invalid-nar-info", None);
 
     // No valid short-term signature: none, a pull-only token (it gets no
     // key), a forged token, another key's signature, a key for another cache.
     let a = http
-        .upload(Some(&root), &info_for("main", PATH, &good), good.clone())
+        .upload(Some(&root), &upload_info("main", PATH, &good), good.clone())
         .await;
-    assert_refused(&a, 401, "unsigned-upload");
+    assert_refused(&a, 401, "unsigned-upload", None);
     let reader = server.make_token(&["--sub", "reader", "--validity", "1h", "--pull", "main"]);
     let a = http.exchange_token(&reader, "main", &new_key()).await;
-    assert_refused(&a, 403, "permission-denied");
+    assert_refused(&a, 403, "permission-denied", None);
     let forged = format!("{}x", &root[..root.len() - 1]);
     let a = http.exchange_token(&forged, "main", &new_key()).await;
-    assert_refused(&a, 401, "invalid-token");
+    assert_refused(&a, 401, "invalid-token", None);
     let mut by_other_key =
-        serde_json::from_value::<UploadPathNarInfo>(info_for("main", PATH, &good)).unwrap();
+        serde_json::from_value::<UploadPathNarInfo>(upload_info("main", PATH, &good)).unwrap();
     by_other_key.sign(&key.key_id, &new_key());
     let a = http
         .upload(
@@ -196,26 +171,24 @@ async fn bad_uploads_are_refused(backend: Backend) {
             good.clone(),
         )
         .await;
-    assert_refused(&a, 401, "invalid-signature");
-    let mut tampered = key.sign(&info_for("main", PATH, &good));
+    assert_refused(&a, 401, "invalid-signature", None);
+    let mut tampered = key.sign(&upload_info("main", PATH, &good));
     tampered["references"] = json!(["/nix/store/g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-tree"]);
     let a = http.upload(None, &tampered, good.clone()).await;
-    assert_refused(&a, 401, "invalid-signature");
+    assert_refused(&a, 401, "invalid-signature", None);
     server.client().ok(&["cache", "create", "other"]);
     let other_key = http.key_for(&root, "other").await;
     let a = http
-        .upload(
-            None,
-            &other_key.sign(&info_for("main", PATH, &good)),
-            good.clone(),
-        )
+        .signed_upload(&other_key, &upload_info("main", PATH, &good), &good)
         .await;
-    assert_refused(&a, 403, "permission-denied");
+    assert_refused(&a, 403, "permission-denied", None);
 
     assert_not_visible(&http, &root, "main").await;
 
     // The good upload then works and is served signed.
-    let a = signed_upload(&http, &key, &info_for("main", PATH, &good), &good).await;
+    let a = http
+        .signed_upload(&key, &upload_info("main", PATH, &good), &good)
+        .await;
     assert_eq!(a.0, 200, "{}", a.2);
     assert_eq!(a.1["outcome"], "uploaded");
     let (status, _, text) = http
@@ -227,28 +200,20 @@ async fn bad_uploads_are_refused(backend: Backend) {
     StorePath::parse(DEFAULT_STORE_DIR, &narinfo.store_path).unwrap();
 
     // Same path, other NAR: 409, and the first stays served.
-    let other = sample_nar("#!/bin/sh\necho tampered\n");
+    let other = sample_package_nar("#!/bin/sh\necho tampered\n");
     let a = http
-        .upload(None, &key.sign(&info_for("main", PATH, &other)), other)
+        .signed_upload(&key, &upload_info("main", PATH, &other), &other)
         .await;
-    assert_refused(&a, 409, "nar-hash-conflict");
+    assert_refused(&a, 409, "nar-hash-conflict", None);
     let (_, _, text) = http
         .get(&format!("/main/{HASH}.narinfo"), Some(&root))
         .await;
     assert_eq!(NarInfo::parse(&text).unwrap().nar_hash, NarHash::of(&good));
     // Same path, same NAR: idempotent.
-    let a = signed_upload(&http, &key, &info_for("main", PATH, &good), &good).await;
+    let a = http
+        .signed_upload(&key, &upload_info("main", PATH, &good), &good)
+        .await;
     assert_eq!(a.1["outcome"], "exists", "{}", a.2);
-}
-
-#[tokio::test]
-async fn bad_uploads_are_refused_sqlite() {
-    bad_uploads_are_refused(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn bad_uploads_are_refused_postgres() {
-    bad_uploads_are_refused(Backend::Postgres).await;
 }
 
 #[tokio::test]
@@ -258,13 +223,9 @@ async fn private_cache_does_not_leak_what_it_holds() {
     server.client().ok(&["cache", "create", "secret"]);
     let http = Http::new(&server.url);
     let key = http.key_for(&root, "secret").await;
-    let nar_bytes = sample_nar("x");
+    let nar_bytes = sample_package_nar("x");
     let a = http
-        .upload(
-            None,
-            &key.sign(&info_for("secret", PATH, &nar_bytes)),
-            nar_bytes,
-        )
+        .signed_upload(&key, &upload_info("secret", PATH, &nar_bytes), &nar_bytes)
         .await;
     assert_eq!(a.0, 200, "{}", a.2);
 

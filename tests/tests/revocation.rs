@@ -2,10 +2,9 @@
 //! only to a revoked key, other paths are untouched, history stays, a clean
 //! re-upload works, and every server process sees it at once.
 
-use provenix_provenance::nar::{self, Node};
 use provenix_provenance::NarHash;
-use provenix_tests::ci::{assert_refused, run_ci, world, world_on, World};
-use provenix_tests::http::Http;
+use provenix_tests::ci::{run_ci, world, world_on, World};
+use provenix_tests::http::{assert_refused, sample_nar, upload_info, Http};
 use provenix_tests::{host_of, Backend, Client, NixStore};
 use serde_json::{json, Value};
 
@@ -26,16 +25,7 @@ fn revoker(w: &World) -> Client {
 }
 
 fn pusher(w: &World, name: &str) -> Client {
-    let t = w.server.make_token(&[
-        "--sub",
-        name,
-        "--validity",
-        "1h",
-        "--push",
-        "main",
-        "--pull",
-        "main",
-    ]);
+    let t = w.server.push_token(name, "main");
     w.server.client_with_token(&t)
 }
 
@@ -43,6 +33,16 @@ fn key_of(w: &World, subject: &str) -> String {
     let out = revoker(w).ok(&["keys", "list", "main", "--subject", subject, "--json"]);
     let v: Value = serde_json::from_str(&out).unwrap();
     v["items"][0]["key_id"].as_str().unwrap().to_string()
+}
+
+/// The `store_path` of each item of a JSON list.
+fn store_paths(items: &Value) -> Vec<&str> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["store_path"].as_str().unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -63,11 +63,8 @@ async fn revoking_a_key_stops_only_the_paths_it_alone_vouched_for() {
     let cache_key = admin.public_key("main");
     let url = format!("{}/main", w.server.url);
     let netrc = (host_of(&w.server.url), root.clone());
-    let hash = |p: &str| p[11..43].to_string();
-    let narinfo = w
-        .http
-        .get(&format!("/main/{}.narinfo", hash(&a)), Some(&root))
-        .await;
+    let a_narinfo = format!("/main/{}.narinfo", &a[11..43]);
+    let narinfo = w.http.get(&a_narinfo, Some(&root)).await;
     let url_line = narinfo.2.lines().find(|l| l.starts_with("URL: ")).unwrap();
     let a_nar = format!("/main/{}", &url_line[5..]);
 
@@ -91,20 +88,9 @@ async fn revoking_a_key_stops_only_the_paths_it_alone_vouched_for() {
     ]);
     let dry: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(dry["keys"], json!([k1]));
-    let paths: Vec<&str> = dry["paths"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["store_path"].as_str().unwrap())
-        .collect();
+    let paths = store_paths(&dry["paths"]);
     assert_eq!(paths, vec![a.as_str()]);
-    assert_eq!(
-        w.http
-            .get(&format!("/main/{}.narinfo", hash(&a)), Some(&root))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(w.http.get(&a_narinfo, Some(&root)).await.0, 200);
     let keys = sec.ok(&["keys", "list", "main", "--subject", "alice"]);
     assert!(
         keys.contains("valid") && !keys.contains("revoked"),
@@ -116,13 +102,7 @@ async fn revoking_a_key_stops_only_the_paths_it_alone_vouched_for() {
     assert!(out.contains("Revoked 1 keys") && out.contains(&a), "{out}");
 
     // A: narinfo and NAR 404, Nix cannot substitute it.
-    assert_eq!(
-        w.http
-            .get(&format!("/main/{}.narinfo", hash(&a)), Some(&root))
-            .await
-            .0,
-        404
-    );
+    assert_eq!(w.http.get(&a_narinfo, Some(&root)).await.0, 404);
     assert_eq!(w.http.get(&a_nar, Some(&root)).await.0, 404);
     let dst = NixStore::new();
     let (ok, _) = dst.copy_from(&url, &a, &[&cache_key], Some((&netrc.0, &netrc.1)));
@@ -168,35 +148,18 @@ async fn revoking_a_key_stops_only_the_paths_it_alone_vouched_for() {
     assert!(ok, "{err}");
 }
 
-fn sample_nar(text: &str) -> Vec<u8> {
-    nar::write(&Node::Regular {
-        executable: false,
-        contents: text.as_bytes().to_vec(),
-    })
-}
-
 #[tokio::test]
 async fn one_upload_record_can_be_revoked_and_the_path_reuploaded_with_another_nar() {
     let w = world("");
     let root = w.server.root_token.clone();
     let key = w.http.key_for(&root, "main").await;
     let path = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-tampered";
-    let info = |nar: &[u8]| json!({"cache": "main", "store_path": path, "nar_hash": NarHash::of(nar).to_nix_string(), "nar_size": nar.len(), "references": []});
+    let info = |nar: &[u8]| upload_info("main", path, nar);
+    let provenance = format!("/_api/v1/cache/main/provenance/{}", &path[11..]);
+    let narinfo = format!("/main/{}.narinfo", &path[11..43]);
     let bad = sample_nar("backdoored");
-    assert_eq!(
-        w.http
-            .upload(None, &key.sign(&info(&bad)), bad.clone())
-            .await
-            .0,
-        200
-    );
-    let prov = w
-        .http
-        .get(
-            &format!("/_api/v1/cache/main/provenance/{}", &path[11..]),
-            Some(&root),
-        )
-        .await;
+    assert_eq!(w.http.signed_upload(&key, &info(&bad), &bad).await.0, 200);
+    let prov = w.http.get(&provenance, Some(&root)).await;
     let upload_id = prov.1["uploads"][0]["id"].as_i64().unwrap();
     let sec = revoker(&w);
     let out = sec.ok(&[
@@ -212,34 +175,16 @@ async fn one_upload_record_can_be_revoked_and_the_path_reuploaded_with_another_n
         out.contains("1 upload records") && out.contains(path),
         "{out}"
     );
-    assert_eq!(
-        w.http
-            .get(&format!("/main/{}.narinfo", &path[11..43]), Some(&root))
-            .await
-            .0,
-        404
-    );
+    assert_eq!(w.http.get(&narinfo, Some(&root)).await.0, 404);
     // The key itself is not revoked: it uploads the clean NAR (another hash, no 409).
     let good = sample_nar("clean");
-    let a = w
-        .http
-        .upload(None, &key.sign(&info(&good)), good.clone())
-        .await;
+    let a = w.http.signed_upload(&key, &info(&good), &good).await;
     assert_eq!(a.0, 200, "{}", a.2);
-    let (status, _, text) = w
-        .http
-        .get(&format!("/main/{}.narinfo", &path[11..43]), Some(&root))
-        .await;
+    let (status, _, text) = w.http.get(&narinfo, Some(&root)).await;
     assert_eq!(status, 200);
     assert!(text.contains(&NarHash::of(&good).to_nix_string()), "{text}");
     // The revoked record stays in the history, marked.
-    let prov = w
-        .http
-        .get(
-            &format!("/_api/v1/cache/main/provenance/{}", &path[11..]),
-            Some(&root),
-        )
-        .await;
+    let prov = w.http.get(&provenance, Some(&root)).await;
     assert_eq!(prov.1["uploads"][0]["revocation"]["reason"], "backdoor");
     assert!(prov.1["uploads"][1]["revocation"].is_null());
     // Bad requests: no reason, no selector.
@@ -253,7 +198,7 @@ async fn one_upload_record_can_be_revoked_and_the_path_reuploaded_with_another_n
             &json!({"reason": "x", "key": "y"}),
         )
         .await;
-    assert_refused(&a, 403, "permission-denied", "--revoke");
+    assert_refused(&a, 403, "permission-denied", Some("--revoke"));
 }
 
 #[tokio::test]
@@ -318,12 +263,7 @@ async fn a_repository_selector_revokes_every_run() {
             Some(&w.server.root_token),
         )
         .await;
-    let listed: Vec<&str> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["store_path"].as_str().unwrap())
-        .collect();
+    let listed = store_paths(&v["items"]);
     assert_eq!(listed, paths.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
@@ -343,8 +283,8 @@ async fn another_replica_answers_404_at_once() {
     let key = w.http.key_for(&root, "main").await;
     let nar = sample_nar("replicated");
     let path = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-replicated";
-    let info = json!({"cache": "main", "store_path": path, "nar_hash": NarHash::of(&nar).to_nix_string(), "nar_size": nar.len(), "references": []});
-    assert_eq!(w.http.upload(None, &key.sign(&info), nar).await.0, 200);
+    let info = upload_info("main", path, &nar);
+    assert_eq!(w.http.signed_upload(&key, &info, &nar).await.0, 200);
     let narinfo = format!("/main/{}.narinfo", &path[11..43]);
     assert_eq!(replica.get(&narinfo, Some(&root)).await.0, 200);
     let sec_token = w
@@ -363,12 +303,12 @@ async fn another_replica_answers_404_at_once() {
     // The revoked key cannot upload any more, within its 15 minutes, on either process.
     let nar2 = sample_nar("after revocation");
     let path2 = "/nix/store/8rjj86a15146cq1d3qy068lml7n8ykzm-late";
-    let info2 = json!({"cache": "main", "store_path": path2, "nar_hash": NarHash::of(&nar2).to_nix_string(), "nar_size": nar2.len(), "references": []});
-    let refused = replica.upload(None, &key.sign(&info2), nar2.clone()).await;
-    let refused_too = w.http.upload(None, &key.sign(&info2), nar2).await;
+    let info2 = upload_info("main", path2, &nar2);
+    let refused = replica.signed_upload(&key, &info2, &nar2).await;
+    let refused_too = w.http.signed_upload(&key, &info2, &nar2).await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(after, 404);
-    assert_refused(&refused, 401, "key-revoked", "revoked");
-    assert_refused(&refused_too, 401, "key-revoked", "revoked");
+    assert_refused(&refused, 401, "key-revoked", Some("revoked"));
+    assert_refused(&refused_too, 401, "key-revoked", Some("revoked"));
 }

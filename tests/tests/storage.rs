@@ -3,7 +3,17 @@
 //! with the real Nix client, cross-cache dedup, GC, a missing chunk, and
 //! replicas sharing one database and one bucket.
 
-use provenix_tests::{host_of, random_bytes, Backend, NixStore, ObjectStorage, TestServer};
+use provenix_tests::{
+    backend_tests, host_of, random_bytes, Backend, NixStore, ObjectStorage, TestServer,
+};
+
+// The local disk with SQLite, S3 with PostgreSQL.
+backend_tests! {
+    for _local_disk(Backend::Sqlite, ObjectStorage::Local),
+        _s3(Backend::Postgres, ObjectStorage::S3);
+    async fn storage_suite => storage_suite;
+    fn gc_races_a_push => gc_races_a_push;
+}
 
 fn chunk_files(server: &TestServer) -> Vec<std::path::PathBuf> {
     fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
@@ -173,16 +183,6 @@ async fn storage_suite(backend: Backend, storage: ObjectStorage) {
     assert!(!ok, "Nix accepted a NAR with a missing chunk");
 }
 
-#[tokio::test]
-async fn storage_suite_local_disk() {
-    storage_suite(Backend::Sqlite, ObjectStorage::Local).await;
-}
-
-#[tokio::test]
-async fn storage_suite_s3() {
-    storage_suite(Backend::Postgres, ObjectStorage::S3).await;
-}
-
 /// Two `--mode api-server` processes over one PostgreSQL and one bucket: a
 /// push through one is served by the other; GC runs as its own process.
 #[test]
@@ -250,14 +250,4 @@ fn gc_races_a_push(backend: Backend, storage: ObjectStorage) {
     );
     assert!(ok, "{err}");
     assert_eq!(dst.read(&new, "blob"), blob);
-}
-
-#[test]
-fn gc_races_a_push_local_disk() {
-    gc_races_a_push(Backend::Sqlite, ObjectStorage::Local);
-}
-
-#[test]
-fn gc_races_a_push_s3() {
-    gc_races_a_push(Backend::Postgres, ObjectStorage::S3);
 }
