@@ -14,7 +14,7 @@ pub use nix::NixStore;
 pub use server::{Backend, Client, FirstRun, ObjectStorage, TestServer};
 
 #[doc(hidden)]
-pub use paste::paste as __paste;
+pub use pastey::paste as __paste;
 
 use std::path::PathBuf;
 
