@@ -4,7 +4,7 @@
 mod harness;
 
 use axum::http::{Method, StatusCode};
-use harness::{perm, Harness};
+use harness::{perm, statement, Harness};
 use serde_json::json;
 
 #[tokio::test]
@@ -224,8 +224,6 @@ async fn a_short_retention_needs_the_delete_permission_too() {
 /// day later) is only for crashes.
 #[tokio::test]
 async fn a_refused_upload_leaves_no_bytes_behind() {
-    use provenix_provenance::upload::UploadPathNarInfo;
-    use provenix_provenance::NarHash;
     let h = Harness::new().await;
     h.create_cache("main", false).await;
     let key = h.exchange(&h.root, "main").await;
@@ -245,34 +243,16 @@ async fn a_refused_upload_leaves_no_bytes_behind() {
         executable: false,
         contents,
     });
-    let mut info = UploadPathNarInfo {
-        cache: "main".into(),
-        store_path: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-big".into(),
-        nar_hash: NarHash::parse("sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s")
-            .unwrap(),
-        nar_size: body.len() as u64,
-        references: vec![],
-        deriver: None,
-        ca: None,
-        key_id: None,
-        signature: None,
-    };
+    let mut info = statement(
+        "main",
+        "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-big",
+        &body,
+        Some("sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"),
+    );
     key.sign(&mut info);
     let a = h.upload(&key.session, &info, body).await;
-    // Not a NAR at all: refused by the streaming validator or the hash.
-    assert!(
-        matches!(a.code(), "malformed-nar" | "nar-hash-mismatch"),
-        "{}",
-        a.text
-    );
-    // The deletion runs beside the answer; give it a moment.
-    for _ in 0..100 {
-        if h.stored_files().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(h.stored_files(), Vec::<std::path::PathBuf>::new());
+    a.assert_refused(400, "nar-hash-mismatch");
+    h.assert_storage_empties().await;
 }
 
 /// An upload is judged by its key's validity when it completes: a key that
@@ -280,8 +260,6 @@ async fn a_refused_upload_leaves_no_bytes_behind() {
 #[tokio::test]
 async fn an_upload_completing_after_its_key_expired_is_refused() {
     use futures::StreamExt;
-    use provenix_provenance::upload::UploadPathNarInfo;
-    use provenix_provenance::NarHash;
     let h = Harness::with_config(|c| {
         c.signing_keys.lifetime = std::time::Duration::from_secs(1);
         c.signing_keys.completion_grace = std::time::Duration::ZERO;
@@ -293,17 +271,12 @@ async fn an_upload_completing_after_its_key_expired_is_refused() {
         executable: false,
         contents: vec![7u8; 300_000],
     });
-    let mut info = UploadPathNarInfo {
-        cache: "main".into(),
-        store_path: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-slow".into(),
-        nar_hash: NarHash::of(&nar),
-        nar_size: nar.len() as u64,
-        references: vec![],
-        deriver: None,
-        ca: None,
-        key_id: None,
-        signature: None,
-    };
+    let mut info = statement(
+        "main",
+        "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-slow",
+        &nar,
+        None,
+    );
     key.sign(&mut info);
     // The NAR in three parts, the last one after the key has expired.
     let parts: Vec<Vec<u8>> = nar.chunks(nar.len() / 3 + 1).map(<[u8]>::to_vec).collect();
@@ -331,13 +304,7 @@ async fn an_upload_completing_after_its_key_expired_is_refused() {
         "{}",
         missing.text
     );
-    for _ in 0..100 {
-        if h.stored_files().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(h.stored_files(), Vec::<std::path::PathBuf>::new());
+    h.assert_storage_empties().await;
 }
 
 /// A statement vouching for a stored path must describe it as stored: a
@@ -346,7 +313,6 @@ async fn an_upload_completing_after_its_key_expired_is_refused() {
 #[tokio::test]
 async fn vouching_statements_must_describe_the_stored_path() {
     use provenix_provenance::upload::UploadPathNarInfo;
-    use provenix_provenance::NarHash;
     let h = Harness::new().await;
     h.create_cache("main", false).await;
     h.create_cache("other", false).await;
@@ -356,19 +322,14 @@ async fn vouching_statements_must_describe_the_stored_path() {
         contents: b"hello".to_vec(),
     });
     let path = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello";
-    let statement =
+    let described =
         |nar_size: u64, references: Vec<String>, deriver: Option<String>| UploadPathNarInfo {
-            cache: "main".into(),
-            store_path: path.into(),
-            nar_hash: NarHash::of(&nar),
             nar_size,
             references,
             deriver,
-            ca: None,
-            key_id: None,
-            signature: None,
+            ..statement("main", path, &nar, None)
         };
-    let mut honest = statement(nar.len() as u64, vec![], None);
+    let mut honest = described(nar.len() as u64, vec![], None);
     key.sign(&mut honest);
     let a = h.upload(&key.session, &honest, nar.clone()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
@@ -386,10 +347,10 @@ async fn vouching_statements_must_describe_the_stored_path() {
     let dep = "/nix/store/00000000000000000000000000000000-dep".to_string();
     let evil = "/nix/store/11111111111111111111111111111111-evil.drv".to_string();
     for (mut lie, field) in [
-        (statement(999_999, vec![], None), "nar_size"),
-        (statement(8, vec![], None), "nar_size"),
-        (statement(nar.len() as u64, vec![dep], None), "references"),
-        (statement(nar.len() as u64, vec![], Some(evil)), "deriver"),
+        (described(999_999, vec![], None), "nar_size"),
+        (described(8, vec![], None), "nar_size"),
+        (described(nar.len() as u64, vec![dep], None), "references"),
+        (described(nar.len() as u64, vec![], Some(evil)), "deriver"),
     ] {
         key.sign(&mut lie);
         let a = h
@@ -404,7 +365,7 @@ async fn vouching_statements_must_describe_the_stored_path() {
         assert!(a.text.contains(field), "{field}: {}", a.text);
     }
     // The honest witness is recorded; the lies were not.
-    let mut again = statement(nar.len() as u64, vec![], None);
+    let mut again = described(nar.len() as u64, vec![], None);
     key.sign(&mut again);
     let a = h
         .call(
@@ -424,7 +385,7 @@ async fn vouching_statements_must_describe_the_stored_path() {
     let other = h.exchange(&h.root, "other").await;
     let mut lie = UploadPathNarInfo {
         cache: "other".into(),
-        ..statement(999_999, vec![], None)
+        ..described(999_999, vec![], None)
     };
     other.sign(&mut lie);
     let a = h
@@ -438,7 +399,7 @@ async fn vouching_statements_must_describe_the_stored_path() {
     assert_eq!(a.json["outcome"], "nar-required", "{}", a.text);
     let mut fits = UploadPathNarInfo {
         cache: "other".into(),
-        ..statement(nar.len() as u64, vec![], None)
+        ..described(nar.len() as u64, vec![], None)
     };
     other.sign(&mut fits);
     let a = h

@@ -8,6 +8,18 @@ use axum::http::{Method, StatusCode};
 use harness::{perm, Harness};
 use serde_json::json;
 
+/// A token of alice's with pull and push on `priv`.
+fn reader_and_pusher(h: &Harness) -> String {
+    h.token(
+        "alice",
+        "priv",
+        perm(|p| {
+            p.pull = true;
+            p.push = true;
+        }),
+    )
+}
+
 #[tokio::test]
 async fn a_push_only_token_buys_a_push_only_session() {
     let h = Harness::new().await;
@@ -88,14 +100,7 @@ async fn a_reader_who_pushes_keeps_reading_with_the_session() {
 async fn revoking_the_key_ends_its_session() {
     let h = Harness::new().await;
     h.create_cache("priv", false).await;
-    let both = h.token(
-        "alice",
-        "priv",
-        perm(|p| {
-            p.pull = true;
-            p.push = true;
-        }),
-    );
+    let both = reader_and_pusher(&h);
     let session = h.exchange(&both, "priv").await.session;
     let whoami = h.get("/_api/v1/whoami", Some(&session)).await;
     let key = whoami.json["key_id"]

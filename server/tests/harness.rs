@@ -109,6 +109,18 @@ impl Harness {
         out
     }
 
+    /// Waits (briefly: deletion runs beside the answer) for the storage to
+    /// hold no file, and says which are left if it does not.
+    pub async fn assert_storage_empties(&self) {
+        for _ in 0..100 {
+            if self.stored_files().is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(self.stored_files(), Vec::<std::path::PathBuf>::new());
+    }
+
     /// Exchanges the access token `token` for an upload key on `cache`.
     pub async fn exchange(&self, token: &str, cache: &str) -> UploadKey {
         use provenix_provenance::exchange::{
@@ -230,6 +242,28 @@ fn root_permissions() -> CachePermissions {
     let mut caches = CachePermissions::default();
     caches.grant("*", |p| *p = Permission::all());
     caches
+}
+
+/// An unsigned statement uploading `nar` as `store_path` to `cache`, with
+/// `nar_hash` (the NAR's own when None).
+pub fn statement(
+    cache: &str,
+    store_path: &str,
+    nar: &[u8],
+    nar_hash: Option<&str>,
+) -> provenix_provenance::upload::UploadPathNarInfo {
+    use provenix_provenance::NarHash;
+    provenix_provenance::upload::UploadPathNarInfo {
+        cache: cache.into(),
+        store_path: store_path.into(),
+        nar_hash: nar_hash.map_or_else(|| NarHash::of(nar), |h| NarHash::parse(h).expect("hash")),
+        nar_size: nar.len() as u64,
+        references: vec![],
+        deriver: None,
+        ca: None,
+        key_id: None,
+        signature: None,
+    }
 }
 
 /// The permission with only the fields `f` sets.
