@@ -7,6 +7,24 @@ use axum::http::{Method, StatusCode};
 use harness::{perm, statement, Harness};
 use serde_json::json;
 
+/// The cache still lacks the path `hash`: the refusal stored nothing.
+async fn assert_still_missing(h: &Harness, cache: &str, hash: &str) {
+    let missing = h
+        .call(
+            Method::POST,
+            "/_api/v1/get-missing-paths",
+            Some(&h.root),
+            Some(json!({ "cache": cache, "store_path_hashes": [hash] })),
+        )
+        .await;
+    assert_eq!(
+        missing.json["missing_paths"],
+        json!([hash]),
+        "{}",
+        missing.text
+    );
+}
+
 #[tokio::test]
 async fn malformed_credentials_are_refused_with_a_challenge() {
     let h = Harness::new().await;
@@ -122,20 +140,7 @@ async fn uploads_need_a_signed_statement() {
         )
         .await;
     a.assert_refused(401, "unknown-key");
-    let missing = h
-        .call(
-            Method::POST,
-            "/_api/v1/get-missing-paths",
-            Some(&h.root),
-            Some(json!({ "cache": "main", "store_path_hashes": ["0123456789abcdfghijklmnpqrsvwxyz"] })),
-        )
-        .await;
-    assert_eq!(
-        missing.json["missing_paths"],
-        json!(["0123456789abcdfghijklmnpqrsvwxyz"]),
-        "{}",
-        missing.text
-    );
+    assert_still_missing(&h, "main", "0123456789abcdfghijklmnpqrsvwxyz").await;
 }
 
 #[tokio::test]
@@ -290,20 +295,7 @@ async fn an_upload_completing_after_its_key_expired_is_refused() {
         .upload(&key.session, &info, axum::body::Body::from_stream(body))
         .await;
     a.assert_refused(401, "key-expired");
-    let missing = h
-        .call(
-            Method::POST,
-            "/_api/v1/get-missing-paths",
-            Some(&h.root),
-            Some(json!({ "cache": "main", "store_path_hashes": ["0123456789abcdfghijklmnpqrsvwxyz"] })),
-        )
-        .await;
-    assert_eq!(
-        missing.json["missing_paths"],
-        json!(["0123456789abcdfghijklmnpqrsvwxyz"]),
-        "{}",
-        missing.text
-    );
+    assert_still_missing(&h, "main", "0123456789abcdfghijklmnpqrsvwxyz").await;
     h.assert_storage_empties().await;
 }
 
