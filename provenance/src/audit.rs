@@ -118,12 +118,28 @@ pub struct IdentitySelector {
     pub key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The issuer URL the identity's token came from (as records show it).
+    /// Names and ids are only unique within one issuer: GitHub and a GitLab
+    /// instance both have a repository 42.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 impl IdentitySelector {
     /// Whether any field is given.
     pub fn is_empty(&self) -> bool {
         *self == IdentitySelector::default()
+    }
+
+    /// Whether the selector names identities by something only unique
+    /// within an issuer (repository, workflow, run, subject) without naming
+    /// the issuer. Key ids are unique everywhere.
+    pub fn needs_issuer(&self) -> bool {
+        self.issuer.is_none()
+            && (self.repository.is_some()
+                || self.workflow.is_some()
+                || self.run_id.is_some()
+                || self.subject.is_some())
     }
 
     /// A repository given as digits names the repository id (renames

@@ -135,6 +135,9 @@ error_codes! {
     /// 400 where a publisher names it (`ApiError::with_status`).
     UnknownIssuer = ("unknown-issuer", 401),
     InvalidRevocation = ("invalid-revocation", 400),
+    /// A selector by repository, workflow, run or subject matches
+    /// identities of more than one issuer: name `--issuer`.
+    AmbiguousSelector = ("ambiguous-selector", 400),
 
     // Not found: the same answer whether missing or hidden.
     /// The cache does not exist or the caller may not see it.

@@ -404,3 +404,74 @@ async fn vouching_statements_must_describe_the_stored_path() {
         .await;
     assert_eq!(a.json["outcome"], "deduplicated", "{}", a.text);
 }
+
+/// Selectors by repository (or workflow, run, subject) name the issuer:
+/// GitHub's repository 42 and a GitLab instance's are not one repository.
+#[tokio::test]
+async fn selectors_do_not_cross_issuers() {
+    use provenix_server::db::upload_keys::NewUploadKey;
+    let h = Harness::new().await;
+    h.create_cache("main", false).await;
+    let cache_id = h.state.db.cache_by_name("main").await.unwrap().unwrap().id;
+    for (key_id, issuer) in [
+        ("k-github", "https://token.actions.githubusercontent.com"),
+        ("k-gitlab", "https://gitlab.example.com"),
+    ] {
+        let mut claims = serde_json::Map::new();
+        claims.insert("repository_id".into(), json!("42"));
+        h.state
+            .db
+            .record_upload_key(
+                &NewUploadKey {
+                    key_id,
+                    public_key: &format!("pk-{key_id}"),
+                    cache_id,
+                    kind: "oidc",
+                    issuer,
+                    subject: "project",
+                    publisher_id: None,
+                    claims: &claims,
+                    certificate: "PEM",
+                    not_before: 0,
+                    not_after: i64::MAX,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let revoke = |body: serde_json::Value| {
+        h.call(Method::POST, "/_api/v1/revoke", Some(&h.root), Some(body))
+    };
+    let a = revoke(json!({ "cache": "main", "repository": "42", "reason": "r", "dry_run": true }))
+        .await;
+    a.assert_refused(400, "ambiguous-selector");
+    assert!(a.text.contains("gitlab.example.com"), "{}", a.text);
+    h.get("/_api/v1/cache/main/keys?repository=42", Some(&h.root))
+        .await
+        .assert_refused(400, "ambiguous-selector");
+    let a = revoke(json!({
+        "cache": "main", "repository": "42", "reason": "r",
+        "issuer": "https://token.actions.githubusercontent.com",
+    }))
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json["keys"], json!(["k-github"]), "{}", a.text);
+    // Unambiguous selectors need no issuer: a key id, or a repository one
+    // issuer alone has.
+    let a =
+        revoke(json!({ "cache": "main", "key": "k-gitlab", "reason": "r", "dry_run": true })).await;
+    assert_eq!(a.json["keys"], json!(["k-gitlab"]), "{}", a.text);
+    let keys = h
+        .get(
+            "/_api/v1/cache/main/keys?repository=42&issuer=https://gitlab.example.com",
+            Some(&h.root),
+        )
+        .await;
+    assert_eq!(
+        keys.json["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        keys.text
+    );
+}

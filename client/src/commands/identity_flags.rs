@@ -20,6 +20,10 @@ pub struct IdentityFlags {
     /// The identity's subject (a person's token `sub`, or the OIDC `sub`).
     #[arg(long)]
     subject: Option<String>,
+    /// The issuer URL of the identity's token (as records show it): needed
+    /// when a repository, workflow, run or subject matches in more than one.
+    #[arg(long)]
+    issuer: Option<String>,
 }
 
 impl IdentityFlags {
@@ -30,6 +34,7 @@ impl IdentityFlags {
             run_id: self.run_id.clone(),
             key: self.key.clone(),
             subject: self.subject.clone(),
+            issuer: self.issuer.clone(),
         }
     }
 }

@@ -120,6 +120,7 @@ pub async fn uploads(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Page<UploadRecord>>> {
     let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
+    super::require_one_issuer(&state, &[c.id], &q.identity).await?;
     let items = state.db.upload_records(c.id, None, &q, false).await?;
     let next_cursor = next_cursor(&items, &q, |u| u.id);
     Ok(Json(Page { items, next_cursor }))
@@ -132,6 +133,7 @@ pub async fn keys(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Page<KeyRecord>>> {
     let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
+    super::require_one_issuer(&state, &[c.id], &q.identity).await?;
     let rows = state.db.key_records(c.id, &q).await?;
     let next_cursor = next_cursor(&rows, &q, |(id, _)| *id);
     Ok(Json(Page {
@@ -147,6 +149,7 @@ pub async fn divergences(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Page<DivergenceRecord>>> {
     let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
+    super::require_one_issuer(&state, &[c.id], &q.identity).await?;
     let items = state.db.divergence_records(c.id, None, &q).await?;
     let next_cursor = next_cursor(&items, &q, |d| d.id);
     Ok(Json(Page { items, next_cursor }))

@@ -48,6 +48,7 @@ pub async fn revoke(
         ));
     }
     let ids: Vec<i64> = caches.iter().map(|c| c.id).collect();
+    super::require_one_issuer(&state, &ids, &req.identity).await?;
     let done = state.db.revoke(&req, &ids, caller.subject()).await?;
     tracing::warn!(
         by = caller.subject(), reason = %req.reason, dry_run = req.dry_run,

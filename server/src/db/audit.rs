@@ -11,6 +11,29 @@ use sqlx::Row;
 use super::query::{identity_filters, Bind, Filter};
 use super::{Db, DbResult};
 
+impl Db {
+    /// The issuers of the upload keys in `cache_ids` that `selector`
+    /// matches (at most two: enough to tell whether it is ambiguous).
+    pub async fn issuers_matching(
+        &self,
+        cache_ids: &[i64],
+        selector: &provenix_provenance::audit::IdentitySelector,
+    ) -> DbResult<Vec<String>> {
+        let mut f = Filter::new();
+        f.add_in("k.cache_id", cache_ids);
+        identity_filters(&mut f, selector);
+        let sql = format!(
+            "SELECT DISTINCT k.issuer FROM upload_keys k WHERE {} ORDER BY k.issuer LIMIT 2",
+            f.sql()
+        );
+        let rows = f.query(sql).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("issuer"))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+}
+
 pub fn page_size(q: &AuditQuery) -> i64 {
     q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
 }

@@ -100,6 +100,9 @@ pub(super) fn identity_filters(f: &mut Filter, q: &IdentitySelector) {
     if let Some(k) = &q.key {
         f.add("k.key_id = ?", Bind::Text(k.clone()));
     }
+    if let Some(i) = &q.issuer {
+        f.add("k.issuer = ?", Bind::Text(i.clone()));
+    }
     if let Some(s) = &q.subject {
         f.add("k.subject = ?", Bind::Text(s.clone()));
     }
