@@ -149,6 +149,13 @@ error_codes! {
     NoProvenance = ("no-provenance", 404),
     /// No such endpoint or file.
     NotFound = ("not-found", 404),
+    /// A body, query string or path the API cannot read (wrong type,
+    /// malformed JSON, missing content type).
+    InvalidRequest = ("invalid-request", 400),
+    /// The endpoint exists but not with this method.
+    MethodNotAllowed = ("method-not-allowed", 405),
+    /// The request body is larger than the endpoint takes.
+    TooLarge = ("too-large", 413),
 
     /// A server fault; the server's log says more.
     InternalError = ("internal-error", 500),

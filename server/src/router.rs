@@ -27,6 +27,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{cache}/nar/{file}", get(binary_cache::nar))
         .route("/{cache}/{file}", get(binary_cache::narinfo))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
+        .layer(axum::middleware::from_fn(rejections_as_json))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             check_host,
@@ -87,6 +88,39 @@ fn api() -> Router<Arc<AppState>> {
             "/_api/v1/upload-path/existing-nar",
             post(upload::record_existing_nar),
         )
+}
+
+/// axum's own rejections (a body, query or path it cannot deserialize, a
+/// wrong method or content type, a body over the limit) answer plain text;
+/// every refusal of this API is `{code, message}`, so they are rewritten
+/// here, in one place, keeping axum's one-line explanation. Only error
+/// answers that are not JSON already are touched: their bodies are short.
+async fn rejections_as_json(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !status.is_client_error() || is_json {
+        return resp;
+    }
+    let code = match status.as_u16() {
+        405 => ErrorCode::MethodNotAllowed,
+        413 => ErrorCode::TooLarge,
+        404 => ErrorCode::NotFound,
+        _ => ErrorCode::InvalidRequest,
+    };
+    let text = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        format!("the request was refused ({status})")
+    } else {
+        text
+    };
+    ApiError::new(code, message).into_response()
 }
 
 /// Enforces `allowed-hosts` (empty: any host).

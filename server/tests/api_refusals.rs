@@ -475,3 +475,40 @@ async fn selectors_do_not_cross_issuers() {
         keys.text
     );
 }
+
+/// What axum itself refuses (a body of the wrong type, malformed JSON, a
+/// query it cannot read, a wrong method) is `{code, message}` too.
+#[tokio::test]
+async fn unreadable_requests_are_json_refusals() {
+    let h = Harness::new().await;
+    h.create_cache("main", false).await;
+    for body in [
+        json!({ "retention_period": 86400.5 }),
+        json!({ "retention_period": "86400" }),
+        json!({ "rotate_keypair": { "overlap": null } }),
+        json!({ "bogus": 1 }),
+    ] {
+        h.call(
+            Method::PATCH,
+            "/_api/v1/cache-config/main",
+            Some(&h.root),
+            Some(body),
+        )
+        .await
+        .assert_refused(400, "invalid-request");
+    }
+    h.get("/_api/v1/cache/main/uploads?cursor=x", Some(&h.root))
+        .await
+        .assert_refused(400, "invalid-request");
+    h.call(Method::PUT, "/_api/v1/whoami", Some(&h.root), None)
+        .await
+        .assert_refused(405, "method-not-allowed");
+    // Nothing changed.
+    let info = h.get("/_api/v1/cache-config/main", Some(&h.root)).await;
+    assert_eq!(
+        info.json["retention_period"],
+        serde_json::Value::Null,
+        "{}",
+        info.text
+    );
+}

@@ -107,10 +107,17 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                         ErrorCode::InvalidToken,
                         "the token's issuer is not this server's".to_string(),
                     ),
-                    other => (
-                        ErrorCode::InvalidToken,
-                        format!("the token is invalid: {other:?}"),
-                    ),
+                    // The library's own words (decoder states, its list of
+                    // algorithms) tell a prober about internals, not the
+                    // caller what to do.
+                    other => {
+                        tracing::debug!("token refused: {other:?}");
+                        (
+                            ErrorCode::InvalidToken,
+                            "the token is malformed or not signed the way this server signs tokens"
+                                .to_string(),
+                        )
+                    }
                 };
                 Err(ApiError::new(code, why))
             }

@@ -326,7 +326,10 @@ impl OidcVerifier {
                     K::MissingRequiredClaim(c) => {
                         refuse(ErrorCode::InvalidToken, format!("the OIDC token has no {c:?} claim"))
                     }
-                    other => refuse(ErrorCode::InvalidToken, format!("the OIDC token is invalid: {other:?}")),
+                    other => {
+                        tracing::debug!("OIDC token refused: {other:?}");
+                        refuse(ErrorCode::InvalidToken, "the OIDC token is malformed")
+                    }
                 });
             }
         };
