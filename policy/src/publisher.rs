@@ -463,15 +463,15 @@ impl GenericPublisher {
 /// Anyone else (any GitHub user can mint a token from their own workflow)
 /// gets the answer a missing cache gets, so a private cache's existence
 /// and publishers stay private.
-pub fn may_explain_refusal(
+pub fn may_explain_refusal<'a>(
     cache_is_public: bool,
-    publishers: &[Publisher],
+    publishers: impl IntoIterator<Item = &'a Publisher>,
     issuer_name: &str,
     claims: &Map<String, Value>,
 ) -> bool {
     cache_is_public
         || publishers
-            .iter()
+            .into_iter()
             .any(|p| p.names_repository_of(issuer_name, claims))
 }
 
@@ -580,12 +580,12 @@ mod tests {
         ];
         for (public, p, issuer, c, want) in table {
             assert_eq!(
-                may_explain_refusal(*public, std::slice::from_ref(*p), issuer, c),
+                may_explain_refusal(*public, [*p], issuer, c),
                 *want,
                 "{public} {issuer} {c:?}"
             );
         }
-        assert!(!may_explain_refusal(false, &[], "github", &own));
+        assert!(!may_explain_refusal(false, [], "github", &own));
     }
 
     fn publisher() -> GithubPublisher {

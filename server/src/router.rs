@@ -27,7 +27,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{cache}/nar/{file}", get(binary_cache::nar))
         .route("/{cache}/{file}", get(binary_cache::narinfo))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
-        .layer(axum::middleware::from_fn(rejections_as_json))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             check_host,
@@ -88,6 +87,9 @@ fn api() -> Router<Arc<AppState>> {
             "/_api/v1/upload-path/existing-nar",
             post(upload::record_existing_nar),
         )
+        // On the JSON API only: the Nix protocol's handlers answer 200 or
+        // their own JSON refusals, and narinfo is the hottest request.
+        .layer(axum::middleware::from_fn(rejections_as_json))
 }
 
 /// axum's own rejections (a body, query or path it cannot deserialize, a

@@ -112,33 +112,19 @@ async fn settings_out_of_range_change_nothing() {
 async fn uploads_need_a_signed_statement() {
     let h = Harness::new().await;
     h.create_cache("main", false).await;
-    let statement = json!({
-        "cache": "main",
-        "store_path": "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x",
-        "nar_hash": "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s",
-        "nar_size": 112,
-        "references": [],
-    });
-    let a = h
-        .call(
-            Method::POST,
-            "/_api/v1/upload-path/existing-nar",
-            Some(&h.root),
-            Some(statement.clone()),
-        )
-        .await;
-    a.assert_refused(401, "unsigned-upload");
-    let mut forged = statement;
-    forged["key_id"] = json!("deadbeef");
-    forged["signature"] = json!("AAAA");
-    let a = h
-        .call(
-            Method::POST,
-            "/_api/v1/upload-path/existing-nar",
-            Some(&h.root),
-            Some(forged),
-        )
-        .await;
+    let unsigned = statement(
+        "main",
+        "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x",
+        b"not sent",
+        None,
+    );
+    h.existing_nar(&h.root, &unsigned)
+        .await
+        .assert_refused(401, "unsigned-upload");
+    let mut forged = unsigned;
+    forged.key_id = Some("deadbeef".into());
+    forged.signature = Some("AAAA".into());
+    let a = h.existing_nar(&h.root, &forged).await;
     a.assert_refused(401, "unknown-key");
     assert_still_missing(&h, "main", "0123456789abcdfghijklmnpqrsvwxyz").await;
 }
@@ -345,28 +331,14 @@ async fn vouching_statements_must_describe_the_stored_path() {
         (described(nar.len() as u64, vec![], Some(evil)), "deriver"),
     ] {
         key.sign(&mut lie);
-        let a = h
-            .call(
-                Method::POST,
-                "/_api/v1/upload-path/existing-nar",
-                Some(&key.session),
-                Some(serde_json::to_value(&lie).unwrap()),
-            )
-            .await;
+        let a = h.existing_nar(&key.session, &lie).await;
         a.assert_refused(409, "statement-mismatch");
         assert!(a.text.contains(field), "{field}: {}", a.text);
     }
     // The honest witness is recorded; the lies were not.
     let mut again = described(nar.len() as u64, vec![], None);
     key.sign(&mut again);
-    let a = h
-        .call(
-            Method::POST,
-            "/_api/v1/upload-path/existing-nar",
-            Some(&key.session),
-            Some(serde_json::to_value(&again).unwrap()),
-        )
-        .await;
+    let a = h.existing_nar(&key.session, &again).await;
     assert_eq!(a.json["outcome"], "exists", "{}", a.text);
     assert_eq!(records().await, 2);
 
@@ -380,28 +352,14 @@ async fn vouching_statements_must_describe_the_stored_path() {
         ..described(999_999, vec![], None)
     };
     other.sign(&mut lie);
-    let a = h
-        .call(
-            Method::POST,
-            "/_api/v1/upload-path/existing-nar",
-            Some(&h.root),
-            Some(serde_json::to_value(&lie).unwrap()),
-        )
-        .await;
+    let a = h.existing_nar(&h.root, &lie).await;
     assert_eq!(a.json["outcome"], "nar-required", "{}", a.text);
     let mut fits = UploadPathNarInfo {
         cache: "other".into(),
         ..described(nar.len() as u64, vec![], None)
     };
     other.sign(&mut fits);
-    let a = h
-        .call(
-            Method::POST,
-            "/_api/v1/upload-path/existing-nar",
-            Some(&h.root),
-            Some(serde_json::to_value(&fits).unwrap()),
-        )
-        .await;
+    let a = h.existing_nar(&h.root, &fits).await;
     assert_eq!(a.json["outcome"], "deduplicated", "{}", a.text);
 }
 

@@ -153,6 +153,22 @@ impl Harness {
         }
     }
 
+    /// `POST /_api/v1/upload-path/existing-nar`: records `info` on a NAR
+    /// the server holds, without sending it.
+    pub async fn existing_nar(
+        &self,
+        token: &str,
+        info: &provenix_provenance::upload::UploadPathNarInfo,
+    ) -> Answer {
+        self.call(
+            Method::POST,
+            "/_api/v1/upload-path/existing-nar",
+            Some(token),
+            Some(serde_json::to_value(info).expect("statement")),
+        )
+        .await
+    }
+
     /// `PUT /_api/v1/upload-path` with `info` in its header and `body`.
     pub async fn upload(
         &self,

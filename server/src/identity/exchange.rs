@@ -137,10 +137,9 @@ async fn grant_for_oidc(
                 p.unwrap_or_default()
             );
             tracing::info!(cache = %req.cache, sub = %verified.subject, "exchange refused: {why}");
-            let publishers: Vec<Publisher> = list.iter().map(|(_, p)| p.clone()).collect();
             if !may_explain_refusal(
                 cache.is_public,
-                &publishers,
+                list.iter().map(|(_, p)| p),
                 &verified.issuer_name,
                 &verified.claims,
             ) {
