@@ -10,6 +10,7 @@ pub mod certificate_identity;
 pub mod error_code;
 pub mod exchange;
 pub mod hash;
+pub mod jwt;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
