@@ -120,11 +120,17 @@ pub async fn exchange(api: &ApiClient, credential: &Credential, cache: &str) -> 
             request_token,
         } => {
             // The audience of the issuer GitHub's tokens are checked against.
+            let github = provenix_policy::publisher::DEFAULT_GITHUB_ISSUER;
             let aud = audience
                 .issuers
                 .iter()
-                .find(|i| i.name == provenix_policy::publisher::DEFAULT_GITHUB_ISSUER)
-                .map_or(audience.audience.clone(), |i| i.audience.clone());
+                .find(|i| i.name == github)
+                .with_context(|| format!("the server accepts no tokens from issuer {github:?}"))?
+                .audience
+                .clone()
+                .with_context(|| {
+                    format!("the server has no OIDC audience for issuer {github:?}; its admin sets [oidc] audience in server.toml")
+                })?;
             let jwt = api
                 .github_oidc_token(request_url, request_token, &aud)
                 .await?;

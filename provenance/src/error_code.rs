@@ -83,6 +83,9 @@ error_codes! {
     SelfHostedRunnerNotAllowed = ("self-hosted-runner-not-allowed", 403),
     /// The OIDC issuer's discovery or JWKS could not be fetched.
     IssuerUnavailable = ("issuer-unavailable", 503),
+    /// No audience names this server alone (`[oidc] audience` unset and no
+    /// `api-endpoint`), so no OIDC token is exchanged.
+    AudienceNotConfigured = ("audience-not-configured", 503),
 
     // Signed uploads.
     /// An upload without a short-term key's signature.

@@ -58,7 +58,7 @@ pub struct ExchangeResponse {
 /// `GET /_api/v1/oidc/audience`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AudienceResponse {
-    /// The audience a CI job requests for its OIDC token.
+    /// This server's name in proofs of possession (its api-endpoint).
     pub audience: String,
     /// Issuers this server accepts, by config name.
     pub issuers: Vec<IssuerInfo>,
@@ -68,7 +68,9 @@ pub struct AudienceResponse {
 pub struct IssuerInfo {
     pub name: String,
     pub issuer: String,
-    pub audience: String,
+    /// The audience a CI job requests its OIDC token for; `None` while the
+    /// server has none configured (its exchanges are refused).
+    pub audience: Option<String>,
 }
 
 /// What the key's holder signs to prove it holds the key and meant it for

@@ -64,14 +64,13 @@ impl UnverifiedJwt {
             return Err(JwtShapeError::TooLong(token.len()));
         }
         let mut parts = token.split('.');
-        let (Some(header), Some(claims), Some(signature), None) =
+        // An empty signature (`alg: none`) is left for the algorithm check,
+        // which names what was refused.
+        let (Some(header), Some(claims), Some(_signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(JwtShapeError::NotCompact);
         };
-        if signature.is_empty() {
-            return Err(JwtShapeError::NotCompact);
-        }
         let header = decode_part(header).ok_or(JwtShapeError::HeaderNotJson)?;
         let claims = decode_part(claims).ok_or(JwtShapeError::ClaimsNotJson)?;
         if let Some(crit) = header.get("crit") {
@@ -174,10 +173,6 @@ mod tests {
         let cases = [
             ("a.b".to_string(), JwtShapeError::NotCompact),
             ("a.b.c.d".to_string(), JwtShapeError::NotCompact),
-            (
-                format!("{}.{}.", b64(ok_header), b64("{}")),
-                JwtShapeError::NotCompact,
-            ),
             (token("[1]", "{}"), JwtShapeError::HeaderNotJson),
             (token(ok_header, "\"s\""), JwtShapeError::ClaimsNotJson),
             // Padding is not base64url as JWS uses it.

@@ -65,6 +65,11 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct OidcConfig {
+    /// The `aud` OIDC tokens must carry, for every issuer without its own.
+    /// It must name this server alone: a token requested for one server
+    /// must not work at another. Unset, `api-endpoint` is used; with
+    /// neither, OIDC exchanges are refused (`audience-not-configured`).
+    pub audience: Option<String>,
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
 }
@@ -77,7 +82,8 @@ pub struct IssuerConfig {
     /// The `iss` claim, exactly; discovery is fetched from
     /// `{issuer}/.well-known/openid-configuration`.
     pub issuer: String,
-    /// The `aud` tokens must carry; default: the api-endpoint.
+    /// The `aud` tokens must carry; default: `[oidc] audience`, else
+    /// `api-endpoint`.
     pub audience: Option<String>,
     /// PEM file of a CA trusted (besides the system's) for this issuer's
     /// HTTPS: private issuers and tests.
@@ -86,6 +92,14 @@ pub struct IssuerConfig {
     /// unknown `kid` refetches at once (rate-limited).
     #[serde(default = "default_jwks_lifetime", with = "humantime_serde_compat")]
     pub jwks_cache_lifetime: Duration,
+    /// After a failed discovery or JWKS fetch, exchanges against this issuer
+    /// are refused (`issuer-unavailable`) without fetching again for this
+    /// long: at most one fetch per interval while the issuer is down.
+    #[serde(
+        default = "default_jwks_failure_backoff",
+        with = "humantime_serde_compat"
+    )]
+    pub jwks_failure_backoff: Duration,
     /// Base of the URIs in certificates for GitHub-shaped claims.
     #[serde(default = "default_server_url")]
     pub server_url: String,
@@ -93,6 +107,9 @@ pub struct IssuerConfig {
 
 fn default_jwks_lifetime() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_jwks_failure_backoff() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_server_url() -> String {
     "https://github.com".into()
@@ -392,6 +409,18 @@ impl Config {
                     i.name
                 );
             }
+            if i.jwks_failure_backoff > Duration::from_secs(3600) {
+                bail!(
+                    "[[oidc.issuers]] {}: jwks-failure-backoff must be at most 1 hour",
+                    i.name
+                );
+            }
+            if i.audience.as_deref().or(self.oidc.audience.as_deref()) == Some("") {
+                bail!(
+                    "[[oidc.issuers]] {}: the audience must not be empty",
+                    i.name
+                );
+            }
         }
         Ok(())
     }
@@ -460,6 +489,9 @@ pub fn default_config_text(data_dir: &Path) -> String {
     let mut secret = [0u8; 64];
     rand::rngs::OsRng.fill_bytes(&mut secret);
     let secret = base64::engine::general_purpose::STANDARD.encode(secret);
+    let mut server_id = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut server_id);
+    let audience = format!("provenix:{}", hex::encode(server_id));
     let data = data_dir.display();
     format!(
         r#"# provenixd configuration, written on first run. See docs/configuration.md.
@@ -495,10 +527,15 @@ default-retention-period = "0"
 
 # CI jobs exchange their OIDC token for a short-term signing key when a
 # trusted publisher of the cache matches (provenix publisher add ...).
+[oidc]
+# The audience CI jobs request their tokens for: this server's alone, so a
+# token meant for another server is refused here. Generated on first run.
+audience = "{audience}"
+
 [[oidc.issuers]]
 name = "github"
 issuer = "https://token.actions.githubusercontent.com"
-# audience = "https://cache.example.com/"   # default: api-endpoint
+# audience = "..."   # default: [oidc] audience, else api-endpoint
 
 [signing-keys]
 lifetime = "15 minutes"
@@ -588,6 +625,10 @@ default-retention-period = "6 months"
         let c = Config::parse(&default_config_text(Path::new("/tmp/x"))).unwrap();
         assert!(c.database.url.starts_with("sqlite:///tmp/x/"));
         assert!(matches!(c.token_secret().unwrap(), TokenSecret::Hs256(_)));
+        let other = Config::parse(&default_config_text(Path::new("/tmp/x"))).unwrap();
+        let audience = c.oidc.audience.expect("first run names an audience");
+        assert!(audience.starts_with("provenix:"), "{audience}");
+        assert_ne!(Some(audience), other.oidc.audience, "audiences are unique");
     }
 
     #[test]

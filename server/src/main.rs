@@ -361,6 +361,12 @@ async fn run() -> Result<()> {
         }
     });
 
+    for issuer in state.oidc.issuers.iter().filter(|i| i.audience.is_none()) {
+        let line = provenix_server::identity::oidc::audience_unset(issuer).message;
+        tracing::error!("{line}");
+        eprintln!("error: {line}");
+    }
+
     let listener = listener.expect("bound for serving modes");
     let addr = listener.local_addr()?;
     if first_run {

@@ -48,7 +48,12 @@ impl AppState {
         if !api_endpoint.ends_with('/') {
             api_endpoint.push('/');
         }
-        let oidc = OidcVerifier::new(&config.oidc.issuers, &api_endpoint)?;
+        let default_audience = config
+            .oidc
+            .audience
+            .clone()
+            .or_else(|| config.api_endpoint.is_some().then(|| api_endpoint.clone()));
+        let oidc = OidcVerifier::new(&config.oidc.issuers, default_audience.as_deref())?;
         Ok(Arc::new(AppState {
             config,
             db,

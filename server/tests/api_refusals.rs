@@ -470,3 +470,49 @@ async fn unreadable_requests_are_json_refusals() {
         info.text
     );
 }
+
+/// Item 9, on the server's own tokens: a `crit` header this server does not
+/// understand and a token over the size limit are refused, even when the
+/// signature is the server's.
+#[tokio::test]
+async fn own_tokens_with_critical_headers_or_oversized_are_refused() {
+    use base64::Engine;
+    let h = Harness::new().await;
+    h.create_cache("priv", false).await;
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let secret = match h.state.config.token_secret().unwrap() {
+        provenix_server::config::TokenSecret::Hs256(k) => k,
+        _ => unreachable!("the default config signs with HS256"),
+    };
+    let key = jsonwebtoken::EncodingKey::from_secret(&secret);
+    let sign = |header: serde_json::Value, claims: serde_json::Value| {
+        let input = format!("{}.{}", b64(&header), b64(&claims));
+        let sig =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+                .unwrap();
+        format!("{input}.{sig}")
+    };
+    let now = provenix_server::clock::now();
+    let claims = json!({"sub": "alice", "iat": now, "exp": now + 600,
+        "provenix": {"caches": {"priv": {"r": true}}}});
+    let plain = sign(json!({"alg": "HS256", "typ": "JWT"}), claims.clone());
+    let answer = h.get("/priv/nix-cache-info", Some(&plain)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+
+    let crit = sign(
+        json!({"alg": "HS256", "typ": "JWT", "crit": ["exp-v2"], "exp-v2": true}),
+        claims.clone(),
+    );
+    let answer = h.get("/priv/nix-cache-info", Some(&crit)).await;
+    answer.assert_refused(401, "invalid-token");
+    assert!(answer.text.contains("critical"), "{}", answer.text);
+
+    let mut padded = claims.clone();
+    padded["padding"] = json!("x".repeat(17 * 1024));
+    let big = sign(json!({"alg": "HS256", "typ": "JWT"}), padded);
+    let answer = h.get("/priv/nix-cache-info", Some(&big)).await;
+    answer.assert_refused(401, "invalid-token");
+    assert!(answer.text.contains("16384"), "{}", answer.text);
+}

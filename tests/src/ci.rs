@@ -39,25 +39,37 @@ pub fn world(extra: &str) -> World {
     world_on(Backend::Sqlite, extra, None)
 }
 
-/// `audience`: the issuer's configured audience (default: the api-endpoint).
+/// `audience`: the issuer's configured audience (default: one unique to
+/// this world, as the first-run config makes one unique to each server).
 pub fn world_on(backend: Backend, extra: &str, audience: Option<&str>) -> World {
+    build_world(backend, extra, audience, "")
+}
+
+/// A world whose `[[oidc.issuers]]` entry has these settings too.
+pub fn world_with_issuer_settings(settings: &str) -> World {
+    build_world(Backend::Sqlite, "", None, settings)
+}
+
+fn build_world(backend: Backend, extra: &str, audience: Option<&str>, settings: &str) -> World {
     let issuer = OidcIssuer::start();
     let mut issuer_toml = issuer.server_toml("github");
-    if let Some(a) = audience {
-        issuer_toml.push_str(&format!("audience = \"{a}\"\n"));
-    }
+    issuer_toml.push_str(settings);
+    let audience = audience.map_or_else(
+        || format!("provenix-test:{:016x}", rand::random::<u64>()),
+        str::to_string,
+    );
+    issuer_toml.push_str(&format!("audience = \"{audience}\"\n"));
     let server = TestServer::start_with(backend, &format!("{extra}\n{issuer_toml}"));
     let admin = server.client();
     admin.ok(&["cache", "create", "main"]);
     let out = admin.ok(&ADD_PUBLISHER);
     assert!(out.contains("Trusted publisher 1 added"), "{out}");
     let http = Http::new(&server.url);
-    let aud = audience.map_or_else(|| format!("{}/", server.url), str::to_string);
     World {
         issuer,
         server,
         http,
-        aud,
+        aud: audience,
     }
 }
 

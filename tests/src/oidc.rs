@@ -15,7 +15,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_rustls::rustls;
 
@@ -44,6 +44,8 @@ struct Shared {
     overrides: Mutex<Map<String, Value>>,
     request_token: String,
     jwks_fetches: AtomicUsize,
+    /// While set, the JWKS answers 500 (an issuer outage).
+    jwks_down: AtomicBool,
     jti_counter: AtomicUsize,
 }
 
@@ -95,8 +97,11 @@ async fn discovery(State(s): State<Arc<Shared>>) -> Json<Value> {
     }))
 }
 
-async fn jwks(State(s): State<Arc<Shared>>) -> Json<Value> {
+async fn jwks(State(s): State<Arc<Shared>>) -> Result<Json<Value>, StatusCode> {
     s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if s.jwks_down.load(Ordering::SeqCst) {
+        return Err(StatusCode::INTERNAL_SERVER_ERROR);
+    }
     let keys = s.keys.lock().unwrap();
     let mut list: Vec<Value> = keys.iter().map(jwk).collect();
     if let Some(ec) = s.ec_key.lock().unwrap().as_ref() {
@@ -107,7 +112,7 @@ async fn jwks(State(s): State<Arc<Shared>>) -> Json<Value> {
             "x": b64url(&point[1..33]), "y": b64url(&point[33..65]),
         }));
     }
-    Json(json!({ "keys": list }))
+    Ok(Json(json!({ "keys": list })))
 }
 
 async fn token_endpoint(
@@ -281,6 +286,7 @@ impl OidcIssuer {
             overrides: Mutex::new(Map::new()),
             request_token: request_token.clone(),
             jwks_fetches: AtomicUsize::new(0),
+            jwks_down: AtomicBool::new(false),
             jti_counter: AtomicUsize::new(0),
         });
         let app = Router::new()
@@ -409,6 +415,11 @@ impl OidcIssuer {
         );
         let sig = pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
         format!("{input}.{}", b64url(sig.as_ref()))
+    }
+
+    /// Makes the JWKS answer 500 (`true`) or serve its keys again.
+    pub fn set_jwks_down(&self, down: bool) {
+        self.shared.jwks_down.store(down, Ordering::SeqCst);
     }
 
     pub fn jwks_fetches(&self) -> usize {

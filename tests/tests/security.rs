@@ -1,8 +1,19 @@
 //! The security fixes, end to end against a real provenixd: each checks a
 //! promise of docs/threat-model.md that an outside review found broken.
 
-use provenix_tests::{random_bytes, Backend, NixStore, TestServer};
+use provenix_tests::ci::{world, world_with_issuer_settings, ADD_PUBLISHER};
+use provenix_tests::http::{assert_refused, new_key, Http};
+use provenix_tests::oidc::OidcIssuer;
+use provenix_tests::{bin, random_bytes, Backend, FirstRun, NixStore, TestServer};
+use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path)
@@ -56,4 +67,202 @@ fn the_database_and_the_packs_are_not_world_readable() {
         }
     }
     assert_eq!(mode(&server.dir.path().join("server.db")), 0o600);
+}
+
+/// Item 9: an `exp` that is not an integer, an `aud` list naming another
+/// party too, and a `crit` header are each refused; a one-element list of
+/// our audience is still accepted.
+#[tokio::test]
+async fn oidc_claims_are_read_strictly() {
+    let w = world("");
+    let now = now();
+    let float_exp = w.with(json!({ "exp": (now + 300) as f64 + 0.5 }));
+    assert_refused(
+        &w.exchange(&float_exp).await,
+        401,
+        "invalid-token",
+        Some("\"exp\""),
+    );
+    let huge_exp = w.with(json!({ "exp": 9223372036854775808u64 }));
+    assert_refused(
+        &w.exchange(&huge_exp).await,
+        401,
+        "invalid-token",
+        Some("\"exp\""),
+    );
+    let float_iat = w.with(json!({ "iat": (now - 5) as f64 }));
+    assert_refused(
+        &w.exchange(&float_iat).await,
+        401,
+        "invalid-token",
+        Some("\"iat\""),
+    );
+
+    let shared_aud = w.with(json!({ "aud": [w.aud, "https://other-cache.example/"] }));
+    let token = w.issuer.sign(&shared_aud);
+    let jti = shared_aud["jti"].as_str().unwrap();
+    let answer = w
+        .http
+        .exchange_oidc(&token, &w.aud, jti, "main", &new_key())
+        .await;
+    assert_refused(&answer, 401, "wrong-audience", Some("other-cache.example"));
+
+    let crit = w.claims();
+    let header = json!({"typ": "JWT", "alg": "RS256", "kid": w.issuer.current_kid(),
+        "crit": ["provenix-unknown"], "provenix-unknown": true});
+    let token = w.issuer.sign_with_header(&header, &crit);
+    let jti = crit["jti"].as_str().unwrap();
+    let answer = w
+        .http
+        .exchange_oidc(&token, &w.aud, jti, "main", &new_key())
+        .await;
+    assert_refused(&answer, 401, "invalid-token", Some("critical"));
+
+    let too_big = w.with(json!({ "padding": "x".repeat(17 * 1024) }));
+    assert_refused(
+        &w.exchange(&too_big).await,
+        401,
+        "invalid-token",
+        Some("16384"),
+    );
+
+    // Not stricter than the RFC: a list holding only our audience is ours.
+    let own_list = w.with(json!({ "aud": [w.aud] }));
+    let token = w.issuer.sign(&own_list);
+    let jti = own_list["jti"].as_str().unwrap();
+    let answer = w
+        .http
+        .exchange_oidc(&token, &w.aud, jti, "main", &new_key())
+        .await;
+    assert_eq!(answer.0, 200, "{}", answer.2);
+}
+
+/// Item 10: a server with no audience of its own (no `[oidc] audience`, no
+/// `api-endpoint`) exchanges no OIDC token, even one whose audience is the
+/// address it listens on, and says which key to set.
+#[tokio::test]
+async fn a_server_without_its_own_audience_exchanges_no_oidc_tokens() {
+    let issuer = OidcIssuer::start();
+    let server = TestServer::start_with(Backend::Sqlite, &issuer.server_toml("github"));
+    let admin = server.client();
+    admin.ok(&["cache", "create", "main"]);
+    admin.ok(&ADD_PUBLISHER);
+    let http = Http::new(&server.url);
+    let listen_address = format!("{}/", server.url);
+    let claims = issuer.claims(&listen_address);
+    let token = issuer.sign(&claims);
+    let jti = claims["jti"].as_str().unwrap();
+    let answer = http
+        .exchange_oidc(&token, &listen_address, jti, "main", &new_key())
+        .await;
+    assert_refused(
+        &answer,
+        503,
+        "audience-not-configured",
+        Some("[oidc] audience"),
+    );
+    let (status, body, text) = http.get("/_api/v1/oidc/audience", None).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(body["issuers"][0]["audience"], json!(null), "{text}");
+}
+
+/// The `audience = "..."` line of `[oidc]` in a config file's text.
+fn written_audience(config: &str) -> String {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("audience = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("the first-run config names an audience")
+        .to_string()
+}
+
+/// Item 10: the config written on first run names an audience unique to
+/// the server, and with it (the issuer pointed at the fixture) OIDC
+/// exchanges work; two first runs name two audiences.
+#[tokio::test]
+async fn the_first_run_config_names_a_unique_audience_that_exchanges() {
+    let first_run = |home: &std::path::Path| {
+        let login = FirstRun::start(&bin("provenixd"), home, |_| {})
+            .login
+            .clone();
+        let config = home.join(".config/provenix/server.toml");
+        (login.expect("a login line"), config)
+    };
+    let other_home = tempfile::tempdir().unwrap();
+    let (_, other_config) = first_run(other_home.path());
+    let home = tempfile::tempdir().unwrap();
+    let (login, config_path) = first_run(home.path());
+    let written = std::fs::read_to_string(&config_path).unwrap();
+    let audience = written_audience(&written);
+    assert!(audience.starts_with("provenix:"), "{audience}");
+    assert_ne!(
+        audience,
+        written_audience(&std::fs::read_to_string(other_config).unwrap())
+    );
+
+    let issuer = OidcIssuer::start();
+    let trusted = written
+        .replace(
+            "https://token.actions.githubusercontent.com",
+            &issuer.issuer,
+        )
+        .replace(
+            "name = \"github\"\n",
+            &format!(
+                "name = \"github\"\nca-cert = \"{}\"\n",
+                issuer.ca_cert.display()
+            ),
+        );
+    std::fs::write(&config_path, trusted).unwrap();
+    let server = FirstRun::start(&bin("provenixd"), home.path(), |_| {});
+    let root = login.split_whitespace().last().unwrap();
+    let client = provenix_tests::Client::new();
+    client.ok(&["login", "local", &server.url, root]);
+    client.ok(&["cache", "create", "main"]);
+    client.ok(&ADD_PUBLISHER);
+    let http = Http::new(&server.url);
+    let claims = issuer.claims(&audience);
+    let token = issuer.sign(&claims);
+    let jti = claims["jti"].as_str().unwrap();
+    let answer = http
+        .exchange_oidc(&token, &audience, jti, "main", &new_key())
+        .await;
+    assert_eq!(answer.0, 200, "{}", answer.2);
+}
+
+/// Item 11: while the issuer's JWKS fails, twenty exchanges cause one
+/// fetch, not forty; after the back-off the next exchange fetches again and
+/// works once the issuer is back.
+#[tokio::test]
+async fn a_failing_issuer_is_fetched_once_per_backoff() {
+    let w = world_with_issuer_settings("jwks-failure-backoff = \"3s\"\n");
+    w.issuer.set_jwks_down(true);
+    let before = w.issuer.jwks_fetches();
+    let w = &w;
+    let answers = futures::future::join_all((0..20).map(|_| async move {
+        let c = w.claims();
+        w.exchange(&c).await
+    }))
+    .await;
+    for a in &answers {
+        assert_refused(a, 503, "issuer-unavailable", None);
+    }
+    assert_eq!(
+        w.issuer.jwks_fetches() - before,
+        1,
+        "one fetch for twenty exchanges"
+    );
+
+    w.issuer.set_jwks_down(false);
+    assert_refused(
+        &w.exchange(&w.claims()).await,
+        503,
+        "issuer-unavailable",
+        None,
+    );
+    assert_eq!(w.issuer.jwks_fetches() - before, 1, "still backing off");
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+    let answer = w.exchange(&w.claims()).await;
+    assert_eq!(answer.0, 200, "{}", answer.2);
+    assert_eq!(w.issuer.jwks_fetches() - before, 2);
 }

@@ -9,7 +9,7 @@ use provenix_provenance::ErrorCode;
 use std::sync::Arc;
 
 use crate::error::ApiError;
-use crate::identity::token::TokenClaims;
+use crate::identity::token::{TokenClaims, TokenError};
 use crate::state::AppState;
 
 pub struct Caller {
@@ -85,44 +85,55 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                     token: Some(token),
                 })
             }
-            Err(e) => {
-                use jsonwebtoken::errors::ErrorKind;
-                let (code, why) = match e.kind() {
-                    ErrorKind::ExpiredSignature => {
-                        (ErrorCode::Expired, "the token has expired".to_string())
-                    }
-                    ErrorKind::ImmatureSignature => (
-                        ErrorCode::InvalidToken,
-                        "the token is not valid yet (nbf)".to_string(),
-                    ),
-                    ErrorKind::InvalidSignature => (
-                        ErrorCode::InvalidToken,
-                        "the token's signature does not verify with this server's key".to_string(),
-                    ),
-                    ErrorKind::InvalidAudience => (
-                        ErrorCode::InvalidToken,
-                        "the token's audience is not this server's".to_string(),
-                    ),
-                    ErrorKind::InvalidIssuer => (
-                        ErrorCode::InvalidToken,
-                        "the token's issuer is not this server's".to_string(),
-                    ),
-                    // The library's own words (decoder states, its list of
-                    // algorithms) tell a prober about internals, not the
-                    // caller what to do.
-                    other => {
-                        tracing::debug!("token refused: {other:?}");
-                        (
-                            ErrorCode::InvalidToken,
-                            "the token is malformed or not signed the way this server signs tokens"
-                                .to_string(),
-                        )
-                    }
-                };
-                Err(ApiError::new(code, why))
-            }
+            Err(e) => Err(token_refusal(&e)),
         }
     }
+}
+
+/// The refusal of a token this server did not accept, in words that tell
+/// the caller what to do.
+fn token_refusal(e: &TokenError) -> ApiError {
+    use jsonwebtoken::errors::ErrorKind;
+    let (code, why) = match e {
+        TokenError::Shape(shape) => (ErrorCode::InvalidToken, shape.to_string()),
+        TokenError::AudienceNotBound => (
+            ErrorCode::InvalidToken,
+            "the token's audience is not this server's".to_string(),
+        ),
+        TokenError::Jwt(e) => match e.kind() {
+            ErrorKind::ExpiredSignature => {
+                (ErrorCode::Expired, "the token has expired".to_string())
+            }
+            ErrorKind::ImmatureSignature => (
+                ErrorCode::InvalidToken,
+                "the token is not valid yet (nbf)".to_string(),
+            ),
+            ErrorKind::InvalidSignature => (
+                ErrorCode::InvalidToken,
+                "the token's signature does not verify with this server's key".to_string(),
+            ),
+            ErrorKind::InvalidAudience => (
+                ErrorCode::InvalidToken,
+                "the token's audience is not this server's".to_string(),
+            ),
+            ErrorKind::InvalidIssuer => (
+                ErrorCode::InvalidToken,
+                "the token's issuer is not this server's".to_string(),
+            ),
+            // The library's own words (decoder states, its list of
+            // algorithms) tell a prober about internals, not the caller
+            // what to do.
+            other => {
+                tracing::debug!("token refused: {other:?}");
+                (
+                    ErrorCode::InvalidToken,
+                    "the token is malformed or not signed the way this server signs tokens"
+                        .to_string(),
+                )
+            }
+        },
+    };
+    ApiError::new(code, why)
 }
 
 /// A session token lives no longer than its upload key: revoking the key

@@ -7,9 +7,9 @@
 //! itself is checked by jsonwebtoken against keys we fetch.
 
 use anyhow::{bail, Context, Result};
-use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use provenix_provenance::jwt::{self, UnverifiedJwt};
 use provenix_provenance::ErrorCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -21,8 +21,6 @@ use crate::error::ApiError;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 60;
-/// Larger than any real CI token; bounds the work an anonymous caller causes.
-const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Discovery documents and JWKS larger than this are refused.
 const MAX_DOCUMENT_LEN: usize = 1 << 20;
 /// After a refetch that still lacked the token's `kid`, unknown kids do not
@@ -46,11 +44,16 @@ struct JwksCache {
     keys: Option<JwkSet>,
     fetched_at: Option<Instant>,
     unknown_kid_backoff_until: Option<Instant>,
+    /// After a failed fetch, no other until then: every exchange refused
+    /// at once instead of each refetching from an issuer that is down.
+    failure_backoff_until: Option<(Instant, String)>,
 }
 
 pub struct Issuer {
     pub config: IssuerConfig,
-    pub audience: String,
+    /// `None`: no audience names this server alone, so its tokens are
+    /// refused (see [`audience_unset`]).
+    pub audience: Option<String>,
     http: reqwest::Client,
     jwks: Mutex<JwksCache>,
 }
@@ -70,7 +73,7 @@ struct Discovery {
 }
 
 impl Issuer {
-    fn new(config: &IssuerConfig, default_audience: &str) -> Result<Issuer> {
+    fn new(config: &IssuerConfig, default_audience: Option<&str>) -> Result<Issuer> {
         let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
@@ -96,13 +99,14 @@ impl Issuer {
             audience: config
                 .audience
                 .clone()
-                .unwrap_or_else(|| default_audience.to_string()),
+                .or_else(|| default_audience.map(str::to_string)),
             config: config.clone(),
             http: http.build()?,
             jwks: Mutex::new(JwksCache {
                 keys: None,
                 fetched_at: None,
                 unknown_kid_backoff_until: None,
+                failure_backoff_until: None,
             }),
         })
     }
@@ -169,16 +173,31 @@ impl Issuer {
                 return Ok(None);
             }
         }
-        let fetched = self.fetch_jwks().await.map_err(|e| {
-            tracing::warn!(issuer = %self.config.issuer, "cannot fetch JWKS: {e:#}");
+        let unavailable = |why: &str| {
             ApiError::new(
                 ErrorCode::IssuerUnavailable,
                 format!(
-                    "cannot fetch the signing keys of issuer {:?}: {e:#}",
+                    "cannot fetch the signing keys of issuer {:?}: {why}",
                     self.config.issuer
                 ),
             )
-        })?;
+        };
+        if let Some((until, why)) = &cache.failure_backoff_until {
+            if now < *until {
+                return Err(unavailable(why));
+            }
+        }
+        let fetched = match self.fetch_jwks().await {
+            Ok(set) => set,
+            Err(e) => {
+                let why = format!("{e:#}");
+                tracing::warn!(issuer = %self.config.issuer, "cannot fetch JWKS: {why}");
+                cache.failure_backoff_until =
+                    Some((now + self.config.jwks_failure_backoff, why.clone()));
+                return Err(unavailable(&why));
+            }
+        };
+        cache.failure_backoff_until = None;
         let found = find(&fetched);
         cache.unknown_kid_backoff_until = found.is_none().then_some(now + UNKNOWN_KID_BACKOFF);
         cache.keys = Some(fetched);
@@ -187,23 +206,16 @@ impl Issuer {
     }
 }
 
-/// The JWT's payload, unverified: only to choose the issuer whose keys then
-/// verify it.
-fn peek_claims(token: &str) -> Option<Map<String, Value>> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-fn peek_header_alg(token: &str) -> Option<String> {
-    let header = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header.trim_end_matches('='))
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("alg")?.as_str().map(str::to_string)
+/// The refusal while `issuer` has no audience of its own: an exchange
+/// against a shared default would let a token for one server work at another.
+pub fn audience_unset(issuer: &Issuer) -> ApiError {
+    refuse(
+        ErrorCode::AudienceNotConfigured,
+        format!(
+            "this server has no OIDC audience for issuer {:?}, so it exchanges no OIDC tokens: its admin sets `[oidc] audience` (or `api-endpoint`) in server.toml",
+            issuer.config.name
+        ),
+    )
 }
 
 fn decoding_key(jwk: &Jwk, alg: Algorithm) -> Option<DecodingKey> {
@@ -219,7 +231,9 @@ fn decoding_key(jwk: &Jwk, alg: Algorithm) -> Option<DecodingKey> {
 }
 
 impl OidcVerifier {
-    pub fn new(issuers: &[IssuerConfig], default_audience: &str) -> Result<OidcVerifier> {
+    /// `default_audience`: `[oidc] audience`, else the configured
+    /// `api-endpoint`; never the listen address, which many servers share.
+    pub fn new(issuers: &[IssuerConfig], default_audience: Option<&str>) -> Result<OidcVerifier> {
         Ok(OidcVerifier {
             issuers: issuers
                 .iter()
@@ -232,14 +246,13 @@ impl OidcVerifier {
     /// `exp`/`nbf`/`iat` within [`LEEWAY_SECS`], and that `sub` and `jti`
     /// exist. Single use of `jti` is the caller's (it needs the database).
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, ApiError> {
-        if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
-            return Err(refuse(
+        let unverified = UnverifiedJwt::parse(token).map_err(|e| {
+            refuse(
                 ErrorCode::InvalidToken,
-                "the OIDC token is not a signed JWT",
-            ));
-        }
-        let alg = peek_header_alg(token).unwrap_or_default();
-        let alg = match alg.as_str() {
+                format!("the OIDC token is refused: {e}"),
+            )
+        })?;
+        let alg = match unverified.alg().unwrap_or_default() {
             "RS256" => Algorithm::RS256,
             "ES256" => Algorithm::ES256,
             other => {
@@ -251,22 +264,8 @@ impl OidcVerifier {
                 ))
             }
         };
-        let header = jsonwebtoken::decode_header(token).map_err(|e| {
-            refuse(
-                ErrorCode::InvalidToken,
-                format!("the OIDC token's header is invalid: {e}"),
-            )
-        })?;
-        let peeked = peek_claims(token).ok_or_else(|| {
-            refuse(
-                ErrorCode::InvalidToken,
-                "the OIDC token's payload is not JSON",
-            )
-        })?;
-        let iss = peeked
-            .get("iss")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let kid = unverified.kid();
+        let iss = unverified.issuer().unwrap_or_default();
         let issuer = self
             .issuers
             .iter()
@@ -277,12 +276,16 @@ impl OidcVerifier {
                     format!("tokens from issuer {iss:?} are not accepted by this server (see [[oidc.issuers]])"),
                 )
             })?;
-        let jwk = issuer.key(header.kid.as_deref()).await?.ok_or_else(|| {
+        let audience = issuer
+            .audience
+            .as_deref()
+            .ok_or_else(|| audience_unset(issuer))?;
+        let jwk = issuer.key(kid).await?.ok_or_else(|| {
             refuse(
                 ErrorCode::InvalidToken,
                 format!(
                     "issuer {iss:?} has no signing key with kid {:?}",
-                    header.kid.as_deref().unwrap_or("(none)")
+                    kid.unwrap_or("(none)")
                 ),
             )
         })?;
@@ -291,7 +294,7 @@ impl OidcVerifier {
                 ErrorCode::InvalidToken,
                 format!(
                     "the issuer's key {:?} is not an {alg:?} key",
-                    header.kid.as_deref().unwrap_or("")
+                    kid.unwrap_or("")
                 ),
             )
         })?;
@@ -300,7 +303,7 @@ impl OidcVerifier {
         v.leeway = LEEWAY_SECS;
         v.validate_nbf = true;
         v.set_issuer(&[&issuer.config.issuer]);
-        v.set_audience(&[&issuer.audience]);
+        v.set_audience(&[audience]);
         v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         let claims = match jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v) {
             Ok(d) => d.claims,
@@ -315,8 +318,8 @@ impl OidcVerifier {
                         ErrorCode::WrongAudience,
                         format!(
                             "the OIDC token's audience is {}; this server wants exactly {:?} (GET /_api/v1/oidc/audience)",
-                            peeked.get("aud").map(Value::to_string).unwrap_or_else(|| "missing".into()),
-                            issuer.audience
+                            unverified.claims.get("aud").map(Value::to_string).unwrap_or_else(|| "missing".into()),
+                            audience
                         ),
                     ),
                     K::InvalidSignature => refuse(
@@ -333,8 +336,22 @@ impl OidcVerifier {
                 });
             }
         };
+        // jsonwebtoken reads NumericDates as floats and takes an `aud` list
+        // that merely contains ours: the strict rules are provenance's.
+        let strict = |e: jwt::ClaimError| refuse(ErrorCode::InvalidToken, format!("{e}"));
+        let exp = jwt::required_numeric_date(&claims, "exp").map_err(strict)?;
+        let iat = jwt::required_numeric_date(&claims, "iat").map_err(strict)?;
+        jwt::numeric_date(&claims, "nbf").map_err(strict)?;
+        if !jwt::audience_is_exactly(&claims, audience) {
+            return Err(refuse(
+                ErrorCode::WrongAudience,
+                format!(
+                    "the OIDC token's audience is {}; this server wants exactly {audience:?} and no other beside it (GET /_api/v1/oidc/audience)",
+                    claims.get("aud").map(Value::to_string).unwrap_or_default(),
+                ),
+            ));
+        }
         let now = crate::clock::now();
-        let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
         if iat > now + LEEWAY_SECS as i64 {
             return Err(refuse(
                 ErrorCode::NotYetValid,
@@ -357,34 +374,15 @@ impl OidcVerifier {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
         Ok(VerifiedToken {
             issuer_name: issuer.config.name.clone(),
             issuer_url: issuer.config.issuer.clone(),
             server_url: issuer.config.server_url.clone(),
-            audience: issuer.audience.clone(),
+            audience: audience.to_string(),
             subject,
             jti,
             exp,
             claims,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peeks_without_trusting() {
-        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        let token = format!(
-            "{}.{}.sig",
-            b(r#"{"alg":"none"}"#),
-            b(r#"{"iss":"https://x"}"#)
-        );
-        assert_eq!(peek_header_alg(&token).as_deref(), Some("none"));
-        assert_eq!(peek_claims(&token).unwrap()["iss"], "https://x");
-        assert_eq!(peek_claims("a.b"), None);
     }
 }

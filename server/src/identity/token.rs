@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use provenix_policy::CachePermissions;
+use provenix_provenance::jwt::{self, JwtShapeError, UnverifiedJwt};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, TokenSecret};
@@ -133,9 +134,11 @@ impl TokenAuthority {
         )?)
     }
 
-    /// Verifies signature (only this server's algorithm), `exp`, `nbf`, and the
-    /// bound issuer and audiences when configured.
-    pub fn verify(&self, token: &str) -> Result<TokenClaims, jsonwebtoken::errors::Error> {
+    /// Verifies the shape (size, no `crit`), signature (only this server's
+    /// algorithm), `exp`, `nbf`, and the bound issuer and audiences when
+    /// configured: every audience the token names must be bound.
+    pub fn verify(&self, token: &str) -> Result<TokenClaims, TokenError> {
+        let unverified = UnverifiedJwt::parse(token)?;
         let mut v = Validation::new(self.alg);
         v.leeway = 30;
         v.validate_nbf = true;
@@ -148,6 +151,24 @@ impl TokenAuthority {
             Some(aud) => v.set_audience(aud),
             None => v.validate_aud = false,
         }
-        Ok(jsonwebtoken::decode::<TokenClaims>(token, &self.decoding, &v)?.claims)
+        let claims = jsonwebtoken::decode::<TokenClaims>(token, &self.decoding, &v)?.claims;
+        if let Some(bound) = &self.bound_audiences {
+            if !jwt::audiences_within(&unverified.claims, bound) {
+                return Err(TokenError::AudienceNotBound);
+            }
+        }
+        Ok(claims)
     }
+}
+
+/// Why one of this server's tokens is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Shape(#[from] JwtShapeError),
+    /// The token names an audience besides the bound ones.
+    #[error("the token names an audience this server is not bound to")]
+    AudienceNotBound,
+    #[error(transparent)]
+    Jwt(#[from] jsonwebtoken::errors::Error),
 }
