@@ -115,6 +115,9 @@ pub struct CacheFacts {
 pub struct CallerFacts {
     /// Whether a valid token came with the request.
     pub authenticated: bool,
+    /// A token came with the request and was refused (expired, bad
+    /// signature, its session key revoked): the refusal's code.
+    pub refused_credential: Option<ErrorCode>,
     /// The token's permission on this cache (the union over its patterns).
     pub permission: Permission,
 }
@@ -223,6 +226,17 @@ fn unseen(action: Action, caller: CallerFacts) -> Decision {
 
 /// May `caller` do `action` on a cache with these `facts`?
 pub fn decide(action: Action, cache: CacheFacts, caller: CallerFacts) -> Decision {
+    if let Some(code) = caller.refused_credential {
+        // A stale token in a netrc must not stop substitution from a public
+        // cache, which anyone may read (Attic serves it too): the pull is
+        // answered as an anonymous one. Everything else refuses the token,
+        // the same for a private cache and a missing one.
+        return if action == Action::Pull && cache.exists && cache.is_public {
+            Decision::Allow
+        } else {
+            Refusal::hidden(code)
+        };
+    }
     let p = caller.permission;
     match action {
         Action::Create => {
@@ -330,6 +344,7 @@ mod tests {
         f(&mut permission);
         CallerFacts {
             authenticated: true,
+            refused_credential: None,
             permission,
         }
     }
@@ -516,5 +531,33 @@ mod tests {
             r.message(Action::Configure, "priv", "alice"),
             "cache \"priv\" does not exist or your token has no access to it"
         );
+    }
+
+    /// A refused token (expired, forged, its session revoked) still pulls
+    /// from a public cache, as no token would; everything else answers the
+    /// token's refusal, the same on a private cache and a missing one.
+    #[test]
+    fn a_refused_token_pulls_public_caches_only() {
+        let stale = CallerFacts {
+            refused_credential: Some(ErrorCode::Expired),
+            ..CallerFacts::default()
+        };
+        for action in Action::ALL {
+            for cache in [MISSING, PRIVATE, PUBLIC, PUBLIC_AUDITED] {
+                let want = if action == Action::Pull && cache.is_public {
+                    None
+                } else {
+                    Some(ErrorCode::Expired)
+                };
+                assert_eq!(
+                    code(decide(action, cache, stale)),
+                    want,
+                    "{action:?} on {cache:?}"
+                );
+                if let Decision::Refuse(r) = decide(action, cache, stale) {
+                    assert_eq!(r.disclosure, Disclosure::Nothing, "{action:?} on {cache:?}");
+                }
+            }
+        }
     }
 }

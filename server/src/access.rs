@@ -13,6 +13,7 @@ use crate::state::AppState;
 fn caller_facts(caller: &Caller, cache: &str) -> CallerFacts {
     CallerFacts {
         authenticated: !caller.is_anonymous(),
+        refused_credential: caller.refused.as_ref().map(|r| r.code),
         permission: caller.permission(cache),
     }
 }
@@ -49,10 +50,13 @@ pub fn check(
         caller_facts(caller, name),
     ) {
         Decision::Allow => cache.ok_or_else(|| ApiError::no_such_cache(name)),
-        Decision::Refuse(r) => Err(ApiError::new(
-            r.code,
-            r.message(action, name, caller.subject()),
-        )),
+        Decision::Refuse(r) => Err(match &caller.refused {
+            // The token's own refusal says what is wrong with it.
+            Some(refused) if refused.code == r.code => {
+                ApiError::new(refused.code, refused.message.clone())
+            }
+            _ => ApiError::new(r.code, r.message(action, name, caller.subject())),
+        }),
     }
 }
 

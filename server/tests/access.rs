@@ -172,6 +172,7 @@ async fn every_endpoint_answers_as_the_access_decision_says() {
                 };
                 let caller = CallerFacts {
                     authenticated: token.is_some(),
+                    refused_credential: None,
                     permission: permission.unwrap_or_default(),
                 };
                 let a = call(&h, &e, cache, token.as_deref()).await;

@@ -28,16 +28,75 @@ async fn assert_still_missing(h: &Harness, cache: &str, hash: &str) {
 #[tokio::test]
 async fn malformed_credentials_are_refused_with_a_challenge() {
     let h = Harness::new().await;
-    h.create_cache("main", true).await;
-    let a = h.get("/main/nix-cache-info", Some("not-a-jwt")).await;
-    a.assert_refused(401, "invalid-token");
-    assert!(a.www_authenticate);
+    h.create_cache("priv", false).await;
     // A token signed by another server's secret.
     let other = Harness::new().await;
     let foreign = other.token("eve", "*", perm(|p| p.pull = true));
-    h.get("/main/nix-cache-info", Some(&foreign))
+    for cache in ["priv", "missing"] {
+        let uri = format!("/{cache}/nix-cache-info");
+        let a = h.get(&uri, Some("not-a-jwt")).await;
+        a.assert_refused(401, "invalid-token");
+        assert!(a.www_authenticate);
+        h.get(&uri, Some(&foreign))
+            .await
+            .assert_refused(401, "invalid-token");
+    }
+    // The API refuses a bad token whatever it is asked.
+    h.get("/_api/v1/cache-config/priv", Some("not-a-jwt"))
         .await
         .assert_refused(401, "invalid-token");
+}
+
+/// Item 12: a stale or bad token (an expired one in a netrc, say) does not
+/// stop pulls from a public cache: they are answered as anonymous pulls.
+/// On a private cache, and on a missing one alike, the token is refused.
+#[tokio::test]
+async fn a_stale_token_still_pulls_from_a_public_cache() {
+    let h = Harness::new().await;
+    h.create_cache("pub", true).await;
+    h.create_cache("priv", false).await;
+    let now = provenix_server::clock::now();
+    let expired = h.sign_own(
+        json!({"alg": "HS256", "typ": "JWT"}),
+        json!({"sub": "alice", "iat": now - 7200, "exp": now - 3600,
+            "provenix": {"caches": {"*": {"r": true}}}}),
+    );
+    let other = Harness::new().await;
+    let foreign = other.token("eve", "*", perm(|p| p.pull = true));
+    let key = h.exchange(&h.root, "pub").await;
+    let nar = provenix_provenance::nar::write(&provenix_provenance::nar::Node::Regular {
+        executable: false,
+        contents: b"public bytes".to_vec(),
+    });
+    let hash = "0123456789abcdfghijklmnpqrsvwxyz";
+    let mut info = statement("pub", &format!("/nix/store/{hash}-stale"), &nar, None);
+    key.sign(&mut info);
+    let upload = h.upload(&key.session, &info, nar).await;
+    assert_eq!(upload.status, StatusCode::OK, "{}", upload.text);
+    for token in [expired.as_str(), foreign.as_str(), "not-a-jwt"] {
+        let info = h.get("/pub/nix-cache-info", Some(token)).await;
+        assert_eq!(info.status, StatusCode::OK, "{}", info.text);
+        let narinfo = h.get(&format!("/pub/{hash}.narinfo"), Some(token)).await;
+        assert_eq!(narinfo.status, StatusCode::OK, "{}", narinfo.text);
+        assert!(narinfo.text.contains("StorePath:"), "{}", narinfo.text);
+        // The private cache and a missing one answer the same refusal.
+        let private = h.get("/priv/nix-cache-info", Some(token)).await;
+        let missing = h.get("/missing/nix-cache-info", Some(token)).await;
+        assert_eq!(private.status, StatusCode::UNAUTHORIZED, "{}", private.text);
+        assert_eq!(private.text, missing.text);
+    }
+    h.get("/priv/nix-cache-info", Some(&expired))
+        .await
+        .assert_refused(401, "expired");
+    // Pushing with it is still refused: only reads of public caches relent.
+    h.call(
+        Method::POST,
+        "/_api/v1/get-missing-paths",
+        Some(&expired),
+        Some(json!({ "cache": "pub", "store_path_hashes": [] })),
+    )
+    .await
+    .assert_refused(401, "expired");
 }
 
 #[tokio::test]
@@ -476,24 +535,9 @@ async fn unreadable_requests_are_json_refusals() {
 /// signature is the server's.
 #[tokio::test]
 async fn own_tokens_with_critical_headers_or_oversized_are_refused() {
-    use base64::Engine;
     let h = Harness::new().await;
     h.create_cache("priv", false).await;
-    let b64 = |v: &serde_json::Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-    };
-    let secret = match h.state.config.token_secret().unwrap() {
-        provenix_server::config::TokenSecret::Hs256(k) => k,
-        _ => unreachable!("the default config signs with HS256"),
-    };
-    let key = jsonwebtoken::EncodingKey::from_secret(&secret);
-    let sign = |header: serde_json::Value, claims: serde_json::Value| {
-        let input = format!("{}.{}", b64(&header), b64(&claims));
-        let sig =
-            jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
-                .unwrap();
-        format!("{input}.{sig}")
-    };
+    let sign = |header, claims| h.sign_own(header, claims);
     let now = provenix_server::clock::now();
     let claims = json!({"sub": "alice", "iat": now, "exp": now + 600,
         "provenix": {"caches": {"priv": {"r": true}}}});

@@ -199,6 +199,25 @@ impl Harness {
             .expect("token")
     }
 
+    /// A token with any header and claims, signed with this server's HS256
+    /// secret: for shapes `token` never mints (expired, `crit`, oversized).
+    pub fn sign_own(&self, header: serde_json::Value, claims: serde_json::Value) -> String {
+        use base64::Engine;
+        let b64 = |v: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let secret = match self.state.config.token_secret().expect("secret") {
+            provenix_server::config::TokenSecret::Hs256(k) => k,
+            _ => unreachable!("the default config signs with HS256"),
+        };
+        let key = jsonwebtoken::EncodingKey::from_secret(&secret);
+        let input = format!("{}.{}", b64(&header), b64(&claims));
+        let sig =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+                .expect("HMAC");
+        format!("{input}.{sig}")
+    }
+
     pub async fn call(
         &self,
         method: Method,

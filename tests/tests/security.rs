@@ -266,3 +266,49 @@ async fn a_failing_issuer_is_fetched_once_per_backoff() {
     assert_eq!(answer.0, 200, "{}", answer.2);
     assert_eq!(w.issuer.jwks_fetches() - before, 2);
 }
+
+/// Item 12, with the real Nix client: a netrc holding a token this server
+/// refuses (another server's, say, or one long expired) still substitutes
+/// from a public cache; from a private cache it fetches nothing.
+#[test]
+fn a_stale_netrc_token_still_substitutes_from_a_public_cache() {
+    let server = TestServer::start(Backend::Sqlite);
+    let client = server.client();
+    client.ok(&["cache", "create", "pub"]);
+    client.ok(&["cache", "configure", "pub", "--public"]);
+    client.ok(&["cache", "create", "priv"]);
+    let src = NixStore::new();
+    let path = src.add_input_addressed("stale", &[("share/data", b"public data")], &[]);
+    for cache in ["pub", "priv"] {
+        let out = client.run(&["push", cache, &path, "--store", &src.root()]);
+        assert!(out.0, "push failed: {}", out.2);
+    }
+    // A well-formed token signed by another server's secret (the test
+    // servers share theirs), with pull on every cache.
+    let claims = json!({"sub": "eve", "iat": now(), "exp": now() + 3600,
+        "provenix": {"caches": {"*": {"r": true}}}});
+    let foreign = provenix_tests::oidc::sign_hs256(
+        b"another server's secret, not this one's",
+        claims.as_object().unwrap(),
+        "",
+    );
+    let host = provenix_tests::host_of(&server.url);
+    for stale in [foreign.as_str(), "not-a-token"] {
+        let key = client.public_key("pub");
+        let dst = NixStore::new();
+        let url = format!("{}/pub", server.url);
+        let (ok, err) = dst.copy_from(&url, &path, &[&key], Some((&host, stale)));
+        assert!(ok, "nix copy from the public cache failed: {err}");
+        assert_eq!(dst.read(&path, "share/data"), b"public data");
+
+        let key = client.public_key("priv");
+        let dst = NixStore::new();
+        let url = format!("{}/priv", server.url);
+        let (ok, err) = dst.copy_from(&url, &path, &[&key], Some((&host, stale)));
+        assert!(
+            !ok,
+            "a refused token substituted from the private cache: {err}"
+        );
+        assert!(!dst.is_valid(&path));
+    }
+}

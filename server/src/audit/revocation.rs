@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::access;
 use crate::db::caches::CacheRow;
 use crate::error::{ApiError, ApiResult};
-use crate::identity::caller::Caller;
+use crate::identity::caller::{Caller, PullCaller};
 use crate::state::AppState;
 
 pub async fn revoke(
@@ -73,7 +73,7 @@ pub struct FeedQuery {
 
 pub async fn revoked_paths(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    PullCaller(caller): PullCaller,
     Path(cache): Path<String>,
     Query(q): Query<FeedQuery>,
 ) -> ApiResult<Json<provenix_provenance::audit::Page<RevokedPath>>> {

@@ -17,7 +17,17 @@ pub struct Caller {
     /// The presented token, kept so the exchange can hash it (only there:
     /// not on every narinfo request).
     token: Option<String>,
+    /// Set only by [`PullCaller`]: the presented token was refused, and the
+    /// access decision chooses between this refusal and an anonymous pull.
+    pub refused: Option<ApiError>,
 }
+
+/// The caller of the Nix protocol (nix-cache-info, narinfo, NAR, the
+/// revoked-paths feed): a refused token is not refused here but handed to
+/// the access decision, which serves public caches as if no token came
+/// (a stale token in a netrc must not break substitution). Every other
+/// handler takes [`Caller`], which refuses a bad token outright.
+pub struct PullCaller(pub Caller);
 
 impl Caller {
     pub fn permission(&self, cache: &str) -> Permission {
@@ -64,29 +74,60 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Ok(Caller {
-                claims: None,
-                token: None,
-            });
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(bearer_or_basic)
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "Authorization header is neither 'Bearer TOKEN' nor Basic with the token as password"))?;
-        match state.tokens.verify(&token) {
-            Ok(claims) => {
-                if let Some(key_id) = &claims.provenix.key_id {
-                    session_key_is_live(state, key_id).await?;
+        identify(parts, state).await
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for PullCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        Ok(PullCaller(match identify(parts, state).await {
+            Ok(caller) => caller,
+            Err(e) if e.code.http_status() == 401 => {
+                tracing::debug!(
+                    "token refused, answering as anonymous where allowed: {}",
+                    e.message
+                );
+                Caller {
+                    claims: None,
+                    token: None,
+                    refused: Some(e),
                 }
-                Ok(Caller {
-                    claims: Some(claims),
-                    token: Some(token),
-                })
             }
-            Err(e) => Err(token_refusal(&e)),
+            Err(e) => return Err(e),
+        }))
+    }
+}
+
+async fn identify(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(Caller {
+            claims: None,
+            token: None,
+            refused: None,
+        });
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(bearer_or_basic)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "Authorization header is neither 'Bearer TOKEN' nor Basic with the token as password"))?;
+    match state.tokens.verify(&token) {
+        Ok(claims) => {
+            if let Some(key_id) = &claims.provenix.key_id {
+                session_key_is_live(state, key_id).await?;
+            }
+            Ok(Caller {
+                claims: Some(claims),
+                token: Some(token),
+                refused: None,
+            })
         }
+        Err(e) => Err(token_refusal(&e)),
     }
 }
 

@@ -18,7 +18,7 @@ use crate::access;
 use crate::db::caches::CacheRow;
 use crate::db::paths::PathRow;
 use crate::error::{ApiError, ApiResult};
-use crate::identity::caller::Caller;
+use crate::identity::caller::{Caller, PullCaller};
 use crate::serve::pack_reads::{batch_reads, plan_reads};
 use crate::serve::signed_narinfo::BodyKey;
 use crate::state::AppState;
@@ -39,7 +39,7 @@ const BATCHES_AHEAD: usize = 3;
 
 pub async fn nix_cache_info(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    PullCaller(caller): PullCaller,
     Path(cache): Path<String>,
 ) -> ApiResult<Response> {
     let c = access::authorize(&state, &caller, Action::Pull, &cache).await?;
@@ -99,7 +99,7 @@ fn touch_later(state: &AppState, obj: &PathRow) {
 
 pub async fn narinfo(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    PullCaller(caller): PullCaller,
     Path((cache, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let hash = file.strip_suffix(".narinfo");
@@ -160,7 +160,7 @@ pub async fn narinfo(
 
 pub async fn nar(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    PullCaller(caller): PullCaller,
     method: Method,
     Path((cache, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
