@@ -259,6 +259,7 @@ fn signed_statement(cache: &str, p: &PathInfo, session: &Session) -> UploadPathN
         deriver: p.deriver.clone(),
         ca: p.ca.clone(),
         key_id: None,
+        nonce: None,
         signature: None,
     };
     info.sign(session.key_id(), &session.key);

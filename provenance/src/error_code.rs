@@ -111,6 +111,8 @@ error_codes! {
     /// A statement vouching for a stored path describes it otherwise (size,
     /// references, deriver or CA).
     StatementMismatch = ("statement-mismatch", 409),
+    /// The signed statement was recorded before: statements are single use.
+    StatementReplayed = ("statement-replayed", 409),
     /// The body stopped before the NAR did.
     UploadInterrupted = ("upload-interrupted", 400),
     /// The upload took longer than `max-upload-duration`.

@@ -28,6 +28,11 @@ pub struct UploadPathNarInfo {
     /// The short-term key that signed this statement (from the exchange).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// Fresh for every statement ([`UploadPathNarInfo::sign`] draws it):
+    /// the server records one upload per (key, nonce), so a statement read
+    /// from the provenance (auditors may) cannot be replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     /// That key's signature over [`UploadPathNarInfo::statement`], base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
@@ -45,9 +50,12 @@ struct Statement<'a> {
     deriver: Option<&'a str>,
     ca: Option<&'a str>,
     key_id: Option<&'a str>,
+    nonce: Option<&'a str>,
 }
 
-pub const STATEMENT_PREFIX: &str = "provenix-upload-statement-v1\n";
+/// v2 added the nonce; v1 statements (no nonce) remain in old records,
+/// verifiable from their stored text, but are no longer accepted.
+pub const STATEMENT_PREFIX: &str = "provenix-upload-statement-v2\n";
 
 pub const UPLOAD_HEADER: &str = "x-provenix-nar-info";
 /// More references than any real derivation output has; bounds the header.
@@ -67,6 +75,16 @@ pub enum UploadInfoError {
     BadCa,
     #[error("a NAR is at least 8 bytes; nar_size {0} cannot be right")]
     BadSize(u64),
+    #[error("the statement has no nonce, or one outside 16 to 64 letters, digits, - and _ (a provenix client older than the server signed it?)")]
+    BadNonce,
+}
+
+/// Whether `nonce` is a nonce a client draws: 16 to 64 URL-safe characters.
+fn nonce_is_well_formed(nonce: &str) -> bool {
+    (16..=64).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The checked form: base names as narinfo writes them.
@@ -132,13 +150,20 @@ impl UploadPathNarInfo {
             deriver: self.deriver.as_deref(),
             ca: self.ca.as_deref(),
             key_id: self.key_id.as_deref(),
+            nonce: self.nonce.as_deref(),
         };
         let json = serde_json::to_string(&st).expect("statement serializes");
         format!("{STATEMENT_PREFIX}{json}").into_bytes()
     }
 
-    /// Sets `key_id` and signs the statement with the short-term key.
+    /// Sets `key_id` and a fresh nonce, and signs the statement with the
+    /// short-term key: every signing makes a statement of its own.
     pub fn sign(&mut self, key_id: &str, key: &ed25519_dalek::SigningKey) {
+        use base64::Engine;
+        use rand::RngCore;
+        let mut nonce = [0u8; 18];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        self.nonce = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce));
         self.key_id = Some(key_id.to_string());
         self.signature = None;
         self.signature = Some(crate::exchange::sign(key, &self.statement()));
@@ -177,6 +202,9 @@ impl UploadPathNarInfo {
         }
         if self.nar_size < 8 {
             return Err(UploadInfoError::BadSize(self.nar_size));
+        }
+        if !self.nonce.as_deref().is_some_and(nonce_is_well_formed) {
+            return Err(UploadInfoError::BadNonce);
         }
         Ok(ValidUpload {
             store_path,
@@ -288,6 +316,7 @@ mod tests {
             deriver: Some("/nix/store/g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-x.drv".into()),
             ca: None,
             key_id: None,
+            nonce: Some("a-nonce-of-sixteen-chars".into()),
             signature: None,
         }
     }
@@ -322,6 +351,20 @@ mod tests {
         let mut i = info();
         i.nar_size = 0;
         assert_eq!(i.validate("/nix/store"), Err(UploadInfoError::BadSize(0)));
+        for nonce in [
+            None,
+            Some("short"),
+            Some("sixteen chars ok"),
+            Some(&*"n".repeat(65)),
+        ] {
+            let mut i = info();
+            i.nonce = nonce.map(str::to_string);
+            assert_eq!(
+                i.validate("/nix/store"),
+                Err(UploadInfoError::BadNonce),
+                "{nonce:?}"
+            );
+        }
         assert!(info().validate("/gnu/store").is_err());
     }
 
@@ -367,6 +410,10 @@ mod tests {
                 ..signed.clone()
             },
             UploadPathNarInfo {
+                nonce: Some("another-nonce-0123456789".into()),
+                ..signed.clone()
+            },
+            UploadPathNarInfo {
                 store_path: "/nix/store/baaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-ia-ref".into(),
                 ..signed.clone()
             },
@@ -377,6 +424,12 @@ mod tests {
                 "{t:?}"
             );
         }
+        // Signing again draws a new nonce: another statement.
+        let mut again = signed.clone();
+        again.sign("k1", &key);
+        assert_ne!(again.nonce, signed.nonce);
+        assert_ne!(again.statement(), signed.statement());
+        assert!(signed.validate("/nix/store").is_ok());
     }
 
     #[test]

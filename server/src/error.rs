@@ -61,6 +61,9 @@ impl ApiError {
 
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
+        if let crate::db::DbError::StatementReplayed = e {
+            return statement_replayed();
+        }
         // Nothing was committed: sending the request again succeeds.
         if e.is_transient() {
             tracing::info!("transaction aborted by the database, client told to retry: {e}");
@@ -71,6 +74,14 @@ impl From<crate::db::DbError> for ApiError {
         }
         ApiError::internal(e)
     }
+}
+
+/// A signed statement recorded before, sent again: nothing is recorded.
+pub fn statement_replayed() -> ApiError {
+    ApiError::new(
+        ErrorCode::StatementReplayed,
+        "this signed statement was used before; every upload needs a statement of its own (provenix push signs one per upload)",
+    )
 }
 
 impl From<anyhow::Error> for ApiError {

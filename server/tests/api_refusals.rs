@@ -560,3 +560,93 @@ async fn own_tokens_with_critical_headers_or_oversized_are_refused() {
     answer.assert_refused(401, "invalid-token");
     assert!(answer.text.contains("16384"), "{}", answer.text);
 }
+
+/// Item 5: a signed statement records one upload. Read back from the
+/// provenance (auditors may, and everyone with `public-audit`) and sent
+/// again with no credential, it is refused: while the path is there (it
+/// would be another witness) and after an admin deleted the path (it would
+/// be served again under a fresh record naming the original builder).
+#[tokio::test]
+async fn a_signed_statement_cannot_be_replayed() {
+    use provenix_provenance::upload::{UploadPathNarInfo, STATEMENT_PREFIX};
+    let h = Harness::new().await;
+    h.create_cache("main", true).await;
+    let key = h.exchange(&h.root, "main").await;
+    let nar = provenix_provenance::nar::write(&provenix_provenance::nar::Node::Regular {
+        executable: false,
+        contents: b"built once".to_vec(),
+    });
+    let hash = "0123456789abcdfghijklmnpqrsvwxyz";
+    let mut info = statement("main", &format!("/nix/store/{hash}-once"), &nar, None);
+    key.sign(&mut info);
+    let first = h.upload(&key.session, &info, nar.clone()).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+
+    // What anyone reading the provenance gets: the statement and signature.
+    let record = h
+        .get(
+            &format!("/_api/v1/cache/main/provenance/{hash}"),
+            Some(&h.root),
+        )
+        .await;
+    let upload = &record.json["uploads"][0];
+    let text = upload["statement"].as_str().expect("statement");
+    let mut replay: UploadPathNarInfo =
+        serde_json::from_str(text.strip_prefix(STATEMENT_PREFIX).expect("v2")).unwrap();
+    replay.signature = upload["signature"].as_str().map(str::to_string);
+    assert_eq!(replay, info, "the record holds the statement as signed");
+    let records = || async {
+        h.get(
+            &format!("/_api/v1/cache/main/provenance/{hash}"),
+            Some(&h.root),
+        )
+        .await
+        .json["uploads"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+
+    // With no credential at all, while the path is there...
+    let anonymous = |info: UploadPathNarInfo| {
+        let h = &h;
+        let nar = nar.clone();
+        async move {
+            let req = axum::http::Request::builder()
+                .method(Method::PUT)
+                .uri("/_api/v1/upload-path")
+                .header(
+                    provenix_provenance::upload::UPLOAD_HEADER,
+                    serde_json::to_string(&info).unwrap(),
+                )
+                .body(axum::body::Body::from(nar))
+                .unwrap();
+            h.send(req).await
+        }
+    };
+    anonymous(replay.clone())
+        .await
+        .assert_refused(409, "statement-replayed");
+    assert_eq!(records().await, 1);
+    // ...and after an admin deleted it.
+    let deleted = h
+        .call(
+            Method::DELETE,
+            &format!("/_api/v1/cache/main/paths/{hash}"),
+            Some(&h.root),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text);
+    anonymous(replay.clone())
+        .await
+        .assert_refused(409, "statement-replayed");
+    h.get(&format!("/main/{hash}.narinfo"), None)
+        .await
+        .assert_refused(404, "no-such-path");
+    // The builder itself signs anew: a statement of its own, accepted.
+    let mut fresh = info.clone();
+    key.sign(&mut fresh);
+    assert_ne!(fresh.nonce, info.nonce);
+    let again = h.upload(&key.session, &fresh, nar.clone()).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+}

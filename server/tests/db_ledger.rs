@@ -103,9 +103,17 @@ fn path(cache_id: i64, key_row: i64, hash_part: char, nar_hash: &str) -> NewPath
             upload_key_row: key_row,
             statement: "statement".into(),
             signature: "sig".into(),
+            // Each call is a statement of its own, as each signing is.
+            nonce: format!(
+                "nonce-{}",
+                NONCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+            remember_until: i64::MAX,
         },
     }
 }
+
+static NONCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn kinds(entries: &[LedgerEntry]) -> Vec<(i64, &str)> {
     entries.iter().map(|e| (e.seq, e.kind.as_str())).collect()
@@ -142,9 +150,20 @@ async fn every_entry_of_a_cache_is_numbered_in_commit_order_without_gaps() {
     );
     // The same path and NAR again: another witness, recorded before any NAR is read.
     assert_eq!(
-        db.record_if_present(&p).await.unwrap(),
+        db.record_if_present(&path(a, k1, 'a', "sha256:one"))
+            .await
+            .unwrap(),
         Some(CommitOutcome::AlreadyPresent)
     );
+    // The first statement again, by any route: a replay, refused, unnumbered.
+    assert!(matches!(
+        db.record_if_present(&p).await,
+        Err(provenix_server::db::DbError::StatementReplayed)
+    ));
+    assert!(matches!(
+        db.commit_upload(&p, "zstd", &[]).await,
+        Err(provenix_server::db::DbError::StatementReplayed)
+    ));
     // Another NAR for it: a divergence.
     let other = path(a, k1, 'a', "sha256:two");
     assert!(matches!(
@@ -247,9 +266,13 @@ async fn concurrent_appends_on_postgres_are_numbered_without_gaps() {
         let db = db.clone();
         tasks.push(tokio::spawn(async move {
             // Half the paths twice: the second is a witness or a race loser.
-            let p = path(a, k1, c, &format!("sha256:{}", i / 2));
-            let first = db.commit_upload(&p, "zstd", &[]).await;
-            let again = db.commit_upload(&p, "zstd", &[]).await;
+            let nar_hash = format!("sha256:{}", i / 2);
+            let first = db
+                .commit_upload(&path(a, k1, c, &nar_hash), "zstd", &[])
+                .await;
+            let again = db
+                .commit_upload(&path(a, k1, c, &nar_hash), "zstd", &[])
+                .await;
             (first.map(|_| ()), again.map(|_| ()))
         }));
     }
@@ -265,4 +288,45 @@ async fn concurrent_appends_on_postgres_are_numbered_without_gaps() {
     assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>());
     // One key, 32 paths each uploaded and then witnessed again.
     assert_eq!(log.len(), 1 + 2 * alphabet.len(), "{log:?}");
+}
+
+/// Item 5 on both databases: one statement (key, nonce) records once. Two
+/// copies racing record one; the other is refused and leaves no entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_statement_records_once_on_both_databases() {
+    let (sqlite, _dir) = database().await;
+    let mut dbs = vec![sqlite];
+    match postgres().await {
+        Some(pg) => dbs.push(pg),
+        None => eprintln!("PROVENIX_TEST_POSTGRES_URL is unset: SQLite only"),
+    }
+    for db in dbs {
+        let a = cache(&db, "a").await;
+        upload_key(&db, a, "k1", None).await;
+        let k1 = db.upload_key_by_id("k1").await.unwrap().expect("k1").id;
+        let p = std::sync::Arc::new(path(a, k1, 'c', "sha256:once"));
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let (db, p) = (db.clone(), p.clone());
+                tokio::spawn(async move { db.commit_upload(&p, "zstd", &[]).await })
+            })
+            .collect();
+        let mut created = 0;
+        for r in racers {
+            match r.await.unwrap() {
+                Ok(CommitOutcome::Created) => created += 1,
+                Err(provenix_server::db::DbError::StatementReplayed) => {}
+                // PostgreSQL may abort a loser for the conflict instead.
+                Err(e) if e.is_transient() => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(created, 1);
+        assert!(matches!(
+            db.commit_upload(&p, "zstd", &[]).await,
+            Err(provenix_server::db::DbError::StatementReplayed)
+        ));
+        let entries = db.ledger_entries(a, 1, 100).await.unwrap();
+        assert_eq!(kinds(&entries), vec![(1, "upload-key"), (2, "upload")]);
+    }
 }

@@ -33,11 +33,7 @@ pub struct UploadKey {
 impl UploadKey {
     /// Signs `info` as `provenix push` does.
     pub fn sign(&self, info: &mut provenix_provenance::upload::UploadPathNarInfo) {
-        info.key_id = Some(self.key_id.clone());
-        info.signature = Some(provenix_provenance::exchange::sign(
-            &self.key,
-            &info.statement(),
-        ));
+        info.sign(&self.key_id, &self.key);
     }
 }
 
@@ -239,7 +235,7 @@ impl Harness {
         self.send(req).await
     }
 
-    async fn send(&self, req: Request<Body>) -> Answer {
+    pub async fn send(&self, req: Request<Body>) -> Answer {
         let resp = self.router.clone().oneshot(req).await.expect("infallible");
         let status = resp.status();
         let www_authenticate = resp.headers().contains_key(header::WWW_AUTHENTICATE);
@@ -297,6 +293,7 @@ pub fn statement(
         deriver: None,
         ca: None,
         key_id: None,
+        nonce: None,
         signature: None,
     }
 }

@@ -54,6 +54,11 @@ pub struct SignedStatement {
     pub upload_key_row: i64,
     pub statement: String,
     pub signature: String,
+    /// The statement's nonce: recorded with it, so it records only once.
+    pub nonce: String,
+    /// Until when the nonce is remembered: after it the key can sign no
+    /// upload the server accepts, so a replay is refused as expired.
+    pub remember_until: i64,
 }
 
 #[derive(Debug, PartialEq, Eq)]

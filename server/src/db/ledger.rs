@@ -16,7 +16,7 @@
 use sqlx::{Any, Transaction};
 
 use super::commit::NewPath;
-use super::DbResult;
+use super::{DbError, DbResult};
 
 /// What a ledger entry records; `record_id` is the row in its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,25 @@ pub(super) async fn append(
     Ok(seq)
 }
 
+/// Spends the statement's nonce in the transaction that records it: a
+/// second recording of the same statement (a replay, or the loser of two
+/// racing copies) fails, and its transaction is rolled back.
+async fn spend_statement(tx: &mut Transaction<'_, Any>, path: &NewPath) -> DbResult<()> {
+    let spent = sqlx::query(
+        "INSERT INTO spent_statements (upload_key_id, nonce, remember_until) VALUES ($1, $2, $3)
+         ON CONFLICT (upload_key_id, nonce) DO NOTHING",
+    )
+    .bind(path.signed.upload_key_row)
+    .bind(&path.signed.nonce)
+    .bind(path.signed.remember_until)
+    .execute(&mut **tx)
+    .await?;
+    if spent.rows_affected() == 0 {
+        return Err(DbError::StatementReplayed);
+    }
+    Ok(())
+}
+
 /// Records an accepted statement in the path's provenance (`outcome`:
 /// uploaded, deduplicated or exists) and appends it to the ledger.
 pub(super) async fn record_upload(
@@ -78,6 +97,7 @@ pub(super) async fn record_upload(
     path: &NewPath,
     outcome: &str,
 ) -> DbResult<()> {
+    spend_statement(tx, path).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO uploads (cache_id, store_path_hash, store_path, nar_hash, nar_size,
              upload_key_id, statement, signature, outcome, created_at)
@@ -106,6 +126,7 @@ pub(super) async fn record_divergence(
     path: &NewPath,
     existing_nar_hash: &str,
 ) -> DbResult<()> {
+    spend_statement(tx, path).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO divergences (cache_id, store_path_hash, store_path, existing_nar_hash,
              nar_hash, nar_size, upload_key_id, statement, signature, created_at)

@@ -52,6 +52,10 @@ pub enum DbError {
     Transient(sqlx::Error),
     #[error("database: {0}")]
     Other(sqlx::Error),
+    /// The statement's (key, nonce) was recorded before: a replay. The
+    /// transaction was rolled back.
+    #[error("the upload statement was used before")]
+    StatementReplayed,
 }
 
 impl DbError {
@@ -109,11 +113,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 /// Migrations after the split ones, shared again.
-const LATER_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    6,
-    "names and ledger",
-    include_str!("../../migrations/0006_names_and_ledger.sql"),
-)];
+const LATER_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        6,
+        "names and ledger",
+        include_str!("../../migrations/0006_names_and_ledger.sql"),
+    ),
+    (
+        7,
+        "spent statements",
+        include_str!("../../migrations/0007_spent_statements.sql"),
+    ),
+];
 
 /// (version, description, SQLite, PostgreSQL). The SQLite side manages its
 /// own transaction (a table rebuild needs foreign keys off, which SQLite

@@ -161,6 +161,30 @@ impl Db {
         .transpose()
     }
 
+    /// Whether the statement with `nonce`, signed by the key with row id
+    /// `upload_key_row`, was recorded before (asked before a NAR is read;
+    /// the commit's own insert is what guarantees single use).
+    pub async fn statement_spent(&self, upload_key_row: i64, nonce: &str) -> DbResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM spent_statements WHERE upload_key_id = $1 AND nonce = $2",
+        )
+        .bind(upload_key_row)
+        .bind(nonce)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// Forgets nonces of statements whose keys can sign nothing accepted any
+    /// more: a replay of one is refused as expired.
+    pub async fn purge_spent_statements(&self, before: i64) -> DbResult<u64> {
+        let done = sqlx::query("DELETE FROM spent_statements WHERE remember_until < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Forgets token ids whose tokens have expired (past the leeway): they
     /// can no longer be presented anyway.
     pub async fn purge_used_tokens(&self, before: i64) -> DbResult<u64> {

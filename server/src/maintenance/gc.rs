@@ -15,6 +15,7 @@ pub struct GcReport {
     pub deleted_chunks: u64,
     pub swept_objects: u64,
     pub forgotten_token_ids: u64,
+    pub forgotten_statement_nonces: u64,
 }
 
 pub async fn run_once(state: &AppState) -> Result<GcReport> {
@@ -61,6 +62,7 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
     // A token past exp (and the leeway, added when it was spent) is refused
     // by its exp check, so its jti no longer needs remembering.
     report.forgotten_token_ids = state.db.purge_used_tokens(now).await?;
+    report.forgotten_statement_nonces = state.db.purge_spent_statements(now).await?;
     tracing::info!(?report, "garbage collection done");
     Ok(report)
 }

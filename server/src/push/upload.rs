@@ -40,10 +40,21 @@ pub async fn missing_paths(
     Ok(Json(MissingPathsResponse { missing_paths }))
 }
 
-fn new_object(c: &CacheRow, key: &UploadKeyRow, info: &UploadPathNarInfo) -> ApiResult<NewPath> {
+async fn new_object(
+    state: &AppState,
+    c: &CacheRow,
+    key: &UploadKeyRow,
+    info: &UploadPathNarInfo,
+) -> ApiResult<NewPath> {
     let v = info
         .validate(&c.store_dir)
         .map_err(|e| ApiError::new(ErrorCode::InvalidNarInfo, e.to_string()))?;
+    let nonce = info.nonce.clone().unwrap_or_default();
+    // Refused before a byte of the NAR is read; the commit's insert of the
+    // nonce is what makes the refusal certain under races.
+    if state.db.statement_spent(key.id, &nonce).await? {
+        return Err(crate::error::statement_replayed());
+    }
     Ok(NewPath {
         cache_id: c.id,
         store_path_hash: v.store_path.hash_part().to_string(),
@@ -59,6 +70,10 @@ fn new_object(c: &CacheRow, key: &UploadKeyRow, info: &UploadPathNarInfo) -> Api
             // The statement is JSON after an ASCII prefix: always UTF-8.
             statement: String::from_utf8_lossy(&info.statement()).into_owned(),
             signature: info.signature.clone().unwrap_or_default(),
+            nonce,
+            remember_until: key
+                .not_after
+                .saturating_add(state.config.signing_keys.completion_grace.as_secs() as i64),
         },
     })
 }
@@ -85,7 +100,7 @@ pub async fn record_existing_nar(
     Json(info): Json<UploadPathNarInfo>,
 ) -> ApiResult<Json<UploadResult>> {
     let (c, key) = cache_for_signed_upload(&state, &info).await?;
-    let obj = new_object(&c, &key, &info)?;
+    let obj = new_object(&state, &c, &key, &info).await?;
     if let Some(done) = precheck(&state, &obj, &info).await? {
         return Ok(done);
     }
@@ -131,7 +146,7 @@ pub async fn upload_path(
         )
     })?;
     let (c, key) = cache_for_signed_upload(&state, &info).await?;
-    let obj = new_object(&c, &key, &info)?;
+    let obj = new_object(&state, &c, &key, &info).await?;
     if let Some(done) = precheck(&state, &obj, &info).await? {
         return Ok(done);
     }
