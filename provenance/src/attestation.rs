@@ -18,6 +18,13 @@ pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 /// The predicate: what the cache observed when the path was uploaded.
 pub const PREDICATE_TYPE: &str = "https://provenix.dev/attestation/nix-upload/v1";
 
+/// Predicate field: when the server signed the export (Unix seconds). An
+/// attestation says what the cache knew then, not now.
+pub const EXPORTED_AT: &str = "exportedAt";
+/// Predicate field: every upload record of the path is revoked, so the
+/// cache no longer serves it.
+pub const REVOKED: &str = "revoked";
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

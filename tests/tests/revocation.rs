@@ -312,3 +312,105 @@ async fn another_replica_answers_404_at_once() {
     assert_refused(&refused, 401, "key-revoked", Some("revoked"));
     assert_refused(&refused_too, 401, "key-revoked", Some("revoked"));
 }
+
+/// Issue 17, item 8: the in-toto export of a path whose every record is
+/// revoked says so inside the signed predicate, with the export time, and
+/// `provenix verify-attestation` reports both and fails; a path re-uploaded
+/// clean after a revoked record attests the NAR the cache now serves.
+#[tokio::test]
+async fn attestations_of_revoked_paths_say_so() {
+    let w = world("");
+    let root = w.server.root_token.clone();
+    let key = w.http.key_for(&root, "main").await;
+    let path = "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-attested";
+    let bad = sample_nar("backdoored");
+    let a = w
+        .http
+        .signed_upload(&key, &upload_info("main", path, &bad), &bad)
+        .await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    let sec = revoker(&w);
+    let admin = w.server.client();
+    let cache_key = admin.public_key("main");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("att.json");
+    let f = file.to_str().unwrap();
+    let export = |file: &std::path::Path| {
+        std::fs::write(file, admin.ok(&["provenance", "main", path, "--in-toto"])).unwrap();
+    };
+    let predicate = |file: &std::path::Path| -> Value {
+        use base64::Engine;
+        let env: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(env["payload"].as_str().unwrap())
+            .unwrap();
+        serde_json::from_slice::<Value>(&payload).unwrap()["predicate"].clone()
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+
+    export(&file);
+    let p = predicate(&file);
+    assert_eq!(p["revoked"], false);
+    assert!(
+        (now() - p["exportedAt"].as_i64().unwrap()).abs() < 60,
+        "{p}"
+    );
+    let out = admin.ok(&["verify-attestation", f, "--key", &cache_key]);
+    assert!(out.contains("Exported: "), "{out}");
+    assert!(!out.contains("revoked"), "{out}");
+
+    let upload_id = w
+        .http
+        .get(
+            &format!("/_api/v1/cache/main/provenance/{}", &path[11..]),
+            Some(&root),
+        )
+        .await
+        .1["uploads"][0]["id"]
+        .as_i64()
+        .unwrap();
+    sec.ok(&[
+        "revoke",
+        "--cache",
+        "main",
+        "--upload",
+        &upload_id.to_string(),
+        "--reason",
+        "backdoor",
+    ]);
+    export(&file);
+    let p = predicate(&file);
+    assert_eq!(p["revoked"], true, "{p}");
+    let (ok, out, err) = admin.run(&["verify-attestation", f, "--key", &cache_key]);
+    assert!(!ok, "a revoked path verified cleanly: {out}");
+    assert!(out.contains("Verified: signed by main-1"), "{out}");
+    assert!(out.contains("Exported: "), "{out}");
+    assert!(
+        out.contains("(revoked ") && out.contains("backdoor"),
+        "{out}"
+    );
+    assert!(out.contains("Revoked: every upload record"), "{out}");
+    assert!(
+        err.contains("is revoked") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+
+    // Re-uploaded clean: the attestation's subject is the NAR served now.
+    let good = sample_nar("clean");
+    let a = w
+        .http
+        .signed_upload(&key, &upload_info("main", path, &good), &good)
+        .await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    export(&file);
+    let p = predicate(&file);
+    assert_eq!(p["revoked"], false, "{p}");
+    assert_eq!(p["narHash"], NarHash::of(&good).to_nix_string(), "{p}");
+    let out = admin.ok(&["verify-attestation", f, "--key", &cache_key]);
+    assert!(out.contains(&NarHash::of(&good).to_hex()), "{out}");
+}

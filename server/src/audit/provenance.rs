@@ -86,9 +86,17 @@ pub async fn in_toto(
     let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
     let hash = hash_of(&path)?;
     let p = provenance_of(&state, &c, &hash).await?;
-    // The subject is what the cache serves: the NAR of the first upload
-    // (a path's NAR never changes; divergent claims are listed apart).
-    let Some(first) = p.uploads.first() else {
+    // The subject is what the cache serves: the NAR of its first unrevoked
+    // upload record (a revoked NAR may have been replaced by a clean one);
+    // when every record is revoked, the path is not served and the export
+    // says so inside the signed predicate.
+    let revoked = p.uploads.iter().all(UploadRecord::is_revoked);
+    let Some(first) = p
+        .uploads
+        .iter()
+        .find(|u| !u.is_revoked())
+        .or(p.uploads.first())
+    else {
         return Err(ApiError::new(
             ErrorCode::NoProvenance,
             format!("cache {cache:?} has no upload record for {path}"),
@@ -101,6 +109,8 @@ pub async fn in_toto(
         "storePath": first.store_path,
         "narHash": first.nar_hash,
         "narSize": first.nar_size,
+        attestation::EXPORTED_AT: crate::clock::now(),
+        attestation::REVOKED: revoked,
         "uploads": p.uploads,
         "divergences": p.divergences,
     });
