@@ -59,6 +59,73 @@ pub struct Config {
     pub oidc: OidcConfig,
     #[serde(default, rename = "signing-keys")]
     pub signing_keys: SigningKeysConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: what one connection may hold of the server, so that slow or
+/// idle clients cannot exhaust it (docs/configuration.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request's headers must arrive within this, counted from when the
+    /// connection is ready for a request: it is also how long a kept-alive
+    /// connection may wait idle for its next request.
+    #[serde(
+        default = "default_header_read_timeout",
+        with = "humantime_serde_compat"
+    )]
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is
+    /// closed (a stalled upload, a client that stopped reading a NAR).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
+    /// The most bytes a request's start line and headers may take (431
+    /// beyond). An upload's statement travels in a header: 128 KiB holds
+    /// about 2,000 references.
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: usize,
+    /// Connections served at once; more wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// While the server waits for a request body, the client must send at
+    /// least this many bytes per second on average, after the grace below.
+    #[serde(default = "default_min_body_rate")]
+    pub min_body_rate: u64,
+    #[serde(default = "default_body_rate_grace", with = "humantime_serde_compat")]
+    pub body_rate_grace: Duration,
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_header_size() -> usize {
+    128 * 1024
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_min_body_rate() -> u64 {
+    1024
+}
+fn default_body_rate_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_header_size: default_max_header_size(),
+            max_connections: default_max_connections(),
+            min_body_rate: default_min_body_rate(),
+            body_rate_grace: default_body_rate_grace(),
+        }
+    }
 }
 
 /// `[oidc]`: the identity providers whose tokens exchange for signing keys.
@@ -385,6 +452,23 @@ impl Config {
         }
         if self.signing_keys.completion_grace > MAX_COMPLETION_GRACE {
             bail!("[signing-keys] completion-grace must be at most 5 minutes");
+        }
+        let h = &self.http;
+        let second = Duration::from_secs(1);
+        if !(second..=Duration::from_secs(600)).contains(&h.header_read_timeout) {
+            bail!("[http] header-read-timeout must be between 1 second and 10 minutes");
+        }
+        if !(second..=Duration::from_secs(3600)).contains(&h.idle_timeout) {
+            bail!("[http] idle-timeout must be between 1 second and 1 hour");
+        }
+        if !(8192..=16 << 20).contains(&h.max_header_size) {
+            bail!("[http] max-header-size must be between 8192 and 16777216 bytes");
+        }
+        if !(1..=1_000_000).contains(&h.max_connections) {
+            bail!("[http] max-connections must be between 1 and 1000000");
+        }
+        if h.body_rate_grace < second || h.body_rate_grace > Duration::from_secs(3600) {
+            bail!("[http] body-rate-grace must be between 1 second and 1 hour");
         }
         let mut names = std::collections::HashSet::new();
         for i in &self.oidc.issuers {

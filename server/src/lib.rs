@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod http;
 pub mod identity;
 pub mod maintenance;
 pub mod manage;

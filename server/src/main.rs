@@ -382,11 +382,10 @@ async fn run() -> Result<()> {
     }
     println!("provenixd listening on http://{addr}");
     tracing::info!("listening on http://{addr}");
+    let http = state.config.http.clone();
     let app = provenix_server::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
+    provenix_server::http::serve(listener, app, &http, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
 }

@@ -20,6 +20,10 @@ use crate::serve::binary_cache;
 use crate::state::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let (min_rate, grace) = (
+        state.config.http.min_body_rate,
+        state.config.http.body_rate_grace,
+    );
     Router::new()
         .route("/", get(|| async { "provenix binary cache\n" }))
         .merge(api())
@@ -30,6 +34,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             check_host,
+        ))
+        .layer(axum::middleware::map_request(
+            move |req: Request| async move { crate::http::body_rate::limit(req, min_rate, grace) },
         ))
         .with_state(state)
 }

@@ -67,6 +67,17 @@ pub struct TestServer {
 pub const TEST_SECRET: &str = "dGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQ=";
 
 impl TestServer {
+    /// The server's resident memory now, in KiB (Linux's VmRSS).
+    pub fn resident_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server is running");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     pub fn start(backend: Backend) -> TestServer {
         Self::start_with(backend, "")
     }

@@ -1,0 +1,100 @@
+//! Accepting connections and serving each with the limits of `[http]`:
+//! at most `max-connections` at once (the rest wait in the kernel's listen
+//! backlog, costing the server nothing), headers within
+//! `header-read-timeout` and `max-header-size`, and no connection idle
+//! longer than `idle-timeout`.
+
+use anyhow::Result;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use super::idle::WatchedIo;
+use crate::config::HttpConfig;
+
+/// How long in-flight requests may finish after shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+fn builder(http: &HttpConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper's read buffer is where headers accumulate: its cap is the
+    // header limit (431 beyond), and hyper's floor is 8 KiB.
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_read_timeout)
+        .max_buf_size(http.max_header_size.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(http.max_header_size).unwrap_or(u32::MAX))
+        .keep_alive_interval(http.idle_timeout / 2)
+        .keep_alive_timeout(http.header_read_timeout);
+    b
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets the
+/// requests in flight finish (up to [`SHUTDOWN_GRACE`]).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    http: &HttpConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let builder = builder(http);
+    let slots = Arc::new(Semaphore::new(http.max_connections));
+    let graceful = GracefulShutdown::new();
+    let idle_timeout = http.idle_timeout;
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot?,
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small writes (narinfo answers) leave at once, not after Nagle's wait.
+        let _ = stream.set_nodelay(true);
+        let io = WatchedIo::new(stream);
+        let activity = io.activity();
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _slot = slot;
+            tokio::select! {
+                served = conn => if let Err(e) = served {
+                    tracing::debug!("connection ended: {e}");
+                },
+                () = activity.idle_for(idle_timeout) => {
+                    tracing::debug!("closing a connection idle for {idle_timeout:?}");
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running {SHUTDOWN_GRACE:?} after shutdown; closing them");
+    }
+    Ok(())
+}
