@@ -62,7 +62,8 @@ impl Action {
         match self {
             Action::Pull => "--pull",
             Action::Push => "--push",
-            Action::ReadInfo => "--pull",
+            // Any permission on a cache lets its holder see it.
+            Action::ReadInfo => "any permission on it",
             Action::Create => "--create-cache",
             Action::Configure | Action::ManagePublishers => "--configure-cache",
             Action::ConfigureRetention => "--configure-cache-retention",

@@ -16,6 +16,10 @@ pub const MAX_RETENTION: i64 = 36_525 * DAY;
 /// permission beside the retention one.
 pub const RETENTION_FLOOR: i64 = DAY;
 
+/// The most cache keys that may sign at once. Each live key signs every
+/// narinfo answer, so repeated rotations with an overlap must not pile up.
+pub const MAX_LIVE_KEYS: usize = 4;
+
 /// A refusal of a value out of range, with the range in its message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutOfRange {
@@ -31,6 +35,22 @@ pub fn check_key_overlap(seconds: i64) -> Result<(), OutOfRange> {
             code: ErrorCode::InvalidOverlap,
             message: format!(
                 "the key overlap must be between 0 and {MAX_KEY_OVERLAP} seconds (365 days); got {seconds}"
+            ),
+        })
+    }
+}
+
+/// Whether a rotation with `overlap` may happen while `live_now` keys sign:
+/// with an overlap they all keep signing beside the new one.
+pub fn check_live_keys(live_now: usize, overlap: i64) -> Result<(), OutOfRange> {
+    if overlap == 0 || live_now < MAX_LIVE_KEYS {
+        Ok(())
+    } else {
+        Err(OutOfRange {
+            code: ErrorCode::InvalidOverlap,
+            message: format!(
+                "{live_now} cache keys sign now; a rotation with an overlap would make it {}, and at most {MAX_LIVE_KEYS} may sign at once: rotate with an overlap of 0 (the new key alone signs), or wait for an overlap to end",
+                live_now + 1
             ),
         })
     }
@@ -101,5 +121,20 @@ mod tests {
         ] {
             assert_eq!(retention_is_deletion(s), deletes, "{s}");
         }
+    }
+
+    #[test]
+    fn rotations_cannot_pile_up_live_keys() {
+        assert!(check_live_keys(1, 86_400).is_ok());
+        assert!(check_live_keys(MAX_LIVE_KEYS - 1, 86_400).is_ok());
+        let refused = check_live_keys(MAX_LIVE_KEYS, 86_400).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidOverlap);
+        assert!(
+            refused.message.contains("overlap of 0"),
+            "{}",
+            refused.message
+        );
+        // Without an overlap the new key alone signs.
+        assert!(check_live_keys(MAX_LIVE_KEYS, 0).is_ok());
     }
 }

@@ -650,3 +650,43 @@ async fn a_signed_statement_cannot_be_replayed() {
     let again = h.upload(&key.session, &fresh, nar.clone()).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.text);
 }
+
+/// Repeated rotations with an overlap cannot pile up signing keys: at most
+/// four sign at once (each signs every narinfo). Without an overlap the
+/// new key alone signs, so that rotation is always allowed.
+#[tokio::test]
+async fn rotations_cannot_pile_up_live_cache_keys() {
+    let h = Harness::new().await;
+    h.create_cache("main", true).await;
+    let rotate = |overlap: i64| {
+        let h = &h;
+        async move {
+            h.call(
+                Method::PATCH,
+                "/_api/v1/cache-config/main",
+                Some(&h.root),
+                Some(json!({ "rotate_keypair": { "overlap": overlap } })),
+            )
+            .await
+        }
+    };
+    let day = 86_400;
+    for _ in 0..3 {
+        let a = rotate(day).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    }
+    let keys = |a: &harness::Answer| a.json["signing_keys"].as_array().map_or(0, Vec::len);
+    let info = h.get("/_api/v1/cache-config/main", Some(&h.root)).await;
+    assert_eq!(keys(&info), 4, "{}", info.text);
+    rotate(day).await.assert_refused(400, "invalid-overlap");
+    let info = h.get("/_api/v1/cache-config/main", Some(&h.root)).await;
+    assert_eq!(
+        keys(&info),
+        4,
+        "a refused rotation changed the keys: {}",
+        info.text
+    );
+    let a = rotate(0).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(keys(&a), 1, "{}", a.text);
+}

@@ -245,6 +245,8 @@ pub async fn configure(
                 .iter()
                 .filter_map(|k| PublicKey::parse(&k.public_key).ok())
                 .collect();
+            limits::check_live_keys(current.len(), r.overlap)
+                .map_err(|e| ApiError::new(e.code, e.message))?;
             if r.overlap > 0 && current.iter().any(|k| k.name() == key.name()) {
                 // Nix keys trusted keys by name: two live keys with one name
                 // would make one of them unverifiable.
