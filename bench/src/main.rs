@@ -4,6 +4,7 @@
 //! prints whether each target of docs/performance.md holds. Output is
 //! Markdown, to paste into that file.
 
+mod closure;
 mod nginx;
 mod nix_store;
 mod server;
@@ -39,7 +40,7 @@ struct Plan {
 }
 
 /// The bench's sections, in run order; `--only` takes one of these.
-const SECTIONS: [&str; 5] = ["push", "pull", "narinfo", "memory", "scaling"];
+const SECTIONS: [&str; 6] = ["push", "pull", "narinfo", "closure", "memory", "scaling"];
 
 impl Plan {
     /// Whether `section` runs: all do by default; with `--only`, the chosen
@@ -61,6 +62,9 @@ impl Plan {
 struct Run<'a> {
     plan: &'a Plan,
     work: &'a Path,
+    /// Where provenixd and provenix are (the closure section starts more
+    /// servers).
+    bin_dir: &'a Path,
     server: &'a Provenixd,
     client: &'a Client,
     /// The private store the pushed paths are made in.
@@ -180,6 +184,7 @@ fn run(plan: &Plan, work: &Path) -> Result<Vec<Target>> {
     let r = Run {
         plan,
         work,
+        bin_dir: &bin_dir,
         server: &server,
         client: &client,
         store: &store,
@@ -187,8 +192,10 @@ fn run(plan: &Plan, work: &Path) -> Result<Vec<Target>> {
     };
     let mut targets = Vec::new();
 
+    let mut large_nar_push = None;
     if plan.runs("push") {
         let mut realistic = push_realistic(&r, &mut targets)?;
+        large_nar_push = Some(realistic.push_mb_s);
         if plan.runs("pull") {
             pull(&r, &mut realistic, &mut targets)?;
         }
@@ -196,6 +203,9 @@ fn run(plan: &Plan, work: &Path) -> Result<Vec<Target>> {
             let nginx = realistic.nginx.as_ref().expect("started by pull");
             narinfo_load(&r, nginx, &realistic, &mut targets)?;
         }
+    }
+    if plan.runs("closure") {
+        closure::section(&r, large_nar_push, &mut targets)?;
     }
     if plan.runs("memory") {
         memory(&r, &mut targets)?;
@@ -368,6 +378,8 @@ fn cache_public_key(client: &Client, cache: &str) -> Result<String> {
 
 /// The realistic path, pushed; and (once `pull` ran) nginx serving it.
 struct Realistic {
+    /// `provenix push` of it, MB/s.
+    push_mb_s: f64,
     store_path: String,
     hash: String,
     nar_size: u64,
@@ -422,6 +434,7 @@ fn push_realistic(r: &Run, targets: &mut Vec<Target>) -> Result<Realistic> {
     let hash = store_path["/nix/store/".len()..][..32].to_string();
     std::fs::remove_file(&nar_file)?;
     Ok(Realistic {
+        push_mb_s: push,
         store_path,
         hash,
         nar_size,
