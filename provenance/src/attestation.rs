@@ -21,8 +21,10 @@ pub const PREDICATE_TYPE: &str = "https://provenix.dev/attestation/nix-upload/v1
 /// Predicate field: when the server signed the export (Unix seconds). An
 /// attestation says what the cache knew then, not now.
 pub const EXPORTED_AT: &str = "exportedAt";
-/// Predicate field: every upload record of the path is revoked, so the
-/// cache no longer serves it.
+/// Predicate field: whether the cache served the path when it signed the
+/// export (false once deleted, expired, or revoked).
+pub const SERVED: &str = "served";
+/// Predicate field: every upload record of the path is revoked.
 pub const REVOKED: &str = "revoked";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;

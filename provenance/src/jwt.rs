@@ -14,6 +14,11 @@ use serde_json::{Map, Value};
 /// CI token, and it bounds the work an anonymous caller can cause.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 
+/// The furthest ahead an OIDC token's `exp` may be, in seconds: CI tokens
+/// live minutes (GitHub's ten), and a bound keeps `exp` arithmetic (the
+/// replay record's expiry) far from overflow.
+pub const MAX_OIDC_LIFETIME: i64 = 24 * 3600;
+
 /// Why a token's shape is refused, before any key is looked at.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwtShapeError {

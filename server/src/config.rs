@@ -415,7 +415,7 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text)?;
+        let config: Config = toml::from_str(text).map_err(|e| without_snippet(text, &e))?;
         config.validate()?;
         Ok(config)
     }
@@ -563,6 +563,19 @@ pub fn default_paths() -> Result<(PathBuf, PathBuf)> {
         config_home.join("provenix/server.toml"),
         data_home.join("provenix"),
     ))
+}
+
+/// toml's error as "line N: what", without the snippet of the file it
+/// would quote: the line may hold a secret (a token secret, S3 keys), and
+/// the error goes to the log.
+fn without_snippet(text: &str, e: &toml::de::Error) -> anyhow::Error {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            anyhow::anyhow!("line {line}: {}", e.message().trim())
+        }
+        None => anyhow::anyhow!("{}", e.message().trim()),
+    }
 }
 
 /// The config written on first run: SQLite and local storage in `data_dir`,
@@ -713,6 +726,20 @@ default-retention-period = "6 months"
         let audience = c.oidc.audience.expect("first run names an audience");
         assert!(audience.starts_with("provenix:"), "{audience}");
         assert_ne!(Some(audience), other.oidc.audience, "audiences are unique");
+    }
+
+    #[test]
+    fn errors_do_not_quote_the_file() {
+        let text = default_config_text(Path::new("/x"));
+        let secret_line = text
+            .lines()
+            .find(|l| l.starts_with("token-hs256-secret-base64"))
+            .unwrap();
+        let broken = text.replace(secret_line, &format!("{secret_line} x"));
+        let message = format!("{:#}", Config::parse(&broken).unwrap_err());
+        let secret = secret_line.split('"').nth(1).unwrap();
+        assert!(!message.contains(secret), "{message}");
+        assert!(message.starts_with("line "), "{message}");
     }
 
     #[test]

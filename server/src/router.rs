@@ -31,6 +31,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{cache}/nar/{file}", get(binary_cache::nar))
         .route("/{cache}/{file}", get(binary_cache::narinfo))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
+        // The Nix protocol's routes too answer a wrong method in JSON.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this endpoint does not take that method",
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             check_host,

@@ -520,6 +520,16 @@ async fn unreadable_requests_are_json_refusals() {
     h.call(Method::PUT, "/_api/v1/whoami", Some(&h.root), None)
         .await
         .assert_refused(405, "method-not-allowed");
+    // The Nix protocol's routes too (found by the outsider attack: empty 405s).
+    for uri in [
+        "/main/nix-cache-info",
+        "/main/0123456789abcdfghijklmnpqrsvwxyz.narinfo",
+        "/main/nar/0123456789abcdfghijklmnpqrsvwxyz.nar.zst",
+    ] {
+        h.call(Method::DELETE, uri, Some(&h.root), None)
+            .await
+            .assert_refused(405, "method-not-allowed");
+    }
     // Nothing changed.
     let info = h.get("/_api/v1/cache-config/main", Some(&h.root)).await;
     assert_eq!(

@@ -126,6 +126,11 @@ impl Http {
             .await
     }
 
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Answer {
+        self.send(self.client.delete(format!("{}{path}", self.base)), token)
+            .await
+    }
+
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Answer {
         self.send(
             self.client.post(format!("{}{path}", self.base)).json(body),

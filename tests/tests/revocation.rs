@@ -413,4 +413,34 @@ async fn attestations_of_revoked_paths_say_so() {
     assert_eq!(p["narHash"], NarHash::of(&good).to_nix_string(), "{p}");
     let out = admin.ok(&["verify-attestation", f, "--key", &cache_key]);
     assert!(out.contains(&NarHash::of(&good).to_hex()), "{out}");
+
+    // Deleted (found by the outsider attack): not served, though no record
+    // is revoked; then uploaded anew with a third NAR, which is attested.
+    let deleted = w
+        .http
+        .delete(
+            &format!("/_api/v1/cache/main/paths/{}", &path[11..43]),
+            Some(&root),
+        )
+        .await;
+    assert_eq!(deleted.0, 200, "{}", deleted.2);
+    export(&file);
+    let p = predicate(&file);
+    assert_eq!(
+        (p["served"].clone(), p["revoked"].clone()),
+        (json!(false), json!(false)),
+        "{p}"
+    );
+    let (ok, out, err) = admin.run(&["verify-attestation", f, "--key", &cache_key]);
+    assert!(!ok && err.contains("no longer serves"), "{out}{err}");
+    let third = sample_nar("third");
+    let a = w
+        .http
+        .signed_upload(&key, &upload_info("main", path, &third), &third)
+        .await;
+    assert_eq!(a.0, 200, "{}", a.2);
+    export(&file);
+    let p = predicate(&file);
+    assert_eq!(p["served"], true, "{p}");
+    assert_eq!(p["narHash"], NarHash::of(&third).to_nix_string(), "{p}");
 }

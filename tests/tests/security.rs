@@ -90,6 +90,14 @@ async fn oidc_claims_are_read_strictly() {
         "invalid-token",
         Some("\"exp\""),
     );
+    // Found by the outsider attack: an exp near i64::MAX overflowed.
+    let far_exp = w.with(json!({ "exp": i64::MAX - 59 }));
+    assert_refused(
+        &w.exchange(&far_exp).await,
+        401,
+        "invalid-token",
+        Some("exp"),
+    );
     let float_iat = w.with(json!({ "iat": (now - 5) as f64 }));
     assert_refused(
         &w.exchange(&float_iat).await,
@@ -465,4 +473,80 @@ async fn a_stalled_or_trickling_body_is_cut_off() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(within, "a trickling body kept its connection");
     assert!(answer.contains("min-body-rate"), "{answer}");
+}
+
+/// Item 14 over HTTP/2 (found by the outsider attack): a prior-knowledge
+/// h2c connection that never sends a request, but keeps the connection busy
+/// with PINGs, is closed after `header-read-timeout` like an idle HTTP/1
+/// one; PING traffic does not hold a connection slot.
+#[tokio::test]
+async fn an_http2_connection_without_requests_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(
+        Backend::Sqlite,
+        "[http]\nheader-read-timeout = \"2s\"\nidle-timeout = \"60s\"\n",
+    );
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    // The preface, an empty SETTINGS, and its acknowledgement of ours.
+    let frame = |kind: u8, flags: u8, payload: &[u8]| {
+        let len = payload.len() as u32;
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            flags,
+            0,
+            0,
+            0,
+            0,
+        ];
+        f.extend_from_slice(payload);
+        f
+    };
+    write
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    write.write_all(&frame(4, 0, &[])).await.unwrap();
+    write.write_all(&frame(4, 1, &[])).await.unwrap();
+    let pinger = tokio::spawn(async move {
+        while write.write_all(&frame(6, 0, b"12345678")).await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    });
+    let began = std::time::Instant::now();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok();
+    pinger.abort();
+    let after = began.elapsed();
+    assert!(closed, "an h2c connection with PINGs only stayed open");
+    assert!(
+        after >= std::time::Duration::from_millis(1900),
+        "closed after {after:?}"
+    );
+    // A real request over HTTP/2 is still served.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+        ])
+        .arg(format!("{}/", server.url))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 2", "{out:?}");
 }

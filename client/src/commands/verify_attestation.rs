@@ -67,5 +67,9 @@ pub fn run(args: VerifyAttestationArgs) -> Result<()> {
         // A script gating on this command must not pass a revoked path.
         bail!("the attestation verifies, but {name} is revoked");
     }
+    if predicate[attestation::SERVED].as_bool() == Some(false) {
+        println!("Not served: the cache no longer served this path when it signed the export (deleted or expired)");
+        bail!("the attestation verifies, but the cache no longer serves {name}");
+    }
     Ok(())
 }

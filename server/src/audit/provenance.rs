@@ -86,35 +86,43 @@ pub async fn in_toto(
     let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
     let hash = hash_of(&path)?;
     let p = provenance_of(&state, &c, &hash).await?;
-    // The subject is what the cache serves: the NAR of its first unrevoked
-    // upload record (a revoked NAR may have been replaced by a clean one);
-    // when every record is revoked, the path is not served and the export
-    // says so inside the signed predicate.
-    let revoked = p.uploads.iter().all(UploadRecord::is_revoked);
-    let Some(first) = p
-        .uploads
-        .iter()
-        .find(|u| !u.is_revoked())
-        .or(p.uploads.first())
-    else {
+    // The subject is what the cache serves now: the path's row, read
+    // here. A path not served (deleted, expired, or every record revoked)
+    // is attested as such, with its first record's NAR as the subject.
+    let Some(first) = p.uploads.first() else {
         return Err(ApiError::new(
             ErrorCode::NoProvenance,
             format!("cache {cache:?} has no upload record for {path}"),
         ));
     };
-    let nar_hash = NarHash::parse(&first.nar_hash).map_err(ApiError::internal)?;
+    let served = state
+        .db
+        .path_lookup(&c.name, &hash)
+        .await?
+        .and_then(|l| l.path);
+    let revoked = p.uploads.iter().all(UploadRecord::is_revoked);
+    let (store_path, nar_hash, nar_size) = match &served {
+        Some(row) => (row.store_path.clone(), row.nar_hash.clone(), row.nar_size),
+        None => (
+            first.store_path.clone(),
+            first.nar_hash.clone(),
+            first.nar_size,
+        ),
+    };
+    let parsed_hash = NarHash::parse(&nar_hash).map_err(ApiError::internal)?;
     let predicate = serde_json::json!({
         "cache": c.name,
         "server": state.api_endpoint,
-        "storePath": first.store_path,
-        "narHash": first.nar_hash,
-        "narSize": first.nar_size,
+        "storePath": store_path,
+        "narHash": nar_hash,
+        "narSize": nar_size,
         attestation::EXPORTED_AT: crate::clock::now(),
+        attestation::SERVED: served.is_some(),
         attestation::REVOKED: revoked,
         "uploads": p.uploads,
         "divergences": p.divergences,
     });
-    let st = attestation::statement(&first.store_path, &nar_hash, predicate);
+    let st = attestation::statement(&store_path, &parsed_hash, predicate);
     let keys = state.db.cache_keys(c.id, crate::clock::now()).await?;
     let key = keys
         .first()

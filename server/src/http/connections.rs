@@ -1,15 +1,15 @@
 //! Accepting connections and serving each with the limits of `[http]`:
 //! at most `max-connections` at once (the rest wait in the kernel's listen
 //! backlog, costing the server nothing), headers within
-//! `header-read-timeout` and `max-header-size`, and no connection idle
-//! longer than `idle-timeout`.
+//! `header-read-timeout` and `max-header-size`, no connection without a
+//! request in flight for `header-read-timeout` (HTTP/1 and HTTP/2 alike),
+//! and none with no byte moving for `idle-timeout`.
 
 use anyhow::Result;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::idle::WatchedIo;
+use super::requests::{Requests, TrackedBody};
 use crate::config::HttpConfig;
 
 /// How long in-flight requests may finish after shutdown is asked for.
@@ -30,11 +31,11 @@ fn builder(http: &HttpConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(http.header_read_timeout)
         .max_buf_size(http.max_header_size.max(8192));
+    // No keep-alive PINGs: their traffic would keep a stalled connection
+    // looking busy to the idle timer.
     b.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(http.max_header_size).unwrap_or(u32::MAX))
-        .keep_alive_interval(http.idle_timeout / 2)
-        .keep_alive_timeout(http.header_read_timeout);
+        .max_header_list_size(u32::try_from(http.max_header_size).unwrap_or(u32::MAX));
     b
 }
 
@@ -50,6 +51,9 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(http.max_connections));
     let graceful = GracefulShutdown::new();
     let idle_timeout = http.idle_timeout;
+    // hyper's header timeout already covers HTTP/1 (and fires first);
+    // this is the same promise for HTTP/2, whose idle streams it lacks.
+    let no_request_timeout = http.header_read_timeout;
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -72,7 +76,20 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let io = WatchedIo::new(stream);
         let activity = io.activity();
-        let service = TowerToHyperService::new(app.clone());
+        let requests = Requests::default();
+        let service = {
+            let (app, requests) = (app.clone(), requests.clone());
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let in_flight = requests.begin();
+                let mut app = app.clone();
+                async move {
+                    let response = tower_service::Service::call(&mut app, req).await?;
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|body| TrackedBody::new(body, in_flight)),
+                    )
+                }
+            })
+        };
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
@@ -85,6 +102,9 @@ pub async fn serve(
                 },
                 () = activity.idle_for(idle_timeout) => {
                     tracing::debug!("closing a connection idle for {idle_timeout:?}");
+                }
+                () = requests.none_for(no_request_timeout) => {
+                    tracing::debug!("closing a connection without a request for {no_request_timeout:?}");
                 }
             }
         });

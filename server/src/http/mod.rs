@@ -6,5 +6,6 @@
 pub mod body_rate;
 pub mod connections;
 pub mod idle;
+pub mod requests;
 
 pub use connections::serve;

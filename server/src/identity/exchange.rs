@@ -182,7 +182,7 @@ async fn grant_for_oidc(
             spent: Some((
                 verified.issuer_url,
                 verified.jti,
-                verified.exp + LEEWAY_SECS as i64,
+                verified.exp.saturating_add(LEEWAY_SECS as i64),
             )),
             credential: SessionCredential::Publisher { grants_pull },
         },

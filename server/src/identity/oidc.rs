@@ -352,6 +352,15 @@ impl OidcVerifier {
             ));
         }
         let now = crate::clock::now();
+        if exp > now.saturating_add(jwt::MAX_OIDC_LIFETIME) {
+            return Err(refuse(
+                ErrorCode::InvalidToken,
+                format!(
+                    "the OIDC token's exp is more than {} s away; CI tokens live minutes",
+                    jwt::MAX_OIDC_LIFETIME
+                ),
+            ));
+        }
         if iat > now + LEEWAY_SECS as i64 {
             return Err(refuse(
                 ErrorCode::NotYetValid,
