@@ -162,6 +162,8 @@ error_codes! {
     /// The request body is larger than the endpoint takes.
     TooLarge = ("too-large", 413),
 
+    /// `GET /ready`: the database or the storage does not answer.
+    NotReady = ("not-ready", 503),
     /// A server fault; the server's log says more.
     InternalError = ("internal-error", 500),
 }

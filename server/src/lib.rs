@@ -11,6 +11,7 @@ pub mod http;
 pub mod identity;
 pub mod maintenance;
 pub mod manage;
+pub mod operate;
 pub mod push;
 pub mod router;
 pub mod serve;

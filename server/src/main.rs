@@ -134,8 +134,8 @@ fn load_config(path: Option<PathBuf>) -> Result<(Config, bool)> {
     }
     let text = config::default_config_text(&data_dir);
     write_private(&config_path, &text)?;
-    eprintln!(
-        "Wrote the default configuration to {}",
+    tracing::info!(
+        "wrote the default configuration to {}",
         config_path.display()
     );
     Ok((Config::parse(&text)?, true))
@@ -188,6 +188,24 @@ fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Logs go to stderr: plain text, coloured only on a terminal (a log file
+/// or the journal gets no escape codes), or one JSON object per line with
+/// `PROVENIX_LOG_FORMAT=json` for log shippers. `PROVENIX_LOG` filters.
+fn init_logging() -> Result<()> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROVENIX_LOG")
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("PROVENIX_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().init(),
+        Ok("text") | Err(_) => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        Ok(other) => bail!("PROVENIX_LOG_FORMAT must be text or json, not {other:?}"),
+    }
     Ok(())
 }
 
@@ -257,13 +275,7 @@ fn tune_malloc() {
 }
 
 async fn run() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PROVENIX_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging()?;
     let cli = Cli::parse();
     let (mut config, first_run) = load_config(cli.config)?;
     if let Some(listen) = cli.listen {
@@ -364,7 +376,6 @@ async fn run() -> Result<()> {
     for issuer in state.oidc.issuers.iter().filter(|i| i.audience.is_none()) {
         let line = provenix_server::identity::oidc::audience_unset(issuer).message;
         tracing::error!("{line}");
-        eprintln!("error: {line}");
     }
 
     let listener = listener.expect("bound for serving modes");

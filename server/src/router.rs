@@ -15,6 +15,7 @@ use crate::audit::{provenance, revocation};
 use crate::error::ApiError;
 use crate::identity::exchange;
 use crate::manage::{caches, publishers};
+use crate::operate::{probes, request_id};
 use crate::push::upload;
 use crate::serve::binary_cache;
 use crate::state::AppState;
@@ -26,6 +27,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     );
     Router::new()
         .route("/", get(|| async { "provenix binary cache\n" }))
+        .route("/health", get(probes::health))
+        .route("/ready", get(probes::ready))
         .merge(api())
         .route("/{cache}/nix-cache-info", get(binary_cache::nix_cache_info))
         .route("/{cache}/nar/{file}", get(binary_cache::nar))
@@ -45,6 +48,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::map_request(
             move |req: Request| async move { crate::http::body_rate::limit(req, min_rate, grace) },
         ))
+        // Outermost: every answer, refusals of the layers above included,
+        // carries its id.
+        .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
 }
 

@@ -21,11 +21,14 @@ pub struct Storage {
     store: Arc<dyn ObjectStore>,
     /// Local disk only: maps keys to files for `read_ranges`.
     local: Option<Arc<LocalFileSystem>>,
+    /// Local disk only: the storage directory, for the readiness probe.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl Storage {
     pub fn from_config(cfg: &StorageConfig) -> Result<Storage> {
         let mut local = None;
+        let mut local_root = None;
         let store: Arc<dyn ObjectStore> = match cfg {
             StorageConfig::Local { path } => {
                 std::fs::create_dir_all(path).with_context(|| {
@@ -36,6 +39,7 @@ impl Storage {
                 // `--mode verify` (docs/architecture.md).
                 let fs = Arc::new(LocalFileSystem::new_with_prefix(path)?);
                 local = Some(fs.clone());
+                local_root = Some(path.clone());
                 fs
             }
             StorageConfig::S3 {
@@ -61,7 +65,35 @@ impl Storage {
                 Arc::new(b.build().context("invalid [storage] S3 settings")?)
             }
         };
-        Ok(Storage { store, local })
+        Ok(Storage {
+            store,
+            local,
+            local_root,
+        })
+    }
+
+    /// Whether the storage answers (`GET /ready`): the local directory is
+    /// there, or S3 answers a HEAD (a missing object is an answer).
+    pub async fn probe(&self) -> Result<()> {
+        if let Some(root) = &self.local_root {
+            let meta = tokio::fs::metadata(root)
+                .await
+                .with_context(|| format!("storage directory {}", root.display()))?;
+            anyhow::ensure!(
+                meta.is_dir(),
+                "storage path {} is not a directory",
+                root.display()
+            );
+            return Ok(());
+        }
+        match self
+            .store
+            .head(&ObjectPath::from("provenix-ready-probe"))
+            .await
+        {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e).context("object storage"),
+        }
     }
 
     /// Stores the concatenation of `parts` (without copying them together).

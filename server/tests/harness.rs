@@ -20,7 +20,7 @@ pub struct Harness {
     pub state: Arc<AppState>,
     router: Router,
     pub root: String,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 /// An upload key from an exchange: the key, its id and its session token.
@@ -44,6 +44,8 @@ pub struct Answer {
     pub json: Value,
     pub text: String,
     pub www_authenticate: bool,
+    /// The answer's `X-Request-Id`.
+    pub request_id: Option<String>,
 }
 
 impl Answer {
@@ -239,6 +241,11 @@ impl Harness {
         let resp = self.router.clone().oneshot(req).await.expect("infallible");
         let status = resp.status();
         let www_authenticate = resp.headers().contains_key(header::WWW_AUTHENTICATE);
+        let request_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
             .await
             .expect("body");
@@ -248,6 +255,7 @@ impl Harness {
             json: serde_json::from_str(&text).unwrap_or(Value::Null),
             text,
             www_authenticate,
+            request_id,
         }
     }
 

@@ -340,3 +340,53 @@ interval = "12 hours"
     let (ok, _, err) = run(provenixd().args(["--mode", "check-config"]));
     assert!(!ok && err.contains("lisen"), "{err}");
 }
+
+/// Issue 21's logging: stderr that is not a terminal gets no colour codes;
+/// `PROVENIX_LOG_FORMAT=json` writes one JSON object per line; a line
+/// about a request carries the request id the answer echoes.
+#[test]
+fn logs_are_plain_or_json_and_carry_the_request_id() {
+    for format in ["text", "json"] {
+        let home = tempfile::tempdir().unwrap();
+        let log = home.path().join("provenixd.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let server = FirstRun::start(&bin("provenixd"), home.path(), |c| {
+            c.env("PROVENIX_LOG_FORMAT", format)
+                .env("PROVENIX_LOG", "info,provenix_server=debug")
+                .stderr(file);
+        });
+        // A refused token on the Nix protocol is logged (at debug) inside
+        // the request's span.
+        let (ok, out, _) = run(Command::new("curl")
+            .args(["-s", "-D", "-", "-o", "/dev/null"])
+            .args([
+                "-H",
+                "x-request-id: e2e-request-42",
+                "-H",
+                "Authorization: Bearer nope",
+            ])
+            .arg(format!("{}/nosuch/nix-cache-info", server.url)));
+        assert!(ok);
+        assert!(
+            out.to_lowercase().contains("x-request-id: e2e-request-42"),
+            "{out}"
+        );
+        drop(server);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            !text.contains('\u{1b}'),
+            "colour codes in a log file:\n{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| l.contains("token refused"))
+            .unwrap_or_else(|| panic!("no line about the request:\n{text}"));
+        assert!(line.contains("e2e-request-42"), "{line}");
+        if format == "json" {
+            for l in text.lines().filter(|l| !l.trim().is_empty()) {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            }
+        }
+    }
+}

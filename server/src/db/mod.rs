@@ -203,6 +203,12 @@ impl Db {
         })
     }
 
+    /// Whether the database answers a trivial query (`GET /ready`).
+    pub async fn ping(&self) -> DbResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -1,0 +1,6 @@
+//! What operators and their orchestrators ask of a running server: liveness
+//! and readiness probes, and the request id that ties a response to its
+//! log lines.
+
+pub mod probes;
+pub mod request_id;
