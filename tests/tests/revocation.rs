@@ -401,14 +401,20 @@ async fn attestations_of_revoked_paths_say_so() {
     );
 
     // Re-uploaded clean: the attestation's subject is the NAR served now.
-    let good = sample_nar("clean");
-    let a = w
-        .http
-        .signed_upload(&key, &upload_info("main", path, &good), &good)
-        .await;
-    assert_eq!(a.0, 200, "{}", a.2);
-    export(&file);
-    let p = predicate(&file);
+    let upload_and_export = |name: &'static str| {
+        let (w, key, export, predicate, file) = (&w, &key, &export, &predicate, &file);
+        async move {
+            let nar = sample_nar(name);
+            let a = w
+                .http
+                .signed_upload(key, &upload_info("main", path, &nar), &nar)
+                .await;
+            assert_eq!(a.0, 200, "{}", a.2);
+            export(file);
+            (nar, predicate(file))
+        }
+    };
+    let (good, p) = upload_and_export("clean").await;
     assert_eq!(p["revoked"], false, "{p}");
     assert_eq!(p["narHash"], NarHash::of(&good).to_nix_string(), "{p}");
     let out = admin.ok(&["verify-attestation", f, "--key", &cache_key]);
@@ -433,14 +439,7 @@ async fn attestations_of_revoked_paths_say_so() {
     );
     let (ok, out, err) = admin.run(&["verify-attestation", f, "--key", &cache_key]);
     assert!(!ok && err.contains("no longer serves"), "{out}{err}");
-    let third = sample_nar("third");
-    let a = w
-        .http
-        .signed_upload(&key, &upload_info("main", path, &third), &third)
-        .await;
-    assert_eq!(a.0, 200, "{}", a.2);
-    export(&file);
-    let p = predicate(&file);
+    let (third, p) = upload_and_export("third").await;
     assert_eq!(p["served"], true, "{p}");
     assert_eq!(p["narHash"], NarHash::of(&third).to_nix_string(), "{p}");
 }

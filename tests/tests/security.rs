@@ -321,11 +321,28 @@ fn a_stale_netrc_token_still_substitutes_from_a_public_cache() {
     }
 }
 
+/// Whether the server closes the connection (end of stream or reset)
+/// within `secs`, reading and discarding what it sends meanwhile (a 431
+/// answer, HTTP/2 frames).
+async fn closed_within(read: &mut tokio::net::tcp::OwnedReadHalf, secs: u64) -> bool {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(std::time::Duration::from_secs(secs), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// One connection of a flood: the start of a request, then 400 KB of
 /// headers that never end (at once, or 4 KB every half second), the
 /// socket held open. True when the server closed it within 45 s.
 async fn hold_open(addr: String, slowly: bool) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let Ok(stream) = tokio::net::TcpStream::connect(&addr).await else {
         return false;
     };
@@ -345,17 +362,7 @@ async fn hold_open(addr: String, slowly: bool) -> bool {
         }
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
     });
-    let closed = tokio::time::timeout(std::time::Duration::from_secs(45), async move {
-        let mut buf = [0u8; 4096];
-        // A 431 answer may come first; closed is end of stream or reset.
-        while let Ok(n) = read.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await
-    .is_ok();
+    let closed = closed_within(&mut read, 45).await;
     writer.abort();
     closed
 }
@@ -481,7 +488,7 @@ async fn a_stalled_or_trickling_body_is_cut_off() {
 /// one; PING traffic does not hold a connection slot.
 #[tokio::test]
 async fn an_http2_connection_without_requests_is_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let server = TestServer::start_with(
         Backend::Sqlite,
         "[http]\nheader-read-timeout = \"2s\"\nidle-timeout = \"60s\"\n",
@@ -518,16 +525,7 @@ async fn an_http2_connection_without_requests_is_closed() {
         }
     });
     let began = std::time::Instant::now();
-    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = read.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await
-    .is_ok();
+    let closed = closed_within(&mut read, 20).await;
     pinger.abort();
     let after = began.elapsed();
     assert!(closed, "an h2c connection with PINGs only stayed open");
