@@ -140,8 +140,13 @@ impl NarValidator {
                 }
                 Lex::Pad { remaining } => {
                     let n = (*remaining).min(data.len());
-                    if data[..n].iter().any(|&b| b != 0) {
-                        return Err(self.err("non-zero padding"));
+                    if let Some(at) = data[..n].iter().position(|&b| b != 0) {
+                        // The offending byte's offset, not the piece's: the
+                        // error must not depend on how the NAR was split.
+                        return Err(NarError::Malformed {
+                            offset: self.offset + at as u64,
+                            reason: "non-zero padding".into(),
+                        });
                     }
                     *remaining -= n;
                     if *remaining == 0 {
@@ -493,6 +498,32 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not sorted"));
+    }
+
+    #[test]
+    fn padding_error_names_the_same_byte_in_any_split() {
+        // Found by fuzz/ (nar_validator): the offset was that of the piece
+        // holding the bad padding byte (21 whole, 22 in pieces of 1, 7, 13).
+        let mut nar = 13u64.to_le_bytes().to_vec();
+        nar.extend_from_slice(b"nix-archive-1\0\x05\0");
+        let want = Err(NarError::Malformed {
+            offset: 22,
+            reason: "non-zero padding".into(),
+        });
+        assert_eq!(validate(&nar), want);
+        for sizes in [&[1, 7, 13][..], &[1], &[3], &[21, 1]] {
+            let mut v = NarValidator::new();
+            let (mut pos, mut got) = (0, Ok(()));
+            for &size in sizes.iter().cycle() {
+                let end = (pos + size).min(nar.len());
+                got = v.feed(&nar[pos..end]);
+                pos = end;
+                if got.is_err() || pos == nar.len() {
+                    break;
+                }
+            }
+            assert_eq!(got, want, "pieces of {sizes:?}");
+        }
     }
 
     #[test]

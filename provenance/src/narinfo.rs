@@ -121,6 +121,12 @@ impl NarInfo {
             ca: None,
         };
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            // `lines` ends a line at "\n" or "\r\n" but leaves a bare "\r"
+            // in it; a value ending in one would lose it when rendered and
+            // parsed again (render's "\n" after it reads as "\r\n").
+            if line.contains('\r') {
+                return Err(NarInfoError::Line(line.into()));
+            }
             let (k, v) = line
                 .split_once(": ")
                 .ok_or_else(|| NarInfoError::Line(line.into()))?;
@@ -155,5 +161,35 @@ impl NarInfo {
         info.nar_hash = nar_hash.ok_or(NarInfoError::Missing("NarHash"))?;
         info.nar_size = nar_size.ok_or(NarInfoError::Missing("NarSize"))?;
         Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "StorePath: /nix/store/g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-tree\n\
+        URL: nar/x.nar\n\
+        NarHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\n\
+        NarSize: 120\n";
+
+    #[test]
+    fn crlf_lines_parse_like_lf_lines() {
+        let crlf = MINIMAL.replace('\n', "\r\n");
+        assert_eq!(NarInfo::parse(&crlf), NarInfo::parse(MINIMAL));
+        assert!(NarInfo::parse(MINIMAL).is_ok());
+    }
+
+    #[test]
+    fn a_bare_carriage_return_is_refused() {
+        // Found by fuzz/ (narinfo): "Deriver: x\r\r\n" parsed as "x\r", which
+        // render wrote as "Deriver: x\r\n" and a second parse read as "x".
+        for extra in ["Deriver: x\r\r\n", "URL: t\rion: zstd\n", "Sig: k:s\r"] {
+            let text = format!("{MINIMAL}{extra}");
+            assert!(
+                matches!(NarInfo::parse(&text), Err(NarInfoError::Line(_))),
+                "{extra:?}"
+            );
+        }
     }
 }
