@@ -114,6 +114,12 @@ pub fn limit(
     min_rate: u64,
     grace: Duration,
 ) -> axum::extract::Request {
+    use http_body::Body as _;
+    // Most requests (narinfo, NAR) have no body: leave them unwrapped, off
+    // the hot path's allocations.
+    if min_rate == 0 || req.body().is_end_stream() {
+        return req;
+    }
     req.map(|b| Body::new(MinRateBody::new(b, min_rate, grace)))
 }
 
