@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod exchange;
 mod files;
+mod nar_dump;
 mod nix;
 mod push;
 mod time;

@@ -74,8 +74,22 @@ impl LocalStore {
         parse_path_infos(&out.stdout)
     }
 
+    /// The NAR of `path`: read from the filesystem where the store's files
+    /// are on this machine, else from `nix store dump-path`.
+    pub fn nar(&self, path: &str) -> Result<NarSource> {
+        let local = crate::nar_dump::real_store_dir(self.store.as_deref()).and_then(|dir| {
+            let name = path.rsplit('/').next()?;
+            let real = dir.join(name);
+            std::fs::symlink_metadata(&real).is_ok().then_some(real)
+        });
+        match local {
+            Some(real) => Ok(NarSource::Files(crate::nar_dump::spawn_dump(real))),
+            None => Ok(NarSource::Nix(self.dump(path)?)),
+        }
+    }
+
     /// `nix store dump-path`, whose stdout is the NAR.
-    pub fn dump(&self, path: &str) -> Result<Child> {
+    fn dump(&self, path: &str) -> Result<Child> {
         let mut cmd = self.nix();
         cmd.args(["store", "dump-path", "--", path])
             .stdin(Stdio::null())
@@ -84,6 +98,12 @@ impl LocalStore {
             .kill_on_drop(true);
         cmd.spawn().context("cannot run `nix store dump-path`")
     }
+}
+
+/// Where a NAR's bytes come from.
+pub enum NarSource {
+    Files(tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>),
+    Nix(Child),
 }
 
 /// Nix 2.8 prints a JSON array; newer versions an object keyed by path.

@@ -14,7 +14,14 @@ use provenix_provenance::ErrorCode;
 
 use crate::api::{error_code, ApiClient};
 use crate::exchange::{Credential, Session, Signer};
-use crate::nix::{LocalStore, PathInfo};
+use crate::nix::{LocalStore, NarSource, PathInfo};
+
+/// A channel's receiver as a stream.
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
 
 pub struct PushOptions {
     pub jobs: usize,
@@ -230,21 +237,30 @@ async fn push_signed(
     );
     bar.set_message(p.path.rsplit('/').next().unwrap_or_default().to_string());
 
-    let mut child = store.dump(&p.path)?;
-    let stdout = child.stdout.take().context("no stdout from nix")?;
-    let mut stderr = child.stderr.take().context("no stderr from nix")?;
     let progress = bar.clone();
-    let stream = tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024)
-        .inspect_ok(move |b| progress.inc(b.len() as u64));
-    let upload = api.upload(&info, reqwest::Body::wrap_stream(stream));
-    let (result, status) = tokio::join!(upload, child.wait());
+    let result = match store.nar(&p.path)? {
+        NarSource::Files(rx) => {
+            let stream = tokio_stream_from(rx).inspect_ok(move |b| progress.inc(b.len() as u64));
+            api.upload(&info, reqwest::Body::wrap_stream(stream)).await
+        }
+        NarSource::Nix(mut child) => {
+            let stdout = child.stdout.take().context("no stdout from nix")?;
+            let mut stderr = child.stderr.take().context("no stderr from nix")?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024)
+                .inspect_ok(move |b| progress.inc(b.len() as u64));
+            let upload = api.upload(&info, reqwest::Body::wrap_stream(stream));
+            let (result, status) = tokio::join!(upload, child.wait());
+            let status = status?;
+            if !status.success() {
+                let mut err = String::new();
+                let _ = stderr.read_to_string(&mut err).await;
+                bar.finish_and_clear();
+                bail!("nix store dump-path failed: {}", err.trim());
+            }
+            result
+        }
+    };
     bar.finish_and_clear();
-    let status = status?;
-    if !status.success() {
-        let mut err = String::new();
-        let _ = stderr.read_to_string(&mut err).await;
-        bail!("nix store dump-path failed: {}", err.trim());
-    }
     Ok(result?.outcome)
 }
 

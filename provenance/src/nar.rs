@@ -10,7 +10,7 @@
 
 use thiserror::Error;
 
-const MAGIC: &[u8] = b"nix-archive-1";
+pub const MAGIC: &[u8] = b"nix-archive-1";
 /// Longest non-contents string: symlink targets are at most PATH_MAX.
 const MAX_TOKEN: u64 = 4096;
 /// Bounds the parser stack (and so directory nesting) against hostile input.
@@ -346,10 +346,17 @@ pub enum Node {
     Directory(Vec<(String, Node)>),
 }
 
-fn write_str(out: &mut Vec<u8>, s: &[u8]) {
+/// Appends one NAR string: its length (u64, little-endian), its bytes and
+/// zero padding to a multiple of 8.
+pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     out.extend_from_slice(s);
-    out.resize(out.len() + (8 - s.len() % 8) % 8, 0);
+    out.resize(out.len() + padding(s.len() as u64), 0);
+}
+
+/// The zero bytes after a string of `len` bytes.
+pub fn padding(len: u64) -> usize {
+    ((8 - len % 8) % 8) as usize
 }
 
 fn write_node(out: &mut Vec<u8>, node: &Node) {
