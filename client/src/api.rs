@@ -327,6 +327,17 @@ impl ApiClient {
         .await
     }
 
+    pub async fn record_closure_statement(
+        &self,
+        st: &provenix_provenance::closure::ClosureStatement,
+    ) -> Result<provenix_provenance::closure::ClosureResult> {
+        self.json(
+            self.request(Method::POST, "_api/v1/closure-statements")
+                .json(st),
+        )
+        .await
+    }
+
     pub async fn upload(
         &self,
         info: &UploadPathNarInfo,

@@ -228,7 +228,10 @@ mod tests {
                 },
             ),
         ]));
-        assert!(got == expected, "the dump differs from the tree writer's NAR");
+        assert!(
+            got == expected,
+            "the dump differs from the tree writer's NAR"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -5,6 +5,7 @@
 use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use provenix_provenance::closure::{ClosureStatement, VouchedPath, MAX_CLOSURE_PATHS};
 use provenix_provenance::upload::{UploadOutcome, UploadPathNarInfo};
 use provenix_provenance::StorePath;
 use std::time::Instant;
@@ -89,28 +90,18 @@ pub async fn push(
     }
     summary.already_cached = by_hash.len() - missing.len();
     let mut todo: Vec<PathInfo> = missing.iter().filter_map(|h| by_hash.remove(h)).collect();
+
+    // Paths the cache already has: this push still vouches for them, in
+    // one signed closure statement per thousand paths, so provenance shows
+    // every builder. Any the cache lost meanwhile are uploaded.
+    let present: Vec<PathInfo> = by_hash.into_values().collect();
+    for batch in present.chunks(MAX_CLOSURE_PATHS) {
+        let missing = vouch_for(&signer, cache, batch).await?;
+        summary.already_cached -= missing.len();
+        todo.extend(batch.iter().filter(|p| missing.contains(&p.path)).cloned());
+    }
     // References first, so a referrer rarely becomes visible before its closure.
     todo.sort_by_key(|p| p.references.len());
-
-    // Paths the cache already has: this push still vouches for them (a
-    // signed statement, no NAR), so provenance shows every builder.
-    let present: Vec<PathInfo> = by_hash.into_values().collect();
-    futures::stream::iter(present)
-        .map(|p| {
-            let signer = &signer;
-            async move {
-                let session = signer.session().await?;
-                let info = signed_statement(cache, &p, &session);
-                signer
-                    .api_for(&session)
-                    .record_existing_nar(&info)
-                    .await
-                    .with_context(|| format!("recording {}", p.path))
-            }
-        })
-        .buffer_unordered(opts.jobs.max(1) * 4)
-        .try_collect::<Vec<_>>()
-        .await?;
 
     if todo.is_empty() {
         eprintln!(
@@ -173,6 +164,45 @@ pub async fn push(
         summary.upstream
     );
     Ok(summary)
+}
+
+/// Signs and sends one closure statement for `paths` (at most
+/// [`MAX_CLOSURE_PATHS`]), with a fresh key if the current one expired;
+/// returns the store paths the cache did not hold.
+async fn vouch_for(
+    signer: &Signer,
+    cache: &str,
+    paths: &[PathInfo],
+) -> Result<std::collections::HashSet<String>> {
+    let mut session = signer.session().await?;
+    loop {
+        let mut st = ClosureStatement {
+            cache: cache.to_string(),
+            paths: paths
+                .iter()
+                .map(|p| VouchedPath {
+                    store_path: p.path.clone(),
+                    nar_hash: p.nar_hash,
+                    nar_size: p.nar_size,
+                })
+                .collect(),
+            key_id: None,
+            nonce: None,
+            signature: None,
+        };
+        st.sign(session.key_id(), &session.key);
+        match signer.api_for(&session).record_closure_statement(&st).await {
+            Err(e)
+                if error_code(&e) == Some(ErrorCode::KeyExpired) && !session_is_fresh(&session) =>
+            {
+                session = signer.renew(&session).await?;
+            }
+            r => {
+                let answer = r.context("vouching for the paths the cache holds")?;
+                return Ok(answer.missing.into_iter().collect());
+            }
+        }
+    }
 }
 
 /// One path, signed by the current key; once more with a fresh key if the

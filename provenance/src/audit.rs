@@ -64,6 +64,29 @@ impl UploadRecord {
     }
 }
 
+/// An accepted closure statement: one push vouching for the paths of its
+/// closure the cache held (`crate::closure`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClosureRecord {
+    pub id: i64,
+    pub cache: String,
+    /// How many paths the statement lists.
+    pub paths: i64,
+    pub at: i64,
+    /// The exact text the key signed (every listed path, its NAR hash and
+    /// size), and the signature (base64).
+    pub statement: String,
+    pub signature: String,
+    /// Revoking the key revokes the statement.
+    pub key: KeyRecord,
+}
+
+impl ClosureRecord {
+    pub fn is_revoked(&self) -> bool {
+        self.key.revocation.is_some()
+    }
+}
+
 /// A refused upload of a path the cache holds with another NAR hash.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DivergenceRecord {
@@ -98,6 +121,10 @@ pub struct Provenance {
     /// Oldest first.
     pub uploads: Vec<UploadRecord>,
     pub divergences: Vec<DivergenceRecord>,
+    /// Closure statements that vouched for the path as the cache holds it
+    /// now, newest first.
+    #[serde(default)]
+    pub closures: Vec<ClosureRecord>,
 }
 
 /// Who a key was issued to, as auditors and admins name it: the one

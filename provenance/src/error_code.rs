@@ -100,6 +100,8 @@ error_codes! {
     InvalidSignature = ("invalid-signature", 401),
     /// The upload statement is malformed.
     InvalidNarInfo = ("invalid-nar-info", 400),
+    /// The closure statement is malformed.
+    InvalidClosureStatement = ("invalid-closure-statement", 400),
     /// The NAR stream is not a valid NAR.
     MalformedNar = ("malformed-nar", 400),
     /// The NAR's hash differs from the statement's.

@@ -80,7 +80,7 @@ pub enum UploadInfoError {
 }
 
 /// Whether `nonce` is a nonce a client draws: 16 to 64 URL-safe characters.
-fn nonce_is_well_formed(nonce: &str) -> bool {
+pub(crate) fn nonce_is_well_formed(nonce: &str) -> bool {
     (16..=64).contains(&nonce.len())
         && nonce
             .bytes()
@@ -134,6 +134,15 @@ impl PathDescription {
     }
 }
 
+/// A fresh nonce for a statement: 18 random bytes, URL-safe base64.
+pub(crate) fn draw_nonce() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut nonce = [0u8; 18];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce)
+}
+
 impl UploadPathNarInfo {
     /// The bytes a short-term key signs. References are sorted and
     /// deduplicated so their order on the wire does not matter.
@@ -159,11 +168,7 @@ impl UploadPathNarInfo {
     /// Sets `key_id` and a fresh nonce, and signs the statement with the
     /// short-term key: every signing makes a statement of its own.
     pub fn sign(&mut self, key_id: &str, key: &ed25519_dalek::SigningKey) {
-        use base64::Engine;
-        use rand::RngCore;
-        let mut nonce = [0u8; 18];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        self.nonce = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce));
+        self.nonce = Some(draw_nonce());
         self.key_id = Some(key_id.to_string());
         self.signature = None;
         self.signature = Some(crate::exchange::sign(key, &self.statement()));

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::identity::exchange;
 use crate::manage::{caches, publishers};
 use crate::operate::{probes, request_id};
-use crate::push::upload;
+use crate::push::{closure, upload};
 use crate::serve::binary_cache;
 use crate::state::AppState;
 
@@ -86,6 +86,10 @@ fn api() -> Router<Arc<AppState>> {
         .route("/_api/v1/cache/{cache}/uploads", get(provenance::uploads))
         .route("/_api/v1/cache/{cache}/keys", get(provenance::keys))
         .route(
+            "/_api/v1/cache/{cache}/closure-statements",
+            get(provenance::closures),
+        )
+        .route(
             "/_api/v1/cache/{cache}/divergences",
             get(provenance::divergences),
         )
@@ -103,6 +107,10 @@ fn api() -> Router<Arc<AppState>> {
         )
         .route("/_api/v1/get-missing-paths", post(upload::missing_paths))
         .route("/_api/v1/upload-path", put(upload::upload_path))
+        .route(
+            "/_api/v1/closure-statements",
+            post(closure::record_closure_statement),
+        )
         .route(
             "/_api/v1/upload-path/existing-nar",
             post(upload::record_existing_nar),

@@ -93,18 +93,28 @@ fn audited_and_pulled(backend: Backend) {
     assert!(text.contains("repository_id: 42000001"), "{text}");
     assert!(text.contains("run_id: 5386839201"), "{text}");
 
-    // A person pushing the same closure adds a witness, not a replacement.
+    // A person pushing the same closure adds a witness, not a replacement:
+    // one closure statement vouching for both paths.
     let err = admin.ok_stderr(&["push", "main", &app, "--store", &src.root()]);
     assert!(err.contains("Nothing to push: 2 already cached"), "{err}");
     let p: Value =
         serde_json::from_str(&admin.ok(&["provenance", "main", &lib, "--json"])).unwrap();
-    let uploads = p["uploads"].as_array().unwrap();
-    assert_eq!(uploads.len(), 2, "{p}");
-    assert_eq!(uploads[1]["outcome"], "exists");
-    assert_eq!(uploads[1]["key"]["subject"], "root");
-    assert_eq!(uploads[1]["key"]["kind"], "token");
-    let v = audit_json(&w, &["--subject", "root"]);
-    assert_eq!(items(&v).len(), 2);
+    assert_eq!(p["uploads"].as_array().unwrap().len(), 1, "{p}");
+    let closures = p["closures"].as_array().unwrap();
+    assert_eq!(closures.len(), 1, "{p}");
+    assert_eq!(closures[0]["key"]["subject"], "root");
+    assert_eq!(closures[0]["key"]["kind"], "token");
+    assert_eq!(closures[0]["paths"], 2);
+    let listed = closures[0]["statement"].as_str().unwrap();
+    assert!(listed.contains(&lib) && listed.contains(&app), "{listed}");
+    let text = admin.ok(&["provenance", "main", &lib]);
+    assert!(
+        text.contains("Vouched by closure statement") && text.contains("Identity: root"),
+        "{text}"
+    );
+    let v = audit_json(&w, &["--closures", "--subject", "root"]);
+    assert_eq!(items(&v).len(), 1, "{v}");
+    assert!(items(&audit_json(&w, &["--subject", "root"])).is_empty());
 
     // Keys issued: the job's and root's.
     let keys: Value = serde_json::from_str(&admin.ok(&["keys", "list", "main", "--json"])).unwrap();

@@ -443,3 +443,81 @@ async fn attestations_of_revoked_paths_say_so() {
     assert_eq!(p["served"], true, "{p}");
     assert_eq!(p["narHash"], NarHash::of(&third).to_nix_string(), "{p}");
 }
+
+provenix_tests::backend_tests! {
+    fn a_push_vouching_for_a_closure_is_revoked_with_its_key => vouching_push_revoked;
+}
+
+/// Issue 18: a re-push vouches for a whole closure in one statement. Its
+/// key's revocation keeps what another key uploaded; the last record's
+/// revocation takes the closure, and the real Nix client stops getting it.
+fn vouching_push_revoked(backend: Backend) {
+    let w = world_on(backend, "", None);
+    let src = NixStore::new();
+    let mut parts = Vec::new();
+    for i in 0..24 {
+        let contents = format!("part {i}");
+        parts.push(src.add_input_addressed(
+            &format!("part-{i}"),
+            &[("f", contents.as_bytes())],
+            &[],
+        ));
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let text = format!("uses {}\n", refs.join(" "));
+    let top = src.add_input_addressed("whole", &[("bin/app", text.as_bytes())], &refs);
+    let (alice, bob) = (pusher(&w, "alice"), pusher(&w, "bob"));
+    alice.ok(&["push", "main", &top, "--store", &src.root()]);
+    let err = bob.ok_stderr(&["push", "main", &top, "--store", &src.root()]);
+    assert!(err.contains("Nothing to push: 25 already cached"), "{err}");
+    let sec = revoker(&w);
+    let prov: Value =
+        serde_json::from_str(&sec.ok(&["provenance", "main", &parts[3], "--json"])).unwrap();
+    assert_eq!(prov["closures"][0]["key"]["subject"], "bob", "{prov}");
+    assert_eq!(prov["closures"][0]["paths"], 25, "{prov}");
+
+    let url = format!("{}/main", w.server.url);
+    let cache_key = w.server.client().public_key("main");
+    let netrc = (host_of(&w.server.url), w.server.root_token.clone());
+    let pulls = || {
+        NixStore::new()
+            .copy_from(&url, &top, &[&cache_key], Some((&netrc.0, &netrc.1)))
+            .0
+    };
+
+    // Alice's key revoked: bob's statement vouches for all 25 as stored.
+    let out = sec.ok(&[
+        "revoke",
+        "--key",
+        &key_of(&w, "alice"),
+        "--reason",
+        "runner compromised",
+        "--json",
+    ]);
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert!(store_paths(&answer["paths"]).is_empty(), "{answer}");
+    assert!(pulls(), "bob's statement no longer holds the closure");
+
+    // Bob's too: the closure goes, each path with it.
+    let out = sec.ok(&[
+        "revoke",
+        "--key",
+        &key_of(&w, "bob"),
+        "--reason",
+        "same runner",
+        "--json",
+    ]);
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(store_paths(&answer["paths"]).len(), 25, "{answer}");
+    assert!(!pulls(), "a revoked closure was substituted");
+    let prov: Value =
+        serde_json::from_str(&sec.ok(&["provenance", "main", &parts[3], "--json"])).unwrap();
+    // The path is gone, so nothing vouches for it now; its statement stays.
+    assert!(prov["closures"].as_array().unwrap().is_empty(), "{prov}");
+    let listed: Value =
+        serde_json::from_str(&sec.ok(&["audit", "main", "--closures", "--json"])).unwrap();
+    assert_eq!(
+        listed["items"][0]["key"]["revocation"]["reason"],
+        "same runner"
+    );
+}

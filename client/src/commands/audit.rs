@@ -5,7 +5,9 @@
 
 use anyhow::Result;
 use clap::Args;
-use provenix_provenance::audit::{AuditQuery, DivergenceRecord, KeyRecord, Page, UploadRecord};
+use provenix_provenance::audit::{
+    AuditQuery, ClosureRecord, DivergenceRecord, KeyRecord, Page, UploadRecord,
+};
 
 use super::client_for;
 use super::identity_flags::IdentityFlags;
@@ -21,6 +23,9 @@ pub struct AuditArgs {
     /// List refused uploads that claimed another NAR for a cached path.
     #[arg(long)]
     divergences: bool,
+    /// List closure statements: pushes vouching for paths the cache held.
+    #[arg(long, conflicts_with = "divergences")]
+    closures: bool,
 }
 
 #[derive(Args)]
@@ -61,6 +66,8 @@ pub async fn run(args: AuditArgs) -> Result<()> {
     let json = args.filters.json;
     if args.divergences {
         divergences(&api, &cache, &q, json).await
+    } else if args.closures {
+        closures(&api, &cache, &q, json).await
     } else {
         uploads(&api, &cache, &q, json).await
     }
@@ -146,6 +153,33 @@ pub fn print_divergence(d: &DivergenceRecord) {
     for u in &d.existing {
         println!("  served since upload {} by {}", u.id, u.key.subject);
     }
+}
+
+pub fn print_closure(s: &ClosureRecord) {
+    println!(
+        "Vouched by closure statement {} at {} ({} paths){}",
+        s.id,
+        format_time(s.at),
+        s.paths,
+        if s.is_revoked() { ", REVOKED" } else { "" }
+    );
+    print_key(&s.key, "  ");
+}
+
+async fn closures(api: &ApiClient, cache: &str, q: &AuditQuery, json: bool) -> Result<()> {
+    let page: Page<ClosureRecord> = api.audit(cache, "closure-statements", q).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&page)?);
+        return Ok(());
+    }
+    if page.items.is_empty() {
+        println!("No closure statements in \"{cache}\".");
+    }
+    for s in &page.items {
+        print_closure(s);
+    }
+    more(page.next_cursor);
+    Ok(())
 }
 
 fn truncate(s: &str, n: usize) -> String {

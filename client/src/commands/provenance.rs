@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use provenix_provenance::audit::Provenance;
 
-use super::audit::{print_divergence, print_upload};
+use super::audit::{print_closure, print_divergence, print_upload};
 use super::client_for;
 
 /// Every upload record of a store path: who pushed it, with what key,
@@ -48,6 +48,9 @@ pub async fn run(args: ProvenanceArgs) -> Result<()> {
     }
     for d in &p.divergences {
         print_divergence(d);
+    }
+    for s in &p.closures {
+        print_closure(s);
     }
     Ok(())
 }

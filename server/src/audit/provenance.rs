@@ -9,7 +9,7 @@ use axum::Json;
 use provenix_policy::Action;
 use provenix_provenance::attestation;
 use provenix_provenance::audit::{
-    AuditQuery, DivergenceRecord, KeyRecord, Page, Provenance, UploadRecord,
+    AuditQuery, ClosureRecord, DivergenceRecord, KeyRecord, Page, Provenance, UploadRecord,
 };
 use provenix_provenance::store_path::validate_hash_part;
 use provenix_provenance::{ErrorCode, NarHash, SecretKey};
@@ -47,6 +47,7 @@ async fn provenance_of(state: &AppState, c: &CacheRow, hash: &str) -> ApiResult<
         .upload_records(c.id, Some(hash), &all, true)
         .await?;
     let divergences = state.db.divergence_records(c.id, Some(hash), &all).await?;
+    let closures = state.db.closure_records(c.id, Some(hash), &all).await?;
     let store_path = uploads
         .first()
         .map(|u| u.store_path.clone())
@@ -55,6 +56,7 @@ async fn provenance_of(state: &AppState, c: &CacheRow, hash: &str) -> ApiResult<
         store_path,
         uploads,
         divergences,
+        closures,
     })
 }
 
@@ -100,7 +102,8 @@ pub async fn in_toto(
         .path_lookup(&c.name, &hash)
         .await?
         .and_then(|l| l.path);
-    let revoked = p.uploads.iter().all(UploadRecord::is_revoked);
+    let revoked = p.uploads.iter().all(UploadRecord::is_revoked)
+        && p.closures.iter().all(ClosureRecord::is_revoked);
     let (store_path, nar_hash, nar_size) = match &served {
         Some(row) => (row.store_path.clone(), row.nar_hash.clone(), row.nar_size),
         None => (
@@ -121,6 +124,7 @@ pub async fn in_toto(
         attestation::REVOKED: revoked,
         "uploads": p.uploads,
         "divergences": p.divergences,
+        "closures": p.closures,
     });
     let st = attestation::statement(&store_path, &parsed_hash, predicate);
     let keys = state.db.cache_keys(c.id, crate::clock::now()).await?;
@@ -141,6 +145,19 @@ pub async fn uploads(
     super::require_one_issuer(&state, &[c.id], &q.identity).await?;
     let items = state.db.upload_records(c.id, None, &q, false).await?;
     let next_cursor = next_cursor(&items, &q, |u| u.id);
+    Ok(Json(Page { items, next_cursor }))
+}
+
+pub async fn closures(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(cache): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Page<ClosureRecord>>> {
+    let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
+    super::require_one_issuer(&state, &[c.id], &q.identity).await?;
+    let items = state.db.closure_records(c.id, None, &q).await?;
+    let next_cursor = next_cursor(&items, &q, |s| s.id);
     Ok(Json(Page { items, next_cursor }))
 }
 

@@ -3,7 +3,8 @@
 //! are built with `query.rs`).
 
 use provenix_provenance::audit::{
-    AuditQuery, DivergenceRecord, KeyRecord, RevocationInfo, UploadRecord, DEFAULT_PAGE, MAX_PAGE,
+    AuditQuery, ClosureRecord, DivergenceRecord, KeyRecord, RevocationInfo, UploadRecord,
+    DEFAULT_PAGE, MAX_PAGE,
 };
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -225,5 +226,62 @@ impl Db {
             });
         }
         Ok(out)
+    }
+
+    /// Closure statements of a cache, newest first, after the filters:
+    /// with `store_path_hash`, those vouching for that path as stored now.
+    pub async fn closure_records(
+        &self,
+        cache_id: i64,
+        store_path_hash: Option<&str>,
+        q: &AuditQuery,
+    ) -> DbResult<Vec<ClosureRecord>> {
+        let mut f = Filter::new();
+        let from = match store_path_hash {
+            Some(h) => {
+                f.add("o.cache_id = ?", Bind::Int(cache_id));
+                f.add("o.store_path_hash = ?", Bind::Text(h.into()));
+                "paths o JOIN vouches v ON v.path_id = o.id
+                 JOIN closure_statements s ON v.statement_id = s.id"
+            }
+            None => {
+                f.add("s.cache_id = ?", Bind::Int(cache_id));
+                "closure_statements s"
+            }
+        };
+        identity_filters(&mut f, &q.identity);
+        f.add_window("s.created_at", q.since, q.until);
+        if let Some(c) = q.cursor {
+            f.add("s.id < ?", Bind::Int(c));
+        }
+        let sql = format!(
+            "SELECT s.id, s.statement, s.signature, s.paths, s.created_at, {KEY_COLUMNS}
+             FROM {from} JOIN upload_keys k ON s.upload_key_id = k.id {KEY_REVOCATION}
+                  JOIN caches c ON s.cache_id = c.id
+             WHERE {} ORDER BY s.id DESC LIMIT {}",
+            f.sql(),
+            page_size(q)
+        );
+        let now = crate::clock::now();
+        f.query(sql)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                let compressed: Vec<u8> = r.try_get("statement")?;
+                let text = zstd::stream::decode_all(compressed.as_slice())
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                Ok(ClosureRecord {
+                    id: r.try_get("id")?,
+                    cache: r.try_get("cache_name")?,
+                    paths: r.try_get("paths")?,
+                    at: r.try_get("created_at")?,
+                    statement: String::from_utf8_lossy(&text).into_owned(),
+                    signature: r.try_get("signature")?,
+                    key: key_from_row(r, now)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 }

@@ -175,6 +175,8 @@ impl Db {
             "cache_keys",
             "uploads",
             "divergences",
+            // Their vouches go with them (ON DELETE CASCADE).
+            "closure_statements",
             "revoked_paths",
             "trusted_publishers",
             "upload_keys",

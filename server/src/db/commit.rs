@@ -400,6 +400,28 @@ async fn record_existing(
     }
 }
 
+/// Whether the upload key is revoked, asked inside the transaction that
+/// would make its statement's effect visible: a revocation committed after
+/// the request's check must still stop it. On PostgreSQL the row lock
+/// orders this commit against a concurrent revocation's update of the key
+/// (SQLite's write lock already does).
+pub(super) async fn key_revoked(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: super::Backend,
+    upload_key_row: i64,
+) -> DbResult<bool> {
+    let guard = if backend == super::Backend::Postgres {
+        "SELECT revocation_id FROM upload_keys WHERE id = $1 FOR SHARE"
+    } else {
+        "SELECT revocation_id FROM upload_keys WHERE id = $1"
+    };
+    let revoked: Option<i64> = sqlx::query_scalar(guard)
+        .bind(upload_key_row)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(revoked.is_some())
+}
+
 async fn insert_path(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: super::Backend,
@@ -407,20 +429,7 @@ async fn insert_path(
     nar_id: i64,
     outcome: &str,
 ) -> DbResult<CommitOutcome> {
-    // Re-checked inside the transaction: a revocation committed after the
-    // request's check must still stop the path becoming visible. On
-    // PostgreSQL the row lock orders this commit against a concurrent
-    // revocation's update of the key (SQLite's write lock already does).
-    let guard = if backend == super::Backend::Postgres {
-        "SELECT revocation_id FROM upload_keys WHERE id = $1 FOR SHARE"
-    } else {
-        "SELECT revocation_id FROM upload_keys WHERE id = $1"
-    };
-    let revoked: Option<i64> = sqlx::query_scalar(guard)
-        .bind(obj.signed.upload_key_row)
-        .fetch_one(&mut **tx)
-        .await?;
-    if revoked.is_some() {
+    if key_revoked(tx, backend, obj.signed.upload_key_row).await? {
         return Ok(CommitOutcome::KeyRevoked);
     }
     let now = crate::clock::now();

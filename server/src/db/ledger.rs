@@ -29,6 +29,8 @@ pub enum EntryKind {
     Divergence,
     /// A revocation that marked keys or records of the cache (`revocations`).
     Revocation,
+    /// An accepted closure statement (`closure_statements`).
+    ClosureStatement,
 }
 
 impl EntryKind {
@@ -38,6 +40,7 @@ impl EntryKind {
             EntryKind::Upload => "upload",
             EntryKind::Divergence => "divergence",
             EntryKind::Revocation => "revocation",
+            EntryKind::ClosureStatement => "closure-statement",
         }
     }
 }
@@ -75,13 +78,30 @@ pub(super) async fn append(
 /// second recording of the same statement (a replay, or the loser of two
 /// racing copies) fails, and its transaction is rolled back.
 async fn spend_statement(tx: &mut Transaction<'_, Any>, path: &NewPath) -> DbResult<()> {
+    spend_nonce(
+        tx,
+        path.signed.upload_key_row,
+        &path.signed.nonce,
+        path.signed.remember_until,
+    )
+    .await
+}
+
+/// Spends `nonce` of the key `upload_key_row` (an upload or closure
+/// statement's); [`DbError::StatementReplayed`] if it was spent.
+pub(super) async fn spend_nonce(
+    tx: &mut Transaction<'_, Any>,
+    upload_key_row: i64,
+    nonce: &str,
+    remember_until: i64,
+) -> DbResult<()> {
     let spent = sqlx::query(
         "INSERT INTO spent_statements (upload_key_id, nonce, remember_until) VALUES ($1, $2, $3)
          ON CONFLICT (upload_key_id, nonce) DO NOTHING",
     )
-    .bind(path.signed.upload_key_row)
-    .bind(&path.signed.nonce)
-    .bind(path.signed.remember_until)
+    .bind(upload_key_row)
+    .bind(nonce)
+    .bind(remember_until)
     .execute(&mut **tx)
     .await?;
     if spent.rows_affected() == 0 {
@@ -146,6 +166,44 @@ pub(super) async fn record_divergence(
     .await?;
     append(tx, path.cache_id, EntryKind::Divergence, id).await?;
     Ok(())
+}
+
+/// Records an accepted closure statement and the stored paths it vouches
+/// for (`path_ids`), and appends it to the ledger: one entry per statement.
+pub(super) async fn record_closure_statement(
+    tx: &mut Transaction<'_, Any>,
+    st: &super::closure::NewClosureStatement,
+    path_ids: &[i64],
+) -> DbResult<i64> {
+    spend_nonce(tx, st.upload_key_row, &st.nonce, st.remember_until).await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO closure_statements (cache_id, upload_key_id, statement, signature, paths, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(st.cache_id)
+    .bind(st.upload_key_row)
+    .bind(&st.compressed)
+    .bind(&st.signature)
+    .bind(st.entries.len() as i64)
+    .bind(crate::clock::now())
+    .fetch_one(&mut **tx)
+    .await?;
+    for batch in path_ids.chunks(super::BATCH) {
+        let rows: Vec<String> = (0..batch.len())
+            .map(|i| format!("(${}, $1)", i + 2))
+            .collect();
+        let sql = format!(
+            "INSERT INTO vouches (path_id, statement_id) VALUES {}",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
+        for p in batch {
+            q = q.bind(*p);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    append(tx, st.cache_id, EntryKind::ClosureStatement, id).await?;
+    Ok(id)
 }
 
 /// Starts a revocation: who, why and the selector as given. Its ledger

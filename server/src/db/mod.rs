@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod caches;
 pub mod chunks;
+pub mod closure;
 pub mod commit;
 pub mod gc;
 pub mod ledger;
@@ -91,7 +92,8 @@ impl InPlaceChunkLookup {
 }
 
 /// Written in the SQL both databases share; `for_backend` swaps the one
-/// construct they spell differently (auto-increment keys). A migration the
+/// constructs they spell differently (auto-increment keys, BLOB, SQLite's
+/// WITHOUT ROWID). A migration the
 /// two cannot share is in `SPLIT_MIGRATIONS`.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "core", include_str!("../../migrations/0001_core.sql")),
@@ -124,6 +126,11 @@ const LATER_MIGRATIONS: &[(i64, &str, &str)] = &[
         "spent statements",
         include_str!("../../migrations/0007_spent_statements.sql"),
     ),
+    (
+        8,
+        "closure statements",
+        include_str!("../../migrations/0008_closure_statements.sql"),
+    ),
 ];
 
 /// (version, description, SQLite, PostgreSQL). The SQLite side manages its
@@ -139,9 +146,10 @@ const SPLIT_MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
 fn for_backend(sql: &str, backend: Backend) -> String {
     match backend {
         Backend::Sqlite => sql.to_string(),
-        Backend::Postgres => {
-            sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
-        }
+        Backend::Postgres => sql
+            .replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+            .replace(" BLOB ", " BYTEA ")
+            .replace(") WITHOUT ROWID;", ");"),
     }
 }
 

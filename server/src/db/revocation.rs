@@ -88,12 +88,18 @@ impl Db {
         let valid_record = "SELECT 1 FROM uploads u JOIN upload_keys k ON u.upload_key_id = k.id
              WHERE u.cache_id = o.cache_id AND u.store_path_hash = o.store_path_hash
                AND u.nar_hash = n.nar_hash";
+        // A closure statement's vouch counts as a record of the path as
+        // stored (it was checked against it); it is revoked with its key.
+        let vouch = "SELECT 1 FROM vouches v JOIN closure_statements s ON v.statement_id = s.id
+             JOIN upload_keys k ON s.upload_key_id = k.id WHERE v.path_id = o.id";
         let sql = format!(
             "SELECT o.id, o.cache_id, o.store_path_hash, o.store_path, n.nar_hash, c.name AS cache_name
              FROM paths o JOIN nars n ON o.nar_id = n.id JOIN caches c ON o.cache_id = c.id
              WHERE o.cache_id IN ({caches})
-               AND EXISTS ({valid_record} AND (u.revocation_id = ${r} OR k.revocation_id = ${r}))
+               AND (EXISTS ({valid_record} AND (u.revocation_id = ${r} OR k.revocation_id = ${r}))
+                    OR EXISTS ({vouch} AND k.revocation_id = ${r}))
                AND NOT EXISTS ({valid_record} AND u.revocation_id IS NULL AND k.revocation_id IS NULL)
+               AND NOT EXISTS ({vouch} AND k.revocation_id IS NULL)
              ORDER BY o.id",
             r = cache_ids.len() + 1
         );

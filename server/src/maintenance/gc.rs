@@ -16,6 +16,8 @@ pub struct GcReport {
     pub swept_objects: u64,
     pub forgotten_token_ids: u64,
     pub forgotten_statement_nonces: u64,
+    /// Closure statements' index rows of paths no longer stored.
+    pub stale_vouches: u64,
 }
 
 pub async fn run_once(state: &AppState) -> Result<GcReport> {
@@ -28,6 +30,7 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
         .as_secs() as i64;
     report.expired_paths = state.db.expire_paths(retention, now).await?;
     report.deleted_nars = state.db.delete_orphan_nars().await?;
+    report.stale_vouches = state.db.purge_stale_vouches().await?;
 
     let grace = state.config.garbage_collection.chunk_grace_period.as_secs() as i64;
     let claimed = state.db.claim_orphan_chunks(now - grace).await?;

@@ -20,8 +20,42 @@ pub async fn cache_for_signed_upload(
     state: &AppState,
     info: &UploadPathNarInfo,
 ) -> ApiResult<(CacheRow, UploadKeyRow)> {
-    access::check_name(Action::Push, &info.cache)?;
-    let (Some(key_id), Some(signature)) = (&info.key_id, &info.signature) else {
+    let signed = Signed {
+        cache: &info.cache,
+        key_id: info.key_id.as_deref(),
+        signature: info.signature.as_deref(),
+        bytes: &info.statement(),
+        what: "upload statement",
+    };
+    cache_for_signed(state, signed).await
+}
+
+/// What a statement's signer says, to be checked.
+pub struct Signed<'a> {
+    pub cache: &'a str,
+    pub key_id: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    /// The bytes the signature is over.
+    pub bytes: &'a [u8],
+    /// What the statement is, for messages.
+    pub what: &'a str,
+}
+
+/// The cache a signed statement goes to, if it is signed by an upload key
+/// that is unrevoked, valid now (server clock) and certified for it.
+pub async fn cache_for_signed(
+    state: &AppState,
+    signed: Signed<'_>,
+) -> ApiResult<(CacheRow, UploadKeyRow)> {
+    let Signed {
+        cache: cache_name,
+        key_id,
+        signature,
+        bytes,
+        what,
+    } = signed;
+    access::check_name(Action::Push, cache_name)?;
+    let (Some(key_id), Some(signature)) = (key_id, signature) else {
         return Err(ApiError::new(
             ErrorCode::UnsignedUpload,
             "uploads must be signed by a short-term key from /_api/v1/keys/exchange (provenix push does this)",
@@ -33,7 +67,7 @@ pub async fn cache_for_signed_upload(
             format!("no signing key {key_id:?} was issued by this server"),
         )
     })?;
-    let cache = state.db.cache_by_name(&info.cache).await?;
+    let cache = state.db.cache_by_name(cache_name).await?;
     let now = crate::clock::now();
     let facts = UploadKeyFacts {
         revoked: key.revoked,
@@ -50,8 +84,7 @@ pub async fn cache_for_signed_upload(
             key.not_after
         ),
         _ => format!(
-            "signing key {key_id} was issued for another cache, not {:?}",
-            info.cache
+            "signing key {key_id} was issued for another cache, not {cache_name:?}"
         ),
     }
     };
@@ -61,10 +94,10 @@ pub async fn cache_for_signed_upload(
         return Err(ApiError::new(code, refusal(code)));
     }
     let public_key = decode_public_key(&key.public_key).map_err(ApiError::internal)?;
-    verify(&public_key, &info.statement(), signature).map_err(|e| {
+    verify(&public_key, bytes, signature).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidSignature,
-            format!("the upload statement's signature does not verify with key {key_id}: {e}"),
+            format!("the {what}'s signature does not verify with key {key_id}: {e}"),
         )
     })?;
     verdict.map_err(|code| ApiError::new(code, refusal(code)))?;

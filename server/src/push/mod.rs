@@ -4,6 +4,7 @@
 
 pub mod authorize;
 pub mod chunk_hash;
+pub mod closure;
 pub mod commit;
 pub mod pipeline;
 pub mod upload;
