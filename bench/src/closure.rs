@@ -186,14 +186,20 @@ fn database_bytes(server: &Provenixd) -> Result<u64> {
     Ok(std::fs::metadata(&db)?.len())
 }
 
-fn upload_rows(server: &Provenixd) -> Result<u64> {
+/// Rows of the tables a push writes history to: (uploads, closure
+/// statements, vouches, ledger entries).
+fn history_rows(server: &Provenixd) -> Result<[u64; 4]> {
     let db = server.database()?;
-    let out = output(
-        Command::new("sqlite3")
-            .arg(&db)
-            .arg("SELECT COUNT(*) FROM uploads;"),
-    )?;
-    Ok(out.trim().parse()?)
+    let out = output(Command::new("sqlite3").arg(&db).arg(
+        "SELECT (SELECT COUNT(*) FROM uploads) || ' ' || (SELECT COUNT(*) FROM closure_statements)
+             || ' ' || (SELECT COUNT(*) FROM vouches) || ' ' || (SELECT COUNT(*) FROM ledger);",
+    ))?;
+    let n: Vec<u64> = out
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    n.try_into()
+        .map_err(|_| anyhow::anyhow!("unexpected row counts: {out}"))
 }
 
 /// The section: cold push vs `nix copy --to file://`, re-push, and Nix's
@@ -247,10 +253,14 @@ pub fn section(r: &Run, large_nar_push: Option<f64>, targets: &mut Vec<Target>) 
     let push_rss = server.peak_rss_mib()?;
 
     // Re-push: everything is cached.
-    let (rows, bytes) = (upload_rows(&server)?, database_bytes(&server)?);
+    let (rows, bytes) = (history_rows(&server)?, database_bytes(&server)?);
     server.reset_peak_rss()?;
     let repush = push_closure(&client, r.store, "closure", &closure.top)?;
-    let rows_added = upload_rows(&server)? - rows;
+    let after = history_rows(&server)?;
+    let [uploads_added, statements_added, vouches_added, entries_added] =
+        std::array::from_fn(|i| after[i] - rows[i]);
+    // One get-missing-paths per thousand paths, then one statement each.
+    let requests = closure.paths.div_ceil(1000) as u64 + statements_added;
     let grew = database_bytes(&server)?.saturating_sub(bytes);
     let repush_rss = server.peak_rss_mib()?;
 
@@ -284,7 +294,7 @@ pub fn section(r: &Run, large_nar_push: Option<f64>, targets: &mut Vec<Target>) 
         base_pull / ours_pull * 100.0
     );
     println!(
-        "| re-push of the cached closure | Attic, Cachix: one request, no rows | {repush:.2} s; {rows_added} upload rows, database +{grew} bytes ({:.0} per path) | |",
+        "| re-push of the cached closure | Attic, Cachix: one request, no rows | {repush:.2} s; {requests} requests; {uploads_added} upload rows, {statements_added} closure statement(s), {vouches_added} vouches, {entries_added} ledger entries; database +{grew} bytes ({:.0} per path) | |",
         grew as f64 / closure.paths as f64
     );
     println!(
@@ -317,13 +327,15 @@ pub fn section(r: &Run, large_nar_push: Option<f64>, targets: &mut Vec<Target>) 
         );
     }
     targets.push(Target {
-        what: "re-push: under 0.3 s for the closure and under 100 bytes of database per path"
+        what: "re-push: at most 2 requests per 1,000 paths, under 0.3 s for the closure, under 100 bytes of database per path"
             .into(),
         figure: format!(
-            "{repush:.2} s, {:.0} bytes per path, {rows_added} rows",
+            "{requests} requests, {repush:.2} s, {:.0} bytes per path",
             grew as f64 / closure.paths as f64
         ),
-        holds: repush < 0.3 && (grew as f64 / closure.paths as f64) < 100.0,
+        holds: requests as f64 <= 2.0 * (closure.paths as f64 / 1000.0).ceil()
+            && repush < 0.3
+            && (grew as f64 / closure.paths as f64) < 100.0,
     });
     let peak = push_rss.max(repush_rss).max(pull_rss);
     targets.push(Target {
