@@ -38,6 +38,11 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// SQLite only: the one connection write transactions take turns on.
+    /// SQLite admits one writer at a time; writers waiting in its busy
+    /// handler sleep 1, 2, 5, 10... ms between tries, so concurrent uploads'
+    /// commits took many times their length. Waiting here is a queue.
+    sqlite_writer: Option<AnyPool>,
     backend: Backend,
     /// SQLite only: the narinfo lookup without sqlx's thread hops.
     sqlite_reader: Option<std::sync::Arc<sqlite_reader::SqliteReader>>,
@@ -177,26 +182,39 @@ impl Db {
     pub async fn connect(url: &str) -> Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url);
-        let mut opts = AnyPoolOptions::new();
-        if backend == Backend::Sqlite {
+        let sqlite_options = |connections: u32| {
             // WAL lets readers proceed during an upload's commit; NORMAL
             // syncs at checkpoints, not at every commit.
-            opts = opts.max_connections(8).after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    Ok(())
+            AnyPoolOptions::new()
+                .max_connections(connections)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        Ok(())
+                    })
                 })
-            });
-        } else {
-            opts = opts.max_connections(16);
-        }
-        let pool = opts
-            .connect(url)
-            .await
-            .with_context(|| format!("cannot connect to database {}", redact_url(url)))?;
+        };
+        let opts = match backend {
+            Backend::Sqlite => sqlite_options(8),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
+        };
+        let connect = |opts: AnyPoolOptions| async move {
+            opts.connect(url)
+                .await
+                .with_context(|| format!("cannot connect to database {}", redact_url(url)))
+        };
+        let pool = connect(opts).await?;
+        let sqlite_writer = match backend {
+            // A long write (a large revocation) makes the others wait.
+            Backend::Sqlite => Some(
+                connect(sqlite_options(1).acquire_timeout(std::time::Duration::from_secs(120)))
+                    .await?,
+            ),
+            Backend::Postgres => None,
+        };
         if backend == Backend::Sqlite {
             limit_sqlite_page_caches();
         }
@@ -206,6 +224,7 @@ impl Db {
         };
         Ok(Db {
             pool,
+            sqlite_writer,
             backend,
             sqlite_reader,
         })
@@ -230,12 +249,13 @@ impl Db {
     /// lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads
     /// first cannot upgrade once another writer has committed, and fails
     /// with "database is locked" instead of waiting out busy_timeout.
+    /// Write transactions of this process queue for one connection.
     pub(crate) async fn begin_write(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+        match &self.sqlite_writer {
+            Some(writer) => writer.begin_with("BEGIN IMMEDIATE").await,
+            None => self.pool.begin().await,
         }
     }
 
