@@ -305,18 +305,24 @@ impl ApiClient {
         Ok(())
     }
 
-    pub async fn missing_paths(&self, cache: &str, hashes: Vec<String>) -> Result<Vec<String>> {
+    /// Which of the paths (store path hash, NAR hash) the cache lacks, and
+    /// of those, which the server holds the NAR of for this caller.
+    pub async fn missing_paths(
+        &self,
+        cache: &str,
+        paths: Vec<(String, provenix_provenance::NarHash)>,
+    ) -> Result<MissingPathsResponse> {
+        let (store_path_hashes, nar_hashes) = paths.into_iter().unzip();
         let body = MissingPathsRequest {
             cache: cache.to_string(),
-            store_path_hashes: hashes,
+            store_path_hashes,
+            nar_hashes,
         };
-        let r: MissingPathsResponse = self
-            .json(
-                self.request(Method::POST, "_api/v1/get-missing-paths")
-                    .json(&body),
-            )
-            .await?;
-        Ok(r.missing_paths)
+        self.json(
+            self.request(Method::POST, "_api/v1/get-missing-paths")
+                .json(&body),
+        )
+        .await
     }
 
     pub async fn record_existing_nar(&self, info: &UploadPathNarInfo) -> Result<UploadResult> {

@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use provenix_provenance::closure::{ClosureStatement, VouchedPath, MAX_CLOSURE_PATHS};
 use provenix_provenance::upload::{UploadOutcome, UploadPathNarInfo};
-use provenix_provenance::StorePath;
+use provenix_provenance::{NarHash, StorePath};
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
 
@@ -83,10 +83,17 @@ pub async fn push(
         by_hash.insert(sp.hash_part().to_string(), p);
     }
     let mut missing = Vec::new();
-    let hashes: Vec<String> = by_hash.keys().cloned().collect();
+    // Paths whose NAR the server holds for us: recorded without sending it.
+    let mut nars_held = std::collections::HashSet::new();
+    let hashes: Vec<(String, NarHash)> = by_hash
+        .iter()
+        .map(|(h, p)| (h.clone(), p.nar_hash))
+        .collect();
     for batch in hashes.chunks(1000) {
         let api = signer.api_for(&*signer.session().await?);
-        missing.extend(api.missing_paths(cache, batch.to_vec()).await?);
+        let answer = api.missing_paths(cache, batch.to_vec()).await?;
+        missing.extend(answer.missing_paths);
+        nars_held.extend(answer.nars_held);
     }
     summary.already_cached = by_hash.len() - missing.len();
     let mut todo: Vec<PathInfo> = missing.iter().filter_map(|h| by_hash.remove(h)).collect();
@@ -132,8 +139,11 @@ pub async fn push(
             let multi = multi.clone();
             let overall = overall.clone();
             let signer = &signer;
+            let (info, nars_held) = (&info, &nars_held);
             async move {
-                let r = push_one(signer, store, cache, &p, &multi).await;
+                let sp = StorePath::parse(&info.store_dir, &p.path)?;
+                let may_dedup = nars_held.contains(sp.hash_part());
+                let r = push_one(signer, store, cache, &p, may_dedup, &multi).await;
                 overall.inc(1);
                 r.map(|o| (o, p.nar_size))
                     .with_context(|| format!("pushing {}", p.path))
@@ -212,12 +222,13 @@ async fn push_one(
     store: &LocalStore,
     cache: &str,
     p: &PathInfo,
+    may_dedup: bool,
     multi: &MultiProgress,
 ) -> Result<UploadOutcome> {
     let mut session = signer.session().await?;
     let mut gc_retries = 0;
     loop {
-        match push_signed(signer, &session, store, cache, p, multi).await {
+        match push_signed(signer, &session, store, cache, p, may_dedup, multi).await {
             Err(e)
                 if error_code(&e) == Some(ErrorCode::KeyExpired) && !session_is_fresh(&session) =>
             {
@@ -249,13 +260,18 @@ async fn push_signed(
     store: &LocalStore,
     cache: &str,
     p: &PathInfo,
+    may_dedup: bool,
     multi: &MultiProgress,
 ) -> Result<UploadOutcome> {
     let api = signer.api_for(session);
     let info = signed_statement(cache, p, session);
-    let claim = api.record_existing_nar(&info).await?;
-    if claim.outcome != UploadOutcome::NarRequired {
-        return Ok(claim.outcome);
+    if may_dedup {
+        let claim = api.record_existing_nar(&info).await?;
+        if claim.outcome != UploadOutcome::NarRequired {
+            return Ok(claim.outcome);
+        }
+        // Refused without a record: the statement's nonce is unspent,
+        // so the upload below may carry the same statement.
     }
     let bar = multi.add(ProgressBar::new(p.nar_size));
     bar.set_style(

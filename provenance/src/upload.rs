@@ -241,11 +241,21 @@ pub struct UploadResult {
 pub struct MissingPathsRequest {
     pub cache: String,
     pub store_path_hashes: Vec<String>,
+    /// Each path's NAR hash, in the same order (optional): the answer then
+    /// says which missing paths the client may record without sending
+    /// their NARs, so it asks `existing-nar` only for those.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nar_hashes: Vec<NarHash>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MissingPathsResponse {
     pub missing_paths: Vec<String>,
+    /// Of `missing_paths`, those whose NAR (by the hash given) the server
+    /// holds where the caller may already read it: the proof-of-possession
+    /// rule of `existing-nar`, so this discloses no more than it does.
+    #[serde(default)]
+    pub nars_held: Vec<String>,
 }
 
 #[cfg(test)]

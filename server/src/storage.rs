@@ -37,6 +37,15 @@ impl Storage {
                 // No fsync per object: the database commit is the durability
                 // point, and an object lost to a power cut is reported by
                 // `--mode verify` (docs/architecture.md).
+                // The directories packs go to, made once here: made on
+                // demand, they were a twelfth of a small upload's CPU.
+                for byte in 0..=255u8 {
+                    let dir = path
+                        .join(crate::push::pipeline::PACK_PREFIX)
+                        .join(format!("{byte:02x}"));
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
                 let fs = Arc::new(LocalFileSystem::new_with_prefix(path)?);
                 local = Some(fs.clone());
                 local_root = Some(path.clone());

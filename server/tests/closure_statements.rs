@@ -297,3 +297,81 @@ async fn revoking_a_vouching_push_keeps_what_others_uploaded() {
     assert_eq!(rec["key"]["status"], "revoked", "{}", a.text);
     assert_eq!(rec["key"]["revocation"]["reason"], "compromised runner");
 }
+
+/// get-missing-paths with NAR hashes says which missing paths' NARs the
+/// server holds for this caller (so the client skips `existing-nar` for the
+/// rest), under the proof-of-possession rule: a NAR only a private cache
+/// holds is not disclosed to a pusher who cannot read that cache.
+#[tokio::test]
+async fn missing_paths_say_which_nars_the_caller_holds_and_no_more() {
+    let h = Harness::new().await;
+    h.create_cache("public", true).await;
+    h.create_cache("secret", false).await;
+    h.create_cache("main", true).await;
+    let paths: Vec<_> = (0..3).map(path).collect();
+    for (cache, (p, nar)) in [("public", &paths[0]), ("secret", &paths[1])] {
+        let key = h.exchange(&h.root, cache).await;
+        let mut info = statement(cache, p, nar, None);
+        key.sign(&mut info);
+        let a = h.upload(&key.session, &info, nar.clone()).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    }
+    // A pusher of main who reads neither "secret" nor any private cache.
+    let pusher = h.token("bob", "main", perm(|p| p.push = true));
+    let ask = |nar_hashes: Vec<String>| {
+        let body = json!({
+            "cache": "main",
+            "store_path_hashes": paths.iter().map(|(p, _)| hash_of(p)).collect::<Vec<_>>(),
+            "nar_hashes": nar_hashes,
+        });
+        let (h, pusher) = (&h, &pusher);
+        async move {
+            h.call(
+                Method::POST,
+                "/_api/v1/get-missing-paths",
+                Some(pusher),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let hashes: Vec<String> = paths
+        .iter()
+        .map(|(_, nar)| NarHash::of(nar).to_nix_string())
+        .collect();
+    let a = ask(hashes.clone()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json["missing_paths"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        a.json["nars_held"],
+        json!([hash_of(&paths[0].0)]),
+        "{}",
+        a.text
+    );
+    // Root reads "secret": both held NARs are disclosed to it.
+    let body = json!({
+        "cache": "main",
+        "store_path_hashes": paths.iter().map(|(p, _)| hash_of(p)).collect::<Vec<_>>(),
+        "nar_hashes": hashes,
+    });
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/get-missing-paths",
+            Some(&h.root),
+            Some(body),
+        )
+        .await;
+    let mut held: Vec<String> = serde_json::from_value(a.json["nars_held"].clone()).unwrap();
+    held.sort();
+    let mut expected = vec![
+        hash_of(&paths[0].0).to_string(),
+        hash_of(&paths[1].0).to_string(),
+    ];
+    expected.sort();
+    assert_eq!(held, expected, "{}", a.text);
+    // One NAR hash per store path hash, or a clear refusal.
+    ask(vec![NarHash::of(b"x").to_nix_string()])
+        .await
+        .assert_refused(400, "invalid-nar-info");
+}

@@ -29,6 +29,26 @@ impl Db {
         )
     }
 
+    /// The ids of the NARs of `nar_hashes` the server holds, by hash.
+    pub async fn nar_ids_by_hash(
+        &self,
+        nar_hashes: &[String],
+    ) -> DbResult<std::collections::HashMap<String, i64>> {
+        let mut out = std::collections::HashMap::new();
+        for batch in nar_hashes.chunks(super::BATCH) {
+            let sql = format!(
+                "SELECT nar_hash, id FROM nars WHERE nar_hash IN ({})",
+                super::placeholders(1, batch.len())
+            );
+            let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+            for h in batch {
+                q = q.bind(h);
+            }
+            out.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` chunks of a NAR from position `from` on, in order.
     pub async fn nar_chunks(
         &self,

@@ -73,7 +73,7 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
 /// Deletes stored objects older than `cutoff` that no chunk row names.
 pub async fn sweep(state: &AppState, cutoff: i64) -> Result<u64> {
     let mut swept = 0;
-    let mut listing = state.storage.list("chunks");
+    let mut listing = state.storage.list(crate::push::pipeline::PACK_PREFIX);
     let mut batch = Vec::new();
     loop {
         let next = listing.try_next().await?;

@@ -317,8 +317,12 @@ fn new_pack_key(ext: &str) -> Arc<str> {
     let mut id = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut id);
     let id = hex::encode(id);
-    format!("chunks/{}/{id}.{ext}", &id[..2]).into()
+    format!("{PACK_PREFIX}/{}/{id}.{ext}", &id[..2]).into()
 }
+
+/// Packs are spread over 256 directories, `chunks/00` to `chunks/ff`, by
+/// the first byte of their random id (`Storage` makes them up front).
+pub const PACK_PREFIX: &str = "chunks";
 
 /// The whole-stream checks (size, NAR syntax, NAR hash) in a task of their
 /// own, fed the NAR's bytes in order. On the request task they were the
@@ -394,9 +398,14 @@ impl Ingestor {
         // Never read more than one byte past the declared size.
         let reader = reader.take(expected_size.saturating_add(1));
         let compression = compression_name(self.zstd_level);
-        let cores = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(2, 8);
+        // Asked once: the standard library reads cgroup files each time,
+        // a measurable part of a small upload's CPU.
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores = *CORES.get_or_init(|| {
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 8)
+        });
         // Two chunks per core on the blocking pool at once (each holds a
         // zstd context while it compresses), but a window of many more:
         // results return in NAR order and chunk sizes vary sixteenfold, so

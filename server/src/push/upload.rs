@@ -37,7 +37,64 @@ pub async fn missing_paths(
             .map_err(|e| ApiError::new(ErrorCode::InvalidStorePath, e.to_string()))?;
     }
     let missing_paths = state.db.missing_paths(c.id, &req.store_path_hashes).await?;
-    Ok(Json(MissingPathsResponse { missing_paths }))
+    let nars_held = nars_held(&state, &caller, &req, &missing_paths).await?;
+    Ok(Json(MissingPathsResponse {
+        missing_paths,
+        nars_held,
+    }))
+}
+
+/// Of `missing`, the paths whose NAR (by the request's hashes) the server
+/// holds where the caller may record it without sending it: what
+/// `existing-nar` would answer, asked for all at once.
+async fn nars_held(
+    state: &AppState,
+    caller: &Caller,
+    req: &MissingPathsRequest,
+    missing: &[String],
+) -> ApiResult<Vec<String>> {
+    if req.nar_hashes.is_empty() || missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    if req.nar_hashes.len() != req.store_path_hashes.len() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidNarInfo,
+            "nar_hashes must give one NAR hash per store path hash, in the same order",
+        ));
+    }
+    let nar_of: std::collections::HashMap<&str, String> = req
+        .store_path_hashes
+        .iter()
+        .map(String::as_str)
+        .zip(req.nar_hashes.iter().map(|h| h.to_nix_string()))
+        .collect();
+    let wanted: Vec<String> = missing.iter().map(|h| nar_of[h.as_str()].clone()).collect();
+    let held = state.db.nar_ids_by_hash(&wanted).await?;
+    let mut readable = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for h in missing {
+        let Some(&nar_id) = held.get(&nar_of[h.as_str()]) else {
+            continue;
+        };
+        let may = match readable.get(&nar_id) {
+            Some(&may) => may,
+            None => {
+                let may = !state.config.require_proof_of_possession
+                    || state
+                        .db
+                        .caches_holding_nar(nar_id)
+                        .await?
+                        .iter()
+                        .any(|c| access::may(state, caller, Action::Pull, c));
+                readable.insert(nar_id, may);
+                may
+            }
+        };
+        if may {
+            out.push(h.clone());
+        }
+    }
+    Ok(out)
 }
 
 async fn new_object(
