@@ -15,6 +15,9 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+# The closure section repeats on PostgreSQL + S3 (s3s-fs).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}" >&2
   as_root apt-get update -qq
@@ -23,6 +26,11 @@ if [ ${#need[@]} -gt 0 ]; then
   as_root systemctl stop nginx >/dev/null 2>&1 || as_root service nginx stop >/dev/null 2>&1 || true
 fi
 
+# Commits are not flushed one by one, as SQLite's WAL with synchronous =
+# NORMAL does not flush them either: the two are compared like for like.
+PG_OPTIONS="-c synchronous_commit=off"
+source scripts/lib/throwaway-postgres.sh
+
 echo "==> building (release)" >&2
 cargo build --release --locked -p provenix-server -p provenix-client -p provenix-bench >&2
-exec target/release/provenix-bench "$@"
+target/release/provenix-bench "$@"

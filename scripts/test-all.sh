@@ -21,25 +21,10 @@ if [ ${#need[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# A real S3-compatible server for the S3 storage tests (see docs/architecture.md).
-cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
-if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$cargo_bin/s3s-fs" ]; then
-  echo "==> installing s3s-fs 0.14.1 (S3-compatible server for the tests)"
-  cargo install s3s-fs@0.14.1 --features binary --locked --quiet
-fi
-
-# A private PostgreSQL cluster for this run, removed on exit.
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-pg_dir=$(mktemp -d /tmp/provenix-pg.XXXXXX)
-pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-as_root chown postgres "$pg_dir" 2>/dev/null || true
-pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-pg "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U postgres --no-sync >/dev/null
-pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w start \
-  -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" >/dev/null
-trap 'pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$pg_dir"' EXIT
-export PROVENIX_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
-echo "==> PostgreSQL on 127.0.0.1:$pg_port"
+# s3s-fs and a private PostgreSQL cluster for this run (fsync off: tests
+# need no durability), removed on exit.
+PG_OPTIONS="-c fsync=off"
+source scripts/lib/throwaway-postgres.sh
 
 # The end-to-end tests run the real binaries, so build them first.
 cargo build --workspace --locked

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result};
 use provenix_provenance::nar::{self, Node};
 use provenix_provenance::nixbase32;
-use provenix_tests::{Client, NixStore};
+use provenix_tests::{Backend, Client, NixStore, ObjectStorage, TestServer};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -160,6 +160,33 @@ fn push_closure(client: &Client, store: &NixStore, cache: &str, top: &str) -> Re
     ]))
 }
 
+/// The cold push (best of the runs, each on a fresh server) and the Nix
+/// pull (median) with the server on PostgreSQL and S3 (s3s-fs), the
+/// scale-out configuration: None without a PostgreSQL to use.
+fn scale_out(r: &Run, closure: &Closure, shm: &Path, work: &Path) -> Result<Option<(f64, f64)>> {
+    if std::env::var_os("PROVENIX_TEST_POSTGRES_URL").is_none() {
+        return Ok(None);
+    }
+    let mut push = f64::INFINITY;
+    let mut kept = None;
+    for _ in 0..r.plan.repeats.max(1) {
+        let server = TestServer::start_on(Backend::Postgres, ObjectStorage::S3, "");
+        let client = Client::with(r.bin_dir.join("provenix"), tempfile::tempdir_in(work)?);
+        provenix(&client, &["login", "s3", &server.url, &server.root_token])?;
+        provenix(&client, &["cache", "create", "closure", "--public"])?;
+        push = push.min(push_closure(&client, r.store, "closure", &closure.top)?);
+        kept = Some((server, client));
+    }
+    let (server, client) = kept.context("a server")?;
+    let key = crate::cache_public_key(&client, "closure")?;
+    let url = format!("{}/closure", server.url);
+    let mut pulls = Vec::new();
+    for _ in 0..(2 * r.plan.repeats - 1).max(1) {
+        pulls.push(nix_store::pull_into_fresh(&url, &closure.top, &key, shm)?);
+    }
+    Ok(Some((push, median(pulls))))
+}
+
 /// `nix copy --to file://DIR?compression=zstd&secret-key=KEY`; seconds.
 fn nix_copy_to_file(store: &NixStore, top: &str, dir: &Path, key: &Path) -> Result<f64> {
     nix_store::remove_store(dir)?;
@@ -279,6 +306,7 @@ pub fn section(r: &Run, large_nar_push: Option<f64>, targets: &mut Vec<Target>) 
     }
     let pull_rss = server.peak_rss_mib()?;
     let (base_pull, ours_pull) = (median(base_pulls), median(ours_pulls));
+    let scaled_out = scale_out(r, &closure, &shm, &work)?;
 
     println!("| step | baseline | provenix | ratio |\n|---|---|---|---|");
     println!(
@@ -297,6 +325,26 @@ pub fn section(r: &Run, large_nar_push: Option<f64>, targets: &mut Vec<Target>) 
         "| re-push of the cached closure | Attic, Cachix: one request, no rows | {repush:.2} s; {requests} requests; {uploads_added} upload rows, {statements_added} closure statement(s), {vouches_added} vouches, {entries_added} ledger entries; database +{grew} bytes ({:.0} per path) | |",
         grew as f64 / closure.paths as f64
     );
+    match scaled_out {
+        Some((push, pull)) => {
+            println!(
+                "| cold push, PostgreSQL + S3 (s3s-fs), best of {} | the same `nix copy`: {base_push:.2} s | {push:.2} s ({:.0} MB/s) | {:.2}x faster; {:.2}x SQLite + local disk's time |",
+                r.plan.repeats,
+                mb / push,
+                base_push / push,
+                push / ours_push
+            );
+            println!(
+                "| Nix pull, PostgreSQL + S3 (s3s-fs), median of {} | nginx: {base_pull:.2} s | {pull:.2} s | {:.0}% of nginx's rate; {:.2}x SQLite + local disk's time |",
+                (2 * r.plan.repeats - 1).max(1),
+                base_pull / pull * 100.0,
+                pull / ours_pull
+            );
+        }
+        None => println!(
+            "\n(PostgreSQL + S3 not measured: PROVENIX_TEST_POSTGRES_URL is unset; scripts/bench.sh sets it.)"
+        ),
+    }
     println!(
         "\nServer peak RSS: {push_rss:.1} MiB (cold push), {repush_rss:.1} MiB (re-push), {pull_rss:.1} MiB (pulls).\n"
     );

@@ -265,33 +265,34 @@ impl RevocableTable {
     }
 }
 
-/// A path a revocation removed from its cache, for the feed.
-pub(super) struct RevokedPathRow<'a> {
-    pub cache_id: i64,
-    pub store_path_hash: &'a str,
-    pub store_path: &'a str,
-    pub nar_hash: &'a str,
-}
-
-/// Appends a path to the revoked-paths feed; returns its feed id.
-pub(super) async fn record_revoked_path(
+/// Appends the paths `path_ids` (a batch, each still stored) to the
+/// revoked-paths feed, in one statement; returns each path's feed id by
+/// (cache id, store path hash).
+pub(super) async fn record_revoked_paths(
     tx: &mut Transaction<'_, Any>,
-    path: RevokedPathRow<'_>,
+    path_ids: &[i64],
     revocation_id: i64,
     now: i64,
-) -> DbResult<i64> {
-    Ok(sqlx::query_scalar(
+) -> DbResult<std::collections::HashMap<(i64, String), i64>> {
+    let sql = format!(
         "INSERT INTO revoked_paths (cache_id, store_path_hash, store_path, nar_hash, revocation_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-    )
-    .bind(path.cache_id)
-    .bind(path.store_path_hash)
-    .bind(path.store_path)
-    .bind(path.nar_hash)
-    .bind(revocation_id)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?)
+         SELECT o.cache_id, o.store_path_hash, o.store_path, n.nar_hash, $1, $2
+         FROM paths o JOIN nars n ON o.nar_id = n.id WHERE o.id IN ({})
+         ORDER BY o.id
+         RETURNING id, cache_id, store_path_hash",
+        super::placeholders(3, path_ids.len())
+    );
+    let mut q = sqlx::query_as::<_, (i64, i64, String)>(sqlx::AssertSqlSafe(sql))
+        .bind(revocation_id)
+        .bind(now);
+    for id in path_ids {
+        q = q.bind(*id);
+    }
+    Ok(q.fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|(feed_id, cache_id, hash)| ((cache_id, hash), feed_id))
+        .collect())
 }
 
 /// Appends the revocation to the log of every cache it touched (each once,
