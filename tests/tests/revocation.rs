@@ -521,3 +521,90 @@ fn vouching_push_revoked(backend: Backend) {
         "same runner"
     );
 }
+
+provenix_tests::backend_tests! {
+    async fn closure_statements_are_refused_as_uploads_are => closure_refusals;
+}
+
+/// Issue 18's refusals against a real server: a closure statement that
+/// vouches for a path with another NAR hash, one for another cache, one
+/// replayed, and one signed by a revoked key record nothing.
+async fn closure_refusals(backend: Backend) {
+    use provenix_provenance::closure::{ClosureStatement, VouchedPath};
+    let server = provenix_tests::TestServer::start(backend);
+    let admin = server.client();
+    admin.ok(&["cache", "create", "main", "--public"]);
+    admin.ok(&["cache", "create", "other", "--public"]);
+    let http = Http::new(&server.url);
+    let alice = http.key_for(&server.root_token, "main").await;
+    let mut vouched = Vec::new();
+    for (i, name) in ["lib", "app"].iter().enumerate() {
+        let nar = sample_nar(format!("closure part {i}"));
+        let path = format!("/nix/store/{}-{name}", ["a", "b"][i].repeat(32));
+        let a = http
+            .signed_upload(&alice, &upload_info("main", &path, &nar), &nar)
+            .await;
+        assert_eq!(a.0, 200, "{}", a.2);
+        vouched.push(VouchedPath {
+            store_path: path,
+            nar_hash: NarHash::of(&nar),
+            nar_size: nar.len() as u64,
+        });
+    }
+    let bob = http
+        .key_for(&server.push_token("bob", "main"), "main")
+        .await;
+    let carol = http
+        .key_for(&server.push_token("carol", "other"), "other")
+        .await;
+    let statement =
+        |cache: &str, paths: Vec<VouchedPath>, key: &provenix_tests::http::UploadKey| {
+            let mut st = ClosureStatement {
+                cache: cache.into(),
+                paths,
+                key_id: None,
+                nonce: None,
+                signature: None,
+            };
+            st.sign(&key.key_id, &key.key);
+            serde_json::to_value(st).unwrap()
+        };
+    let send = |body: Value| {
+        let http = &http;
+        async move {
+            http.post_json("/_api/v1/closure-statements", None, &body)
+                .await
+        }
+    };
+    let records = || async {
+        let (_, page, _) = http
+            .get(
+                "/_api/v1/cache/main/closure-statements",
+                Some(&server.root_token),
+            )
+            .await;
+        page["items"].as_array().map_or(0, Vec::len)
+    };
+
+    let mut other_build = vouched.clone();
+    other_build[1].nar_hash = NarHash::of(b"a build that differs");
+    let a = send(statement("main", other_build, &bob)).await;
+    assert_refused(&a, 409, "nar-hash-conflict", Some(&vouched[1].store_path));
+    let a = send(statement("main", vouched.clone(), &carol)).await;
+    assert_refused(&a, 403, "permission-denied", None);
+    assert_eq!(records().await, 0);
+
+    let once = statement("main", vouched.clone(), &bob);
+    let a = send(once.clone()).await;
+    assert_eq!((a.0, &a.1["vouched"]), (200, &json!(2)), "{}", a.2);
+    assert_refused(&send(once).await, 409, "statement-replayed", None);
+    assert_eq!(records().await, 1);
+
+    let security = server.make_token(&["--sub", "security", "--validity", "1h", "--revoke", "*"]);
+    server
+        .client_with_token(&security)
+        .ok(&["revoke", "--key", &bob.key_id, "--reason", "leaked"]);
+    let a = send(statement("main", vouched.clone(), &bob)).await;
+    assert_refused(&a, 401, "key-revoked", None);
+    assert_eq!(records().await, 1);
+}
