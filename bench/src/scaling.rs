@@ -82,7 +82,7 @@ pub fn section(r: &Run, targets: &mut Vec<Target>) -> Result<()> {
         holds: last.p50_ms <= 1.5 * first.p50_ms,
     });
 
-    println!("\n## Large operations as the cache grows\n\nEach timed while 4 clients fetch random narinfo (a 2 ms pause between one client's requests), and the narinfo latency of the requests that started during it. GC: `provenixd --mode garbage-collector-once`, a process of its own (it reaps the NARs the previous size's revocation left). get-missing-paths: one request of {MISSING_PATHS_ASKED} hashes, half of them in the cache. Revocation: `provenix revoke --key` of a key that alone uploaded a tenth of the paths.\n");
+    println!("\n## Large operations as the cache grows\n\nEach timed while 4 clients fetch random narinfo (a 2 ms pause between one client's requests), and the narinfo latency of the requests that started during it. GC: `provenixd --mode garbage-collector-once`, a process of its own (it reaps the NARs the previous size's revocation left). get-missing-paths: {MISSING_PATHS_ASKED} hashes, half of them in the cache, a thousand a request as `provenix push` sends them. Revocation: `provenix revoke --key` of a key that alone uploaded a tenth of the paths.\n");
     println!("| paths | GC pass s (narinfo p50 / p99 / max ms) | get-missing-paths s (p50 / p99 / max) | revocation: paths removed, s (p50 / p99 / max) |\n|---|---|---|---|");
     for row in &rows {
         let w = |w: &Window| {
@@ -159,27 +159,39 @@ fn operations(
         (0..MISSING_PATHS_ASKED / 2)
             .map(|i| format!("{:0>32}", format!("{i:x}").replace('e', "z"))),
     );
-    let body = r.work.join("missing-paths.json");
-    std::fs::write(
-        &body,
-        serde_json::json!({ "cache": "bench", "store_path_hashes": hashes }).to_string(),
-    )?;
-    let (answer, missing_secs, missing) = during(&base, sample, || {
-        output(Command::new("curl").args([
-            "-sf",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {}", r.server.root_token),
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &format!("@{}", body.display()),
-            &format!("{}/_api/v1/get-missing-paths", r.server.url),
-        ]))
+    // As `provenix push` asks: a thousand hashes a request, on one
+    // keep-alive connection (curl's config: one block per request).
+    let mut config = String::new();
+    let answers: Vec<_> = (0..hashes.len().div_ceil(1000))
+        .map(|i| r.work.join(format!("missing-paths-{i}.out")))
+        .collect();
+    for (i, batch) in hashes.chunks(1000).enumerate() {
+        let body = r.work.join(format!("missing-paths-{i}.json"));
+        std::fs::write(
+            &body,
+            serde_json::json!({ "cache": "bench", "store_path_hashes": batch }).to_string(),
+        )?;
+        if i > 0 {
+            config.push_str("next\n");
+        }
+        config.push_str(&format!(
+            "url = \"{}/_api/v1/get-missing-paths\"\nheader = \"Authorization: Bearer {}\"\nheader = \"Content-Type: application/json\"\ndata-binary = \"@{}\"\noutput = \"{}\"\nfail\nsilent\n",
+            r.server.url,
+            r.server.root_token,
+            body.display(),
+            answers[i].display()
+        ));
+    }
+    let config_file = r.work.join("missing-paths.curl");
+    std::fs::write(&config_file, config)?;
+    let (_, missing_secs, missing) = during(&base, sample, || {
+        output(Command::new("curl").arg("-K").arg(&config_file))
     })?;
-    let answer: serde_json::Value = serde_json::from_str(&answer)?;
-    let said_missing = answer["missing_paths"].as_array().map_or(0, Vec::len);
+    let mut said_missing = 0;
+    for answer in &answers {
+        let answer: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(answer)?)?;
+        said_missing += answer["missing_paths"].as_array().map_or(0, Vec::len);
+    }
     ensure!(
         said_missing == MISSING_PATHS_ASKED / 2,
         "get-missing-paths said {said_missing} of {MISSING_PATHS_ASKED} are missing"
