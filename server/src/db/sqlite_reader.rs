@@ -75,6 +75,15 @@ impl SqliteReader {
         )
         .with_context(|| format!("cannot open {} for reading", self.path.display()))?;
         c.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Without the query planner stability guarantee, SQLite recompiles a
+        // cached statement on its next step whenever a parameter it may plan
+        // by is bound anew (the chunk list's LIMIT, for one): a tenth of a
+        // pull's server CPU went to re-parsing these statements. Their plans
+        // do not depend on the values.
+        c.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         if let Use::Lookup = kind {
             // Path lookups read the kernel's page cache in place instead of
             // copying pages into SQLite's (capped at 4 MiB for the process,
