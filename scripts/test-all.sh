@@ -15,6 +15,8 @@ command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 # The certificate tests parse and verify with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The packaging test verifies the systemd unit with systemd-analyze.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   as_root apt-get update -qq

@@ -302,7 +302,7 @@ async fn run() -> Result<()> {
     match cli.mode {
         Mode::CheckConfig => {
             TokenAuthority::from_config(&config)?;
-            provenix_server::storage::Storage::from_config(&config.storage)?;
+            provenix_server::storage::Storage::check_config(&config.storage)?;
             println!("configuration is valid");
             return Ok(());
         }

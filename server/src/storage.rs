@@ -81,6 +81,18 @@ impl Storage {
         })
     }
 
+    /// Checks the settings without touching the disk or the network
+    /// (`--mode check-config`, which NixOS runs in its build sandbox).
+    pub fn check_config(cfg: &StorageConfig) -> Result<()> {
+        match cfg {
+            StorageConfig::Local { path } => {
+                anyhow::ensure!(!path.as_os_str().is_empty(), "[storage] path is empty");
+                Ok(())
+            }
+            StorageConfig::S3 { .. } => Self::from_config(cfg).map(|_| ()),
+        }
+    }
+
     /// Whether the storage answers (`GET /ready`): the local directory is
     /// there, or S3 answers a HEAD (a missing object is an answer).
     pub async fn probe(&self) -> Result<()> {
