@@ -106,6 +106,16 @@ fn checking_a_config_writes_nothing() {
     assert!(ok && out.contains("configuration is valid"), "{out}{err}");
     assert!(!state.exists(), "check-config created {}", state.display());
 
+    // The container example's config is one it can use.
+    let (ok, out, err) = run(Command::new(bin("provenixd"))
+        .args(["--mode", "check-config", "-f"])
+        .arg(repo().join("contrib/docker/server.toml"))
+        .env(
+            "PROVENIX_SERVER_TOKEN_HS256_SECRET_BASE64",
+            "dGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQ=",
+        ));
+    assert!(ok, "contrib/docker/server.toml: {out}{err}");
+
     // A config it cannot use is a one-line cause and a failure.
     std::fs::write(&config, "listen = 8080\n").unwrap();
     let (ok, _, err) = run(Command::new(bin("provenixd"))
