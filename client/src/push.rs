@@ -5,7 +5,9 @@
 use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use provenix_provenance::closure::{ClosureStatement, VouchedPath, MAX_CLOSURE_PATHS};
+use provenix_provenance::closure::{
+    metadata_digest, ClosureStatement, VouchedPath, MAX_CLOSURE_PATHS,
+};
 use provenix_provenance::upload::{UploadOutcome, UploadPathNarInfo};
 use provenix_provenance::{NarHash, StorePath};
 use std::time::Instant;
@@ -103,7 +105,7 @@ pub async fn push(
     // every builder. Any the cache lost meanwhile are uploaded.
     let present: Vec<PathInfo> = by_hash.into_values().collect();
     for batch in present.chunks(MAX_CLOSURE_PATHS) {
-        let missing = vouch_for(&signer, cache, batch).await?;
+        let missing = vouch_for(&signer, cache, &info.store_dir, batch).await?;
         summary.already_cached -= missing.len();
         todo.extend(batch.iter().filter(|p| missing.contains(&p.path)).cloned());
     }
@@ -176,26 +178,27 @@ pub async fn push(
     Ok(summary)
 }
 
-/// Signs and sends one closure statement for `paths` (at most
-/// [`MAX_CLOSURE_PATHS`]), with a fresh key if the current one expired;
-/// returns the store paths the cache did not hold.
+/// Vouches for `paths` (at most [`MAX_CLOSURE_PATHS`]) in a signed closure
+/// statement, with a fresh key if the current one expired; returns the
+/// store paths the cache did not hold. The server keeps only a statement
+/// whose every path it holds: when some went (GC meanwhile), the rest are
+/// vouched for in a statement of their own.
 async fn vouch_for(
     signer: &Signer,
     cache: &str,
+    store_dir: &str,
     paths: &[PathInfo],
 ) -> Result<std::collections::HashSet<String>> {
+    let mut lines = paths
+        .iter()
+        .map(|p| vouched_path(store_dir, p))
+        .collect::<Result<Vec<_>>>()?;
+    let mut missing = std::collections::HashSet::new();
     let mut session = signer.session().await?;
-    loop {
+    while !lines.is_empty() {
         let mut st = ClosureStatement {
             cache: cache.to_string(),
-            paths: paths
-                .iter()
-                .map(|p| VouchedPath {
-                    store_path: p.path.clone(),
-                    nar_hash: p.nar_hash,
-                    nar_size: p.nar_size,
-                })
-                .collect(),
+            paths: lines.clone(),
             key_id: None,
             nonce: None,
             signature: None,
@@ -209,10 +212,37 @@ async fn vouch_for(
             }
             r => {
                 let answer = r.context("vouching for the paths the cache holds")?;
-                return Ok(answer.missing.into_iter().collect());
+                if answer.missing.is_empty() {
+                    break;
+                }
+                lines.retain(|l| !answer.missing.contains(&l.store_path));
+                missing.extend(answer.missing);
             }
         }
     }
+    Ok(missing)
+}
+
+/// A path's line in a closure statement: its NAR, and the digest of its
+/// references, deriver and CA as the local store has them.
+fn vouched_path(store_dir: &str, p: &PathInfo) -> Result<VouchedPath> {
+    let base = |path: &str| {
+        StorePath::parse(store_dir, path)
+            .map(|sp| sp.base_name())
+            .with_context(|| format!("{path} is not a store path of {store_dir}"))
+    };
+    let references = p
+        .references
+        .iter()
+        .map(|r| base(r))
+        .collect::<Result<Vec<_>>>()?;
+    let deriver = p.deriver.as_deref().map(base).transpose()?;
+    Ok(VouchedPath {
+        store_path: p.path.clone(),
+        nar_hash: p.nar_hash,
+        nar_size: p.nar_size,
+        metadata: metadata_digest(&references, deriver.as_deref(), p.ca.as_deref()),
+    })
 }
 
 /// One path, signed by the current key; once more with a fresh key if the

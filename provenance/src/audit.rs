@@ -125,6 +125,10 @@ pub struct Provenance {
     /// now, newest first.
     #[serde(default)]
     pub closures: Vec<ClosureRecord>,
+    /// More statements vouched for the path than one answer carries (a
+    /// few MB of their text): `audit --closures` pages through them all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more_closures: bool,
 }
 
 /// Who a key was issued to, as auditors and admins name it: the one

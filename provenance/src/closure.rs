@@ -12,14 +12,15 @@
 //! cache <cache>
 //! key <key id>
 //! nonce <nonce>
-//! <store path> <NAR hash, sha256:nixbase32> <NAR size>
+//! <store path> <NAR hash, sha256:nixbase32> <NAR size> <metadata digest>
 //! ...
 //! ```
 //!
 //! Paths are sorted and unique, and no field holds whitespace (validated),
 //! so the text has one reading. An entry vouches for a path's NAR (hash and
-//! size), the part of a Nix fingerprint the contents fix; references and
-//! deriver stay as the path's upload recorded them.
+//! size) and, by [`metadata_digest`], for its references, deriver and CA:
+//! a vouch for the NAR alone would keep a revoked uploader's forged
+//! references served once the vouch were the path's last unrevoked record.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -42,6 +43,25 @@ pub struct VouchedPath {
     pub store_path: String,
     pub nar_hash: NarHash,
     pub nar_size: u64,
+    /// [`metadata_digest`] of the path's references, deriver and CA.
+    pub metadata: String,
+}
+
+/// 160 bits of SHA-256 over a path's references (base names, sorted and
+/// unique), deriver (base name) and CA, one per line, in nixbase32: what a
+/// closure line vouches for beside the NAR, in 32 characters.
+pub fn metadata_digest(references: &[String], deriver: Option<&str>, ca: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut refs: Vec<&str> = references.iter().map(String::as_str).collect();
+    refs.sort_unstable();
+    refs.dedup();
+    let text = format!(
+        "{}\n{}\n{}\n",
+        refs.join(" "),
+        deriver.unwrap_or(""),
+        ca.unwrap_or("")
+    );
+    crate::nixbase32::encode(&Sha256::digest(text.as_bytes())[..20])
 }
 
 /// The body of `POST /_api/v1/closure-statements`.
@@ -83,6 +103,8 @@ pub enum ClosureError {
     BadKeyId,
     #[error("the cache name holds whitespace")]
     BadCache,
+    #[error("{0}: the metadata digest is not 32 nixbase32 characters")]
+    BadMetadata(String),
     #[error("not a closure statement: {0}")]
     Text(&'static str),
 }
@@ -104,10 +126,11 @@ impl ClosureStatement {
         ));
         for p in &self.paths {
             out.push_str(&format!(
-                "{} {} {}\n",
+                "{} {} {} {}\n",
                 p.store_path,
                 p.nar_hash.to_nix_string(),
-                p.nar_size
+                p.nar_size,
+                p.metadata
             ));
         }
         out.into_bytes()
@@ -150,6 +173,9 @@ impl ClosureStatement {
             if p.nar_size < 8 || p.nar_size > i64::MAX as u64 {
                 return Err(ClosureError::BadSize(p.store_path.clone()));
             }
+            if crate::store_path::validate_hash_part(&p.metadata).is_err() {
+                return Err(ClosureError::BadMetadata(p.store_path.clone()));
+            }
             parsed.push(sp);
         }
         Ok(parsed)
@@ -180,10 +206,16 @@ impl ClosureStatement {
         let mut paths = Vec::new();
         for line in lines {
             let mut parts = line.split(' ');
-            let (Some(store_path), Some(hash), Some(size), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                return Err(ClosureError::Text("a path line is not: path hash size"));
+            let (Some(store_path), Some(hash), Some(size), Some(metadata), None) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) else {
+                return Err(ClosureError::Text(
+                    "a path line is not: path hash size metadata",
+                ));
             };
             paths.push(VouchedPath {
                 store_path: store_path.to_string(),
@@ -192,6 +224,7 @@ impl ClosureStatement {
                 nar_size: size
                     .parse()
                     .map_err(|_| ClosureError::Text("a NAR size is not a number"))?,
+                metadata: metadata.to_string(),
             });
         }
         let st = ClosureStatement {
@@ -227,7 +260,35 @@ mod tests {
             store_path: format!("{DIR}/{}-{name}", hash_char.to_string().repeat(32)),
             nar_hash: NarHash::of(name.as_bytes()),
             nar_size: 96,
+            metadata: metadata_digest(&[], None, None),
         }
+    }
+
+    #[test]
+    fn the_metadata_digest_covers_references_deriver_and_ca() {
+        let refs = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let base = metadata_digest(&refs(&["b-x", "a-y"]), Some("d.drv"), None);
+        assert_eq!(base.len(), 32);
+        // Order and repetition of references do not matter; anything else does.
+        assert_eq!(
+            base,
+            metadata_digest(&refs(&["a-y", "b-x", "a-y"]), Some("d.drv"), None)
+        );
+        assert_ne!(base, metadata_digest(&refs(&["a-y"]), Some("d.drv"), None));
+        assert_ne!(base, metadata_digest(&refs(&["b-x", "a-y"]), None, None));
+        assert_ne!(
+            base,
+            metadata_digest(
+                &refs(&["b-x", "a-y"]),
+                Some("d.drv"),
+                Some("fixed:r:sha256:x")
+            )
+        );
+        // No field can spill into the next.
+        assert_ne!(
+            metadata_digest(&refs(&["a"]), Some(""), None),
+            metadata_digest(&[], Some("a"), None)
+        );
     }
 
     fn signed() -> (ClosureStatement, ed25519_dalek::SigningKey) {
@@ -290,6 +351,10 @@ mod tests {
             with(&|s| s.paths[0].store_path = "/tmp/x".into()),
             ClosureError::StorePath(_)
         ));
+        assert!(matches!(
+            with(&|s| s.paths[0].metadata = "e".repeat(32)),
+            ClosureError::BadMetadata(_)
+        ));
         let many = (0..=MAX_CLOSURE_PATHS).map(|_| path('a', "x")).collect();
         assert!(matches!(
             with(&|s| s.paths = Clone::clone(&many)),
@@ -299,6 +364,6 @@ mod tests {
         let text = String::from_utf8(st.statement()).unwrap();
         assert!(ClosureStatement::parse(&text.replace("cache main", "cache  main")).is_err());
         assert!(ClosureStatement::parse(&format!("{text}extra line\n")).is_err());
-        assert!(ClosureStatement::parse(&text.replace(" 96\n", " 096\n")).is_err());
+        assert!(ClosureStatement::parse(&text.replace(" 96 ", " 096 ")).is_err());
     }
 }

@@ -7,7 +7,7 @@ mod harness;
 
 use axum::http::{Method, StatusCode};
 use harness::{perm, statement, Answer, Harness, UploadKey};
-use provenix_provenance::closure::{ClosureStatement, VouchedPath};
+use provenix_provenance::closure::{metadata_digest, ClosureStatement, VouchedPath};
 use provenix_provenance::NarHash;
 use serde_json::json;
 
@@ -50,6 +50,8 @@ fn closure(cache: &str, paths: &[(String, Vec<u8>)]) -> ClosureStatement {
                 store_path: p.clone(),
                 nar_hash: NarHash::of(nar),
                 nar_size: nar.len() as u64,
+                // As uploaded by `upload_all`: no references, deriver or CA.
+                metadata: metadata_digest(&[], None, None),
             })
             .collect(),
         key_id: None,
@@ -104,11 +106,19 @@ async fn one_statement_vouches_for_every_held_path_and_reads_back_verifiable() {
     upload_all(&h, &alice, &paths[..5]).await;
 
     let bob = pusher(&h, "bob", "main").await;
-    let st = signed(&bob, closure("main", &paths));
+    // A statement listing a path the cache lacks is not kept (its text
+    // would hold lines that vouch for nothing): the answer names it, and
+    // the client vouches again for the rest.
+    let a = send(&h, &signed(&bob, closure("main", &paths))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json["vouched"], 0, "{}", a.text);
+    assert_eq!(a.json["missing"], json!([paths[5].0]), "{}", a.text);
+    assert_eq!(closure_records(&h).await, 0);
+    let st = signed(&bob, closure("main", &paths[..5]));
     let a = send(&h, &st).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     assert_eq!(a.json["vouched"], 5, "{}", a.text);
-    assert_eq!(a.json["missing"], json!([paths[5].0]), "{}", a.text);
+    assert_eq!(a.json["missing"], json!([]), "{}", a.text);
 
     // The path's provenance: alice's upload and bob's statement, whose text
     // and signature verify with bob's key and list the path as stored.
@@ -124,7 +134,7 @@ async fn one_statement_vouches_for_every_held_path_and_reads_back_verifiable() {
     assert_eq!(closures.len(), 1, "{}", p.text);
     let rec = &closures[0];
     assert_eq!(rec["key"]["subject"], "bob");
-    assert_eq!(rec["paths"], 6);
+    assert_eq!(rec["paths"], 5);
     let text = rec["statement"].as_str().unwrap();
     provenix_provenance::exchange::verify(
         &bob.key.verifying_key(),
@@ -151,6 +161,9 @@ async fn one_statement_vouches_for_every_held_path_and_reads_back_verifiable() {
     let a = send(&h, &none).await;
     assert_eq!(a.json["vouched"], 0, "{}", a.text);
     assert_eq!(closure_records(&h).await, 1);
+
+    // The metadata digest in the record's text matches the path as stored.
+    assert_eq!(entry.metadata, metadata_digest(&[], None, None));
 }
 
 #[tokio::test]
@@ -163,17 +176,41 @@ async fn refused_statements_record_nothing() {
     upload_all(&h, &alice, &paths).await;
     let bob = pusher(&h, "bob", "main").await;
 
-    // A path with another NAR hash, or another size, than the cache holds.
+    // A path with another NAR hash than the cache holds: refused, and kept
+    // as a divergence (who claimed another build), as an upload's is.
+    let divergences = || async {
+        h.get("/_api/v1/cache/main/divergences", Some(&h.root))
+            .await
+            .json["items"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
     let mut other_hash = closure("main", &paths);
     other_hash.paths[1].nar_hash = NarHash::of(b"another build");
-    send(&h, &signed(&bob, other_hash))
-        .await
-        .assert_refused(409, "nar-hash-conflict");
+    let a = send(&h, &signed(&bob, other_hash)).await;
+    a.assert_refused(409, "nar-hash-conflict");
+    assert!(a.text.contains(&paths[1].0), "{}", a.text);
+    // The stored hash is not named: a pusher may not be able to read it.
+    let stored = NarHash::of(&paths[1].1).to_nix_string();
+    assert!(!a.text.contains(&stored), "{}", a.text);
+    assert_eq!(divergences().await, 1);
+    // Another size, or other references: refused, nothing recorded.
     let mut other_size = closure("main", &paths);
     other_size.paths[0].nar_size += 8;
-    send(&h, &signed(&bob, other_size))
+    let a = send(&h, &signed(&bob, other_size)).await;
+    a.assert_refused(409, "statement-mismatch");
+    assert!(
+        !a.text.contains(&paths[0].1.len().to_string()),
+        "{}",
+        a.text
+    );
+    let mut other_refs = closure("main", &paths);
+    other_refs.paths[2].metadata =
+        metadata_digest(&["0123456789abcdfghijklmnpqrsvwxyz-dep".into()], None, None);
+    send(&h, &signed(&bob, other_refs))
         .await
         .assert_refused(409, "statement-mismatch");
+    assert_eq!(divergences().await, 1);
 
     // Signed by a key certified for another cache.
     let elsewhere = pusher(&h, "carol", "other").await;
@@ -374,4 +411,44 @@ async fn missing_paths_say_which_nars_the_caller_holds_and_no_more() {
     ask(vec![NarHash::of(b"x").to_nix_string()])
         .await
         .assert_refused(400, "invalid-nar-info");
+}
+
+/// The attack a vouch for the NAR alone allowed: a builder uploads the
+/// genuine NAR with references of its own choosing; an honest push's
+/// closure statement, naming the references it built with, is refused
+/// instead of vouching for the forged ones, so revoking the forger's key
+/// removes the path.
+#[tokio::test]
+async fn a_vouch_cannot_keep_a_revoked_uploaders_forged_references_served() {
+    let h = Harness::new().await;
+    h.create_cache("main", true).await;
+    let mallory = h.exchange(&h.root, "main").await;
+    let (dep, dep_nar) = path(1);
+    let (app, app_nar) = path(2);
+    upload_all(&h, &mallory, &[(dep.clone(), dep_nar)]).await;
+    let mut forged = statement("main", &app, &app_nar, None);
+    forged.references = vec![dep.clone()];
+    mallory.sign(&mut forged);
+    let a = h.upload(&mallory.session, &forged, app_nar.clone()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+
+    let bob = pusher(&h, "bob", "main").await;
+    let honest = closure("main", &[(app.clone(), app_nar)]);
+    send(&h, &signed(&bob, honest))
+        .await
+        .assert_refused(409, "statement-mismatch");
+
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/revoke",
+            Some(&h.root),
+            Some(json!({ "cache": "main", "key": mallory.key_id, "reason": "forged" })),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    for p in [&app, &dep] {
+        let answer = h.get(&format!("/main/{}.narinfo", hash_of(p)), None).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{p} still served");
+    }
 }

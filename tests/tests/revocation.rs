@@ -530,7 +530,7 @@ provenix_tests::backend_tests! {
 /// vouches for a path with another NAR hash, one for another cache, one
 /// replayed, and one signed by a revoked key record nothing.
 async fn closure_refusals(backend: Backend) {
-    use provenix_provenance::closure::{ClosureStatement, VouchedPath};
+    use provenix_provenance::closure::{metadata_digest, ClosureStatement, VouchedPath};
     let server = provenix_tests::TestServer::start(backend);
     let admin = server.client();
     admin.ok(&["cache", "create", "main", "--public"]);
@@ -549,6 +549,7 @@ async fn closure_refusals(backend: Backend) {
             store_path: path,
             nar_hash: NarHash::of(&nar),
             nar_size: nar.len() as u64,
+            metadata: metadata_digest(&[], None, None),
         });
     }
     let bob = http

@@ -47,7 +47,7 @@ async fn provenance_of(state: &AppState, c: &CacheRow, hash: &str) -> ApiResult<
         .upload_records(c.id, Some(hash), &all, true)
         .await?;
     let divergences = state.db.divergence_records(c.id, Some(hash), &all).await?;
-    let closures = state.db.closure_records(c.id, Some(hash), &all).await?;
+    let (closures, more_closures) = state.db.closure_records(c.id, Some(hash), &all).await?;
     let store_path = uploads
         .first()
         .map(|u| u.store_path.clone())
@@ -57,6 +57,7 @@ async fn provenance_of(state: &AppState, c: &CacheRow, hash: &str) -> ApiResult<
         uploads,
         divergences,
         closures,
+        more_closures,
     })
 }
 
@@ -156,8 +157,12 @@ pub async fn closures(
 ) -> ApiResult<Json<Page<ClosureRecord>>> {
     let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
     super::require_one_issuer(&state, &[c.id], &q.identity).await?;
-    let items = state.db.closure_records(c.id, None, &q).await?;
-    let next_cursor = next_cursor(&items, &q, |s| s.id);
+    let (items, cut) = state.db.closure_records(c.id, None, &q).await?;
+    let next_cursor = if cut {
+        items.last().map(|s| s.id)
+    } else {
+        next_cursor(&items, &q, |s| s.id)
+    };
     Ok(Json(Page { items, next_cursor }))
 }
 

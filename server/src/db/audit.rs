@@ -35,6 +35,9 @@ impl Db {
     }
 }
 
+/// Bytes of closure statements' text one answer decodes and sends.
+pub const CLOSURE_TEXT_BUDGET: usize = 4 << 20;
+
 pub fn page_size(q: &AuditQuery) -> i64 {
     q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
 }
@@ -229,13 +232,14 @@ impl Db {
     }
 
     /// Closure statements of a cache, newest first, after the filters:
-    /// with `store_path_hash`, those vouching for that path as stored now.
+    /// with `store_path_hash`, those vouching for that path as stored now;
+    /// and whether the text budget cut the page short.
     pub async fn closure_records(
         &self,
         cache_id: i64,
         store_path_hash: Option<&str>,
         q: &AuditQuery,
-    ) -> DbResult<Vec<ClosureRecord>> {
+    ) -> DbResult<(Vec<ClosureRecord>, bool)> {
         let mut f = Filter::new();
         let from = match store_path_hash {
             Some(h) => {
@@ -263,25 +267,30 @@ impl Db {
             page_size(q)
         );
         let now = crate::clock::now();
-        f.query(sql)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                let compressed: Vec<u8> = r.try_get("statement")?;
-                let text = zstd::stream::decode_all(compressed.as_slice())
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                Ok(ClosureRecord {
-                    id: r.try_get("id")?,
-                    cache: r.try_get("cache_name")?,
-                    paths: r.try_get("paths")?,
-                    at: r.try_get("created_at")?,
-                    statement: String::from_utf8_lossy(&text).into_owned(),
-                    signature: r.try_get("signature")?,
-                    key: key_from_row(r, now)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        let rows = f.query(sql).fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut text_bytes = 0;
+        for r in &rows {
+            // A statement's text is up to a thousand lines: an answer
+            // holds at most CLOSURE_TEXT_BUDGET of them (and always one),
+            // the cursor pages on from there.
+            if text_bytes > CLOSURE_TEXT_BUDGET {
+                return Ok((out, true));
+            }
+            let compressed: Vec<u8> = r.try_get("statement")?;
+            let text = zstd::stream::decode_all(compressed.as_slice())
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            text_bytes += text.len();
+            out.push(ClosureRecord {
+                id: r.try_get("id")?,
+                cache: r.try_get("cache_name")?,
+                paths: r.try_get("paths")?,
+                at: r.try_get("created_at")?,
+                statement: String::from_utf8_lossy(&text).into_owned(),
+                signature: r.try_get("signature")?,
+                key: key_from_row(r, now)?,
+            });
+        }
+        Ok((out, false))
     }
 }

@@ -206,6 +206,38 @@ pub(super) async fn record_closure_statement(
     Ok(id)
 }
 
+/// Records a refused closure statement's claims of another NAR for paths
+/// the cache serves, one divergence each (the statement's text as the
+/// claim), and spends its nonce once.
+pub(super) async fn record_closure_divergences(
+    tx: &mut Transaction<'_, Any>,
+    st: &super::closure::NewClosureStatement,
+    diverged: &[(&super::closure::ClosureEntry, String)],
+) -> DbResult<()> {
+    spend_nonce(tx, st.upload_key_row, &st.nonce, st.remember_until).await?;
+    for (entry, existing_nar_hash) in diverged {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO divergences (cache_id, store_path_hash, store_path, existing_nar_hash,
+                 nar_hash, nar_size, upload_key_id, statement, signature, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(st.cache_id)
+        .bind(&entry.store_path_hash)
+        .bind(&entry.store_path)
+        .bind(existing_nar_hash)
+        .bind(&entry.nar_hash)
+        .bind(entry.nar_size)
+        .bind(st.upload_key_row)
+        .bind(&st.text)
+        .bind(&st.signature)
+        .bind(crate::clock::now())
+        .fetch_one(&mut **tx)
+        .await?;
+        append(tx, st.cache_id, EntryKind::Divergence, id).await?;
+    }
+    Ok(())
+}
+
 /// Starts a revocation: who, why and the selector as given. Its ledger
 /// entries are appended by [`finish_revocation`], per cache it touched.
 pub(super) async fn record_revocation(

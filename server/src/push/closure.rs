@@ -44,12 +44,15 @@ pub async fn record_closure_statement(
             nar_hash: p.nar_hash.to_nix_string(),
             // validate() bounds it by i64::MAX.
             nar_size: p.nar_size as i64,
+            metadata: p.metadata.clone(),
         })
         .collect();
     let new = NewClosureStatement {
         cache_id: c.id,
         upload_key_row: key.id,
         compressed: zstd::bulk::compress(&text, 3).map_err(ApiError::internal)?,
+        // Only ASCII after validation: the text is UTF-8.
+        text: String::from_utf8_lossy(&text).into_owned(),
         signature: st.signature.clone().unwrap_or_default(),
         nonce,
         remember_until: key
@@ -58,30 +61,33 @@ pub async fn record_closure_statement(
         entries,
     };
     match state.db.record_closure_statement(&new).await? {
-        ClosureOutcome::Recorded { vouched, missing } => {
-            if vouched > 0 {
-                tracing::info!(cache = %c.name, key = %key.key_id, sub = %key.subject, vouched, missing = missing.len(), "closure statement recorded");
-            }
-            Ok(Json(ClosureResult { vouched, missing }))
+        ClosureOutcome::Recorded { vouched } => {
+            tracing::info!(cache = %c.name, key = %key.key_id, sub = %key.subject, vouched, "closure statement recorded");
+            Ok(Json(ClosureResult {
+                vouched,
+                missing: Vec::new(),
+            }))
         }
+        ClosureOutcome::Missing { missing } => Ok(Json(ClosureResult { vouched: 0, missing })),
         ClosureOutcome::KeyRevoked => Err(ApiError::new(
             ErrorCode::KeyRevoked,
             "the signing key was revoked while this statement was checked; nothing was recorded",
         )),
-        ClosureOutcome::Conflict {
-            store_path,
-            field,
-            stored,
-        } => {
-            let code = if field == "nar_hash" {
-                ErrorCode::NarHashConflict
-            } else {
-                ErrorCode::StatementMismatch
-            };
+        // The stored values are not named: a pusher who may not read the
+        // cache learns which field differs, not what is stored.
+        ClosureOutcome::Diverged { store_paths } => {
+            tracing::warn!(cache = %c.name, key = %key.key_id, sub = %key.subject, paths = ?store_paths, "closure statement claims another NAR: divergences recorded");
             Err(ApiError::new(
-                code,
-                format!("{store_path} is in this cache with {field} {stored}, not as this closure statement says; nothing was recorded"),
+                ErrorCode::NarHashConflict,
+                format!(
+                    "this cache serves another NAR for {} (recorded as divergences; nothing was vouched for)",
+                    store_paths.join(", ")
+                ),
             ))
         }
+        ClosureOutcome::Mismatch { store_path, field } => Err(ApiError::new(
+            ErrorCode::StatementMismatch,
+            format!("{store_path} is in this cache with another {field} than this closure statement says; nothing was recorded"),
+        )),
     }
 }

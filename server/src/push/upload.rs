@@ -53,7 +53,7 @@ async fn nars_held(
     req: &MissingPathsRequest,
     missing: &[String],
 ) -> ApiResult<Vec<String>> {
-    if req.nar_hashes.is_empty() || missing.is_empty() {
+    if req.nar_hashes.is_empty() {
         return Ok(Vec::new());
     }
     if req.nar_hashes.len() != req.store_path_hashes.len() {
@@ -61,6 +61,9 @@ async fn nars_held(
             ErrorCode::InvalidNarInfo,
             "nar_hashes must give one NAR hash per store path hash, in the same order",
         ));
+    }
+    if missing.is_empty() {
+        return Ok(Vec::new());
     }
     let nar_of: std::collections::HashMap<&str, String> = req
         .store_path_hashes
