@@ -61,6 +61,56 @@ pub struct Config {
     pub signing_keys: SigningKeysConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: who may read `GET /metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Peer addresses (CIDR, or a single address) allowed to scrape; others
+    /// get the answer for a missing endpoint. Default: loopback only.
+    #[serde(
+        default = "default_metrics_allow",
+        deserialize_with = "addresses_or_networks"
+    )]
+    pub allow: Vec<ipnet::IpNet>,
+}
+
+/// `["10.0.0.0/8", "192.0.2.7", "::1"]`: networks, or addresses as
+/// networks of one.
+fn addresses_or_networks<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let items: Vec<String> = Deserialize::deserialize(d)?;
+    items
+        .iter()
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{s:?} is neither an address nor a network (10.0.0.0/8)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            allow: default_metrics_allow(),
+        }
+    }
+}
+
+fn default_metrics_allow() -> Vec<ipnet::IpNet> {
+    vec![
+        "127.0.0.0/8".parse().expect("valid"),
+        "::1/128".parse().expect("valid"),
+    ]
 }
 
 /// `[http]`: what one connection may hold of the server, so that slow or

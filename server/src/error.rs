@@ -13,6 +13,9 @@ pub struct ApiError {
     /// Set only where one code answers two kinds of request (see
     /// [`ApiError::with_status`]).
     status: Option<StatusCode>,
+    /// For an internal error, what failed (database, storage, other): the
+    /// metrics count them apart.
+    source: Option<&'static str>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -23,6 +26,7 @@ impl ApiError {
             code,
             message: message.into(),
             status: None,
+            source: None,
         }
     }
 
@@ -51,11 +55,22 @@ impl ApiError {
     }
 
     pub fn internal(err: impl std::fmt::Display) -> Self {
-        tracing::error!("internal error: {err:#}");
-        Self::new(
+        Self::internal_from("other", err)
+    }
+
+    /// An internal error of the object storage.
+    pub fn storage(err: impl std::fmt::Display) -> Self {
+        Self::internal_from("storage", err)
+    }
+
+    fn internal_from(source: &'static str, err: impl std::fmt::Display) -> Self {
+        tracing::error!(source, "internal error: {err:#}");
+        let mut e = Self::new(
             ErrorCode::InternalError,
             "internal server error; see the server log",
-        )
+        );
+        e.source = Some(source);
+        e
     }
 }
 
@@ -72,7 +87,7 @@ impl From<crate::db::DbError> for ApiError {
                 "a concurrent transaction conflicted with this one; nothing was stored, send it again",
             );
         }
-        ApiError::internal(e)
+        ApiError::internal_from("database", e)
     }
 }
 
@@ -99,6 +114,11 @@ impl IntoResponse for ApiError {
         })
         .unwrap_or_else(|_| "{}".into());
         let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        resp.extensions_mut()
+            .insert(crate::operate::metrics::Refused {
+                code: self.code,
+                internal: self.source,
+            });
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

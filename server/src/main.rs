@@ -394,8 +394,12 @@ async fn run() -> Result<()> {
     println!("provenixd listening on http://{addr}");
     tracing::info!("listening on http://{addr}");
     let http = state.config.http.clone();
+    let traffic = provenix_server::http::Traffic {
+        received: state.metrics.received_bytes.clone(),
+        sent: state.metrics.sent_bytes.clone(),
+    };
     let app = provenix_server::router(state);
-    provenix_server::http::serve(listener, app, &http, async {
+    provenix_server::http::serve(listener, app, &http, traffic, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await

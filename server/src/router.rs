@@ -15,7 +15,7 @@ use crate::audit::{provenance, revocation};
 use crate::error::ApiError;
 use crate::identity::exchange;
 use crate::manage::{caches, publishers};
-use crate::operate::{probes, request_id};
+use crate::operate::{metrics, probes, request_id};
 use crate::push::{closure, upload};
 use crate::serve::binary_cache;
 use crate::state::AppState;
@@ -29,6 +29,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(|| async { "provenix binary cache\n" }))
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
+        .route("/metrics", get(metrics::metrics))
         .merge(api())
         .route("/{cache}/nix-cache-info", get(binary_cache::nix_cache_info))
         .route("/{cache}/nar/{file}", get(binary_cache::nar))
@@ -47,6 +48,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(axum::middleware::map_request(
             move |req: Request| async move { crate::http::body_rate::limit(req, min_rate, grace) },
+        ))
+        // Counts every answer, the refusals of the layers above included.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::layer,
         ))
         // Outermost: every answer, refusals of the layers above included,
         // carries its id.

@@ -64,3 +64,163 @@ async fn every_answer_carries_a_request_id() {
     assert_ne!(replaced.request_id.as_deref(), Some("a b\" level=error"));
     assert_eq!(replaced.request_id.map(|id| id.len()), Some(16));
 }
+
+/// The value of the sample `name{labels}` in a scrape (0 when absent).
+fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn scrape_from(h: &Harness, peer: &str, header: Option<(&str, &str)>) -> harness::Answer {
+    let mut req = Request::builder().uri("/metrics");
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    let mut req = req.body(Body::empty()).unwrap();
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    h.send(req).await
+}
+
+/// Issue 21: `/metrics` in Prometheus's text format, every family there,
+/// and the counts moving with what the server does; only loopback peers
+/// (the default) read it, and never through a proxy.
+#[tokio::test]
+async fn metrics_count_what_happens_and_answer_only_allowed_peers() {
+    use provenix_provenance::nar::{write, Node};
+    let h = Harness::new().await;
+    h.create_cache("main", true).await;
+    let before = scrape_from(&h, "127.0.0.1:40000", None).await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text);
+    // Families whose series are known up front are there from the start;
+    // the per-route ones once a request was answered (the cache creation).
+    for family in [
+        "provenix_http_requests",
+        "provenix_http_request_duration_seconds",
+        "provenix_http_received_bytes",
+        "provenix_http_sent_bytes",
+        "provenix_uploads",
+        "provenix_upload_nar_bytes",
+        "provenix_upload_stored_bytes",
+        "provenix_keys_issued",
+        "provenix_revocations",
+        "provenix_revoked_paths",
+        "provenix_gc_runs",
+        "provenix_gc_duration_seconds",
+        "provenix_gc_reclaimed_bytes",
+        "provenix_gc_expired_paths",
+        "provenix_internal_errors",
+        "provenix_db_pool_connections",
+    ] {
+        assert!(
+            before.text.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{}",
+            before.text
+        );
+    }
+
+    // An upload, a refused upload, a narinfo, a revocation, a GC pass.
+    let key = h.exchange(&h.root, "main").await;
+    let nar = write(&Node::Regular {
+        executable: false,
+        contents: b"counted".to_vec(),
+    });
+    let hash = "0123456789abcdfghijklmnpqrsvwxyz";
+    let mut info = harness::statement("main", &format!("/nix/store/{hash}-counted"), &nar, None);
+    key.sign(&mut info);
+    assert_eq!(
+        h.upload(&key.session, &info, nar.clone()).await.status,
+        StatusCode::OK
+    );
+    let unsigned = harness::statement("main", &format!("/nix/store/{hash}-counted"), &nar, None);
+    h.upload(&key.session, &unsigned, nar.clone())
+        .await
+        .assert_refused(401, "unsigned-upload");
+    let narinfo = h.get(&format!("/main/{hash}.narinfo"), None).await;
+    assert_eq!(narinfo.status, StatusCode::OK);
+    let revoked = h
+        .call(
+            Method::POST,
+            "/_api/v1/revoke",
+            Some(&h.root),
+            Some(serde_json::json!({ "cache": "main", "key": key.key_id, "reason": "counted" })),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
+    provenix_server::maintenance::gc::run_once(&h.state)
+        .await
+        .unwrap();
+
+    let after = scrape_from(&h, "[::1]:40000", None).await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert!(
+        after.text.contains("# TYPE provenix_refusals counter"),
+        "{}",
+        after.text
+    );
+    let moved = |series: &str| sample(&after.text, series) - sample(&before.text, series);
+    assert_eq!(moved(r#"provenix_uploads_total{outcome="uploaded"}"#), 1.0);
+    assert_eq!(moved("provenix_upload_nar_bytes_total"), nar.len() as f64);
+    assert!(moved("provenix_upload_stored_bytes_total") > 0.0);
+    assert_eq!(moved(r#"provenix_keys_issued_total{kind="token"}"#), 1.0);
+    assert_eq!(
+        moved(r#"provenix_refusals_total{route="upload",code="unsigned-upload"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"provenix_http_requests_total{route="narinfo",status="200"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"provenix_http_requests_total{route="upload",status="401"}"#),
+        1.0
+    );
+    assert!(moved(r#"provenix_http_request_duration_seconds_count{route="narinfo"}"#) >= 1.0);
+    assert_eq!(moved("provenix_revocations_total"), 1.0);
+    assert_eq!(moved("provenix_revoked_paths_total"), 1.0);
+    assert_eq!(moved("provenix_gc_runs_total"), 1.0);
+    assert!(after
+        .text
+        .contains(r#"provenix_db_pool_connections{state="idle"}"#));
+
+    // Anyone else gets what a missing endpoint answers.
+    let missing = h.get("/no-such-endpoint/at-all/here", None).await;
+    for refused in [
+        scrape_from(&h, "192.0.2.7:40000", None).await,
+        scrape_from(&h, "10.0.0.1:40000", None).await,
+        scrape_from(
+            &h,
+            "127.0.0.1:40000",
+            Some(("x-forwarded-for", "192.0.2.7")),
+        )
+        .await,
+        h.get("/metrics", None).await,
+    ] {
+        assert_eq!(refused.status, missing.status, "{}", refused.text);
+        assert_eq!(refused.json, missing.json);
+    }
+}
+
+/// `[metrics] allow` opens it to a scraper's network, and only to it.
+#[tokio::test]
+async fn metrics_allow_names_the_scrapers_network() {
+    let h = Harness::with_config(|c| {
+        c.metrics.allow = vec!["10.1.0.0/16".parse().unwrap()];
+    })
+    .await;
+    assert_eq!(
+        scrape_from(&h, "10.1.2.3:9", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        scrape_from(&h, "127.0.0.1:9", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        provenix_server::config::Config::parse("[metrics]\nallow = [\"not an address\"]\n")
+            .is_err()
+    );
+}

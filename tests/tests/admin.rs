@@ -390,3 +390,30 @@ fn logs_are_plain_or_json_and_carry_the_request_id() {
         }
     }
 }
+
+/// Issue 21: the real server answers `/metrics` to a loopback scraper, and
+/// the byte counters of its connections move with what it serves.
+#[tokio::test]
+async fn a_real_server_is_scraped_from_loopback() {
+    let server = TestServer::start(provenix_tests::Backend::Sqlite);
+    let http = Http::new(&server.url);
+    let count = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    let (status, _, first) = http.get("/metrics", None).await;
+    assert_eq!(status, 200, "{first}");
+    let (_, _, second) = http.get("/metrics", None).await;
+    for series in [
+        "provenix_http_received_bytes_total",
+        "provenix_http_sent_bytes_total",
+    ] {
+        // The first scrape's own answer is sent after it was rendered.
+        assert!(
+            count(&second, series) > count(&first, series) && count(&first, series) >= 0.0,
+            "{series} did not move:\n{first}\n{second}"
+        );
+    }
+    assert!(second.contains(r#"provenix_http_requests_total{route="metrics",status="200"} 1"#));
+}

@@ -55,6 +55,10 @@ pub async fn revoke(
         keys = done.keys.len(), uploads = done.uploads.len(), paths = done.paths.len(),
         "revocation"
     );
+    if done.revocation_id.is_some() {
+        state.metrics.revocations.inc();
+        state.metrics.revoked_paths.inc_by(done.paths.len() as u64);
+    }
     Ok(Json(RevokeResponse {
         dry_run: req.dry_run,
         revocation_id: done.revocation_id,

@@ -37,8 +37,8 @@ impl Db {
     /// Claims unreferenced chunks unused since `cutoff` for deletion, plus any
     /// a previous GC run claimed but did not finish. An upload that touches a
     /// chunk first keeps it; one that comes after sees it claimed and retries.
-    /// Returns the claimed rows (id, object key).
-    pub async fn claim_orphan_chunks(&self, cutoff: i64) -> DbResult<Vec<(i64, String)>> {
+    /// Returns the claimed rows (id, object key, stored size).
+    pub async fn claim_orphan_chunks(&self, cutoff: i64) -> DbResult<Vec<(i64, String, i64)>> {
         sqlx::query(
             "UPDATE chunks SET state = 'deleting'
              WHERE state = 'valid' AND last_used_at < $1
@@ -47,11 +47,18 @@ impl Db {
         .bind(cutoff)
         .execute(&self.pool)
         .await?;
-        let rows = sqlx::query("SELECT id, pack_key FROM chunks WHERE state = 'deleting'")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, pack_key, file_size FROM chunks WHERE state = 'deleting'")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("pack_key")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("pack_key")?,
+                    r.try_get("file_size")?,
+                ))
+            })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }

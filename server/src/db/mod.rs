@@ -230,6 +230,11 @@ impl Db {
         })
     }
 
+    /// The pool's connections: (open, idle), for the metrics.
+    pub fn pool_use(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
     /// Whether the database answers a trivial query (`GET /ready`).
     pub async fn ping(&self) -> DbResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::idle::WatchedIo;
+use super::idle::{Traffic, WatchedIo};
 use super::requests::{Requests, TrackedBody};
 use crate::config::HttpConfig;
 
@@ -45,6 +45,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     http: &HttpConfig,
+    traffic: Traffic,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let builder = builder(http);
@@ -60,9 +61,9 @@ pub async fn serve(
             slot = slots.clone().acquire_owned() => slot?,
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, say: wait rather than spin.
                     tracing::warn!("accept failed: {e}");
@@ -74,12 +75,15 @@ pub async fn serve(
         };
         // Small writes (narinfo answers) leave at once, not after Nagle's wait.
         let _ = stream.set_nodelay(true);
-        let io = WatchedIo::new(stream);
+        let io = WatchedIo::counting(stream, traffic.clone());
         let activity = io.activity();
         let requests = Requests::default();
         let service = {
             let (app, requests) = (app.clone(), requests.clone());
-            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                // Who is on the other end (`/metrics` is answered by peer).
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 let in_flight = requests.begin();
                 let mut app = app.clone();
                 async move {

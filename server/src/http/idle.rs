@@ -38,20 +38,33 @@ impl Activity {
     }
 }
 
-/// An I/O stream that stamps its [`Activity`].
+/// Bytes moved on client connections, for the metrics.
+#[derive(Clone, Default)]
+pub struct Traffic {
+    pub received: prometheus_client::metrics::counter::Counter,
+    pub sent: prometheus_client::metrics::counter::Counter,
+}
+
+/// An I/O stream that stamps its [`Activity`] and counts its [`Traffic`].
 pub struct WatchedIo<T> {
     inner: T,
     activity: Activity,
+    traffic: Traffic,
 }
 
 impl<T> WatchedIo<T> {
     pub fn new(inner: T) -> Self {
+        Self::counting(inner, Traffic::default())
+    }
+
+    pub fn counting(inner: T, traffic: Traffic) -> Self {
         WatchedIo {
             inner,
             activity: Activity {
                 began: Instant::now(),
                 last_ms: Arc::new(AtomicU64::new(0)),
             },
+            traffic,
         }
     }
 
@@ -68,8 +81,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let read = buf.filled().len() - before;
+        if read > 0 {
             self.activity.stamp();
+            self.traffic.received.inc_by(read as u64);
         }
         r
     }
@@ -82,8 +97,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.stamp();
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                self.activity.stamp();
+                self.traffic.sent.inc_by(n as u64);
+            }
         }
         r
     }
@@ -94,8 +112,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.stamp();
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                self.activity.stamp();
+                self.traffic.sent.inc_by(n as u64);
+            }
         }
         r
     }

@@ -9,3 +9,4 @@ pub mod idle;
 pub mod requests;
 
 pub use connections::serve;
+pub use idle::Traffic;

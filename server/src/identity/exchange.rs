@@ -307,6 +307,16 @@ pub async fn exchange(
         },
     )?;
     tracing::info!(cache = %req.cache, key = %kid, kind = %grant.identity.kind, sub = %grant.identity.subject, not_after, "signing key issued");
+    let kind = if grant.identity.kind == "oidc" {
+        "oidc"
+    } else {
+        "token"
+    };
+    state
+        .metrics
+        .keys_issued
+        .get_or_create(&crate::operate::metrics::Kind { kind })
+        .inc();
     Ok(Json(ExchangeResponse {
         key_id: kid,
         cache: req.cache,

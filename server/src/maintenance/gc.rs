@@ -16,11 +16,24 @@ pub struct GcReport {
     pub swept_objects: u64,
     pub forgotten_token_ids: u64,
     pub forgotten_statement_nonces: u64,
+    /// Stored bytes of the chunks deleted.
+    pub reclaimed_bytes: u64,
     /// Closure statements' index rows of paths no longer stored.
     pub stale_vouches: u64,
 }
 
 pub async fn run_once(state: &AppState) -> Result<GcReport> {
+    let started = std::time::Instant::now();
+    let report = collect(state).await?;
+    let m = &state.metrics;
+    m.gc_runs.inc();
+    m.gc_duration.observe(started.elapsed().as_secs_f64());
+    m.gc_expired_paths.inc_by(report.expired_paths);
+    m.gc_reclaimed_bytes.inc_by(report.reclaimed_bytes);
+    Ok(report)
+}
+
+async fn collect(state: &AppState) -> Result<GcReport> {
     let now = crate::clock::now();
     let mut report = GcReport::default();
     let retention = state
@@ -37,7 +50,7 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
     // A pack is deleted with its last valid chunk; the space of dead chunks
     // in a pack still in use is reclaimed when the rest go
     // (docs/architecture.md).
-    let mut keys: Vec<String> = claimed.iter().map(|(_, k)| k.clone()).collect();
+    let mut keys: Vec<String> = claimed.iter().map(|(_, k, _)| k.clone()).collect();
     keys.sort_unstable();
     keys.dedup();
     let in_use = state.db.pack_keys_in_use(&keys).await?;
@@ -50,11 +63,13 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
             Err(e) => tracing::warn!("gc: cannot delete {key}: {e:#}"),
         }
     }
-    let deleted: Vec<i64> = claimed
+    let deleted: Vec<(i64, i64)> = claimed
         .iter()
-        .filter(|(_, k)| in_use.contains(k) || gone.contains(k.as_str()))
-        .map(|(id, _)| *id)
+        .filter(|(_, k, _)| in_use.contains(k) || gone.contains(k.as_str()))
+        .map(|(id, _, size)| (*id, *size))
         .collect();
+    report.reclaimed_bytes = deleted.iter().map(|(_, size)| (*size).max(0) as u64).sum();
+    let deleted: Vec<i64> = deleted.into_iter().map(|(id, _)| id).collect();
     state.db.delete_chunk_rows(&deleted).await?;
     report.deleted_chunks = deleted.len() as u64;
 

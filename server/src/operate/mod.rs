@@ -1,6 +1,7 @@
 //! What operators and their orchestrators ask of a running server: liveness
-//! and readiness probes, and the request id that ties a response to its
-//! log lines.
+//! and readiness probes, metrics, and the request id that ties a response
+//! to its log lines.
 
+pub mod metrics;
 pub mod probes;
 pub mod request_id;

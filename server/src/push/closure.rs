@@ -63,6 +63,11 @@ pub async fn record_closure_statement(
     match state.db.record_closure_statement(&new).await? {
         ClosureOutcome::Recorded { vouched } => {
             tracing::info!(cache = %c.name, key = %key.key_id, sub = %key.subject, vouched, "closure statement recorded");
+            state
+                .metrics
+                .uploads
+                .get_or_create(&crate::operate::metrics::Outcome { outcome: "vouched" })
+                .inc_by(vouched);
             Ok(Json(ClosureResult {
                 vouched,
                 missing: Vec::new(),

@@ -9,6 +9,7 @@ use provenix_provenance::ErrorCode;
 
 use crate::db::commit::{CommitOutcome, NewPath};
 use crate::error::{ApiError, ApiResult};
+use crate::operate::metrics::{Metrics, Outcome};
 use crate::push::pipeline::Ingested;
 use crate::state::AppState;
 
@@ -38,10 +39,20 @@ pub async fn commit_upload(
 }
 
 pub fn outcome_to_result(
+    metrics: &Metrics,
     outcome: CommitOutcome,
     new: UploadOutcome,
     info: &UploadPathNarInfo,
 ) -> ApiResult<Json<UploadResult>> {
+    let counted = match (&outcome, new) {
+        (CommitOutcome::Created, UploadOutcome::Deduplicated) => Some("deduplicated"),
+        (CommitOutcome::Created, _) => Some("uploaded"),
+        (CommitOutcome::AlreadyPresent, _) => Some("exists"),
+        _ => None,
+    };
+    if let Some(outcome) = counted {
+        metrics.uploads.get_or_create(&Outcome { outcome }).inc();
+    }
     match outcome {
         CommitOutcome::Created => Ok(Json(UploadResult { outcome: new })),
         CommitOutcome::AlreadyPresent => Ok(Json(UploadResult { outcome: UploadOutcome::Exists })),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::access;
 use crate::db::caches::CacheRow;
-use crate::db::commit::{CommitOutcome, NewPath, SignedStatement};
+use crate::db::commit::{ChunkSource, CommitOutcome, NewPath, SignedStatement};
 use crate::db::upload_keys::UploadKeyRow;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::caller::Caller;
@@ -145,7 +145,10 @@ async fn precheck(
     info: &UploadPathNarInfo,
 ) -> ApiResult<Option<Json<UploadResult>>> {
     match state.db.record_if_present(obj).await? {
-        Some(outcome) => commit::outcome_to_result(outcome, UploadOutcome::Exists, info).map(Some),
+        Some(outcome) => {
+            commit::outcome_to_result(&state.metrics, outcome, UploadOutcome::Exists, info)
+                .map(Some)
+        }
         None => Ok(None),
     }
 }
@@ -185,7 +188,7 @@ pub async fn record_existing_nar(
         return Ok(nar_required);
     }
     let outcome = state.db.commit_existing_nar(&obj, nar_id).await?;
-    commit::outcome_to_result(outcome, UploadOutcome::Deduplicated, &info)
+    commit::outcome_to_result(&state.metrics, outcome, UploadOutcome::Deduplicated, &info)
 }
 
 pub async fn upload_path(
@@ -228,9 +231,8 @@ pub async fn upload_path(
                 IngestError::HashMismatch { .. } => ErrorCode::NarHashMismatch,
                 IngestError::SizeMismatch { .. } => ErrorCode::NarSizeMismatch,
                 IngestError::Io(_) => ErrorCode::UploadInterrupted,
-                IngestError::Storage(_) | IngestError::Db(_) | IngestError::DbRead(_) => {
-                    return Err(ApiError::internal(e))
-                }
+                IngestError::Storage(_) => return Err(ApiError::storage(e)),
+                IngestError::Db(_) | IngestError::DbRead(_) => return Err(ApiError::internal(e)),
             };
             tracing::info!(path = %info.store_path, key = %key.key_id, "upload refused: {e}");
             return Err(ApiError::new(code, e.to_string()));
@@ -255,6 +257,19 @@ pub async fn upload_path(
         tracing::info!(path = %info.store_path, cache = %c.name, key = %key.key_id, sub = %key.subject, size = info.nar_size,
             ingest_ms = (ingested_at - started).as_millis() as u64,
             commit_ms = ingested_at.elapsed().as_millis() as u64, "uploaded");
+        let stored: i64 = ingested
+            .chunks
+            .iter()
+            .map(|c| match c.source {
+                ChunkSource::New { file_size, .. } => file_size,
+                _ => 0,
+            })
+            .sum();
+        state.metrics.upload_nar_bytes.inc_by(info.nar_size);
+        state
+            .metrics
+            .upload_stored_bytes
+            .inc_by(stored.max(0) as u64);
     }
-    commit::outcome_to_result(outcome, UploadOutcome::Uploaded, &info)
+    commit::outcome_to_result(&state.metrics, outcome, UploadOutcome::Uploaded, &info)
 }

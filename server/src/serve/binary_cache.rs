@@ -214,6 +214,7 @@ pub async fn nar(
     })
     .try_flatten();
     let storage = state.storage.clone();
+    let errors = state.metrics.internal_errors.clone();
     let body = reads
         .map_ok(move |batch| {
             let storage = storage.clone();
@@ -226,8 +227,12 @@ pub async fn nar(
         .try_buffered(BATCHES_AHEAD)
         .map_ok(|frames| futures::stream::iter(frames.into_iter().map(Ok::<_, anyhow::Error>)))
         .try_flatten()
-        .map_err(|e| {
+        .map_err(move |e| {
+            // The answer has begun: the client sees the body end short.
             tracing::error!("serving NAR: {e:#}");
+            errors
+                .get_or_create(&crate::operate::metrics::Source { source: "storage" })
+                .inc();
             std::io::Error::other(e)
         });
     resp.body(Body::from_stream(body))
