@@ -139,6 +139,42 @@ pub(super) async fn record_upload(
     Ok(())
 }
 
+/// A claim of another NAR than the one the cache serves for a path.
+struct DivergenceClaim<'a> {
+    cache_id: i64,
+    store_path_hash: &'a str,
+    store_path: &'a str,
+    existing_nar_hash: &'a str,
+    nar_hash: &'a str,
+    nar_size: i64,
+    upload_key_row: i64,
+    statement: &'a str,
+    signature: &'a str,
+}
+
+async fn insert_divergence(
+    tx: &mut Transaction<'_, Any>,
+    c: &DivergenceClaim<'_>,
+) -> DbResult<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO divergences (cache_id, store_path_hash, store_path, existing_nar_hash,
+             nar_hash, nar_size, upload_key_id, statement, signature, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+    )
+    .bind(c.cache_id)
+    .bind(c.store_path_hash)
+    .bind(c.store_path)
+    .bind(c.existing_nar_hash)
+    .bind(c.nar_hash)
+    .bind(c.nar_size)
+    .bind(c.upload_key_row)
+    .bind(c.statement)
+    .bind(c.signature)
+    .bind(crate::clock::now())
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
 /// Records a refused statement that claimed another NAR than the one the
 /// cache serves for the path.
 pub(super) async fn record_divergence(
@@ -147,23 +183,18 @@ pub(super) async fn record_divergence(
     existing_nar_hash: &str,
 ) -> DbResult<()> {
     spend_statement(tx, path).await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO divergences (cache_id, store_path_hash, store_path, existing_nar_hash,
-             nar_hash, nar_size, upload_key_id, statement, signature, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-    )
-    .bind(path.cache_id)
-    .bind(&path.store_path_hash)
-    .bind(&path.store_path)
-    .bind(existing_nar_hash)
-    .bind(&path.nar_hash)
-    .bind(path.nar_size)
-    .bind(path.signed.upload_key_row)
-    .bind(&path.signed.statement)
-    .bind(&path.signed.signature)
-    .bind(crate::clock::now())
-    .fetch_one(&mut **tx)
-    .await?;
+    let claim = DivergenceClaim {
+        cache_id: path.cache_id,
+        store_path_hash: &path.store_path_hash,
+        store_path: &path.store_path,
+        existing_nar_hash,
+        nar_hash: &path.nar_hash,
+        nar_size: path.nar_size,
+        upload_key_row: path.signed.upload_key_row,
+        statement: &path.signed.statement,
+        signature: &path.signed.signature,
+    };
+    let id = insert_divergence(tx, &claim).await?;
     append(tx, path.cache_id, EntryKind::Divergence, id).await?;
     Ok(())
 }
@@ -216,23 +247,18 @@ pub(super) async fn record_closure_divergences(
 ) -> DbResult<()> {
     spend_nonce(tx, st.upload_key_row, &st.nonce, st.remember_until).await?;
     for (entry, existing_nar_hash) in diverged {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO divergences (cache_id, store_path_hash, store_path, existing_nar_hash,
-                 nar_hash, nar_size, upload_key_id, statement, signature, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-        )
-        .bind(st.cache_id)
-        .bind(&entry.store_path_hash)
-        .bind(&entry.store_path)
-        .bind(existing_nar_hash)
-        .bind(&entry.nar_hash)
-        .bind(entry.nar_size)
-        .bind(st.upload_key_row)
-        .bind(&st.text)
-        .bind(&st.signature)
-        .bind(crate::clock::now())
-        .fetch_one(&mut **tx)
-        .await?;
+        let claim = DivergenceClaim {
+            cache_id: st.cache_id,
+            store_path_hash: &entry.store_path_hash,
+            store_path: &entry.store_path,
+            existing_nar_hash,
+            nar_hash: &entry.nar_hash,
+            nar_size: entry.nar_size,
+            upload_key_row: st.upload_key_row,
+            statement: &st.text,
+            signature: &st.signature,
+        };
+        let id = insert_divergence(tx, &claim).await?;
         append(tx, st.cache_id, EntryKind::Divergence, id).await?;
     }
     Ok(())

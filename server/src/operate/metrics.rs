@@ -211,7 +211,9 @@ impl Metrics {
             m.keys_issued.get_or_create(&Kind { kind }).inc_by(0);
         }
         for source in ["database", "storage", "other"] {
-            m.internal_errors.get_or_create(&Source { source }).inc_by(0);
+            m.internal_errors
+                .get_or_create(&Source { source })
+                .inc_by(0);
         }
         Metrics { registry, ..m }
     }
