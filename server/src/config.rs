@@ -78,6 +78,20 @@ pub struct MetricsConfig {
     pub allow: Vec<ipnet::IpNet>,
 }
 
+/// `::ffff:192.0.2.0/120` is `192.0.2.0/24`: peers are compared as IPv4
+/// when they are IPv4-mapped, so a mapped entry must be too.
+fn ipv4_mapped_as_ipv4(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(ipnet::IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
+}
+
 /// `["10.0.0.0/8", "192.0.2.7", "::1"]`: networks, or addresses as
 /// networks of one.
 fn addresses_or_networks<'de, D: serde::Deserializer<'de>>(
@@ -89,6 +103,7 @@ fn addresses_or_networks<'de, D: serde::Deserializer<'de>>(
         .map(|s| {
             s.parse::<ipnet::IpNet>()
                 .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(ipv4_mapped_as_ipv4)
                 .map_err(|_| {
                     serde::de::Error::custom(format!(
                         "{s:?} is neither an address nor a network (10.0.0.0/8)"

@@ -29,7 +29,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(|| async { "provenix binary cache\n" }))
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
-        .route("/metrics", get(metrics::metrics))
+        // Any other method answers as a missing endpoint does too: a 405
+        // would tell a stranger the endpoint is there.
+        .route(
+            "/metrics",
+            get(metrics::metrics)
+                .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") }),
+        )
         .merge(api())
         .route("/{cache}/nix-cache-info", get(binary_cache::nix_cache_info))
         .route("/{cache}/nar/{file}", get(binary_cache::nar))

@@ -104,7 +104,6 @@ async fn metrics_count_what_happens_and_answer_only_allowed_peers() {
         "provenix_http_sent_bytes",
         "provenix_uploads",
         "provenix_upload_nar_bytes",
-        "provenix_upload_stored_bytes",
         "provenix_keys_issued",
         "provenix_revocations",
         "provenix_revoked_paths",
@@ -141,6 +140,10 @@ async fn metrics_count_what_happens_and_answer_only_allowed_peers() {
         .assert_refused(401, "unsigned-upload");
     let narinfo = h.get(&format!("/main/{hash}.narinfo"), None).await;
     assert_eq!(narinfo.status, StatusCode::OK);
+    // GC before the revocation, while the upload's NAR is held.
+    provenix_server::maintenance::gc::run_once(&h.state)
+        .await
+        .unwrap();
     let revoked = h
         .call(
             Method::POST,
@@ -150,9 +153,6 @@ async fn metrics_count_what_happens_and_answer_only_allowed_peers() {
         )
         .await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
-    provenix_server::maintenance::gc::run_once(&h.state)
-        .await
-        .unwrap();
 
     let after = scrape_from(&h, "[::1]:40000", None).await;
     assert_eq!(after.status, StatusCode::OK);
@@ -164,7 +164,10 @@ async fn metrics_count_what_happens_and_answer_only_allowed_peers() {
     let moved = |series: &str| sample(&after.text, series) - sample(&before.text, series);
     assert_eq!(moved(r#"provenix_uploads_total{outcome="uploaded"}"#), 1.0);
     assert_eq!(moved("provenix_upload_nar_bytes_total"), nar.len() as f64);
-    assert!(moved("provenix_upload_stored_bytes_total") > 0.0);
+    // Storage totals come from GC passes, not from uploads (per upload they
+    // would say whether another cache held the content).
+    assert!(sample(&after.text, r#"provenix_storage_bytes{kind="nar"}"#) > 0.0);
+    assert!(sample(&after.text, r#"provenix_storage_bytes{kind="stored"}"#) > 0.0);
     assert_eq!(moved(r#"provenix_keys_issued_total{kind="token"}"#), 1.0);
     assert_eq!(
         moved(r#"provenix_refusals_total{route="upload",code="unsigned-upload"}"#),
@@ -185,6 +188,19 @@ async fn metrics_count_what_happens_and_answer_only_allowed_peers() {
     assert!(after
         .text
         .contains(r#"provenix_db_pool_connections{state="idle"}"#));
+
+    // Another method answers as it does on a missing endpoint.
+    let post = |uri: &str| {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        h.send(req)
+    };
+    let (posted, missing_post) = (post("/metrics").await, post("/no-such/endpoint/here").await);
+    assert_eq!(posted.status, missing_post.status);
+    assert_eq!(posted.json, missing_post.json);
 
     // Anyone else gets what a missing endpoint answers.
     let missing = h.get("/no-such-endpoint/at-all/here", None).await;
@@ -219,8 +235,24 @@ async fn metrics_allow_names_the_scrapers_network() {
         scrape_from(&h, "127.0.0.1:9", None).await.status,
         StatusCode::NOT_FOUND
     );
-    assert!(
-        provenix_server::config::Config::parse("[metrics]\nallow = [\"not an address\"]\n")
-            .is_err()
+    // In a full configuration: a bad entry is refused naming itself; an
+    // IPv4-mapped entry admits the IPv4 peer it names.
+    let dir = tempfile::tempdir().unwrap();
+    let with = |allow: &str| {
+        provenix_server::config::Config::parse(&format!(
+            "{}\n[metrics]\nallow = {allow}\n",
+            provenix_server::config::default_config_text(dir.path())
+        ))
+    };
+    let err = with(r#"["not an address"]"#).unwrap_err().to_string();
+    assert!(err.contains("not an address"), "{err}");
+    let mapped = with(r#"["::ffff:10.1.2.3"]"#)
+        .expect("parses")
+        .metrics
+        .allow;
+    let h = Harness::with_config(|c| c.metrics.allow = mapped).await;
+    assert_eq!(
+        scrape_from(&h, "10.1.2.3:9", None).await.status,
+        StatusCode::OK
     );
 }

@@ -24,6 +24,20 @@ impl Db {
         Ok(r.rows_affected())
     }
 
+    /// NAR bytes of every NAR held, and stored bytes of the valid chunks.
+    pub async fn storage_totals(&self) -> DbResult<(i64, i64)> {
+        let nar: i64 =
+            sqlx::query_scalar("SELECT CAST(COALESCE(SUM(nar_size), 0) AS BIGINT) FROM nars")
+                .fetch_one(&self.pool)
+                .await?;
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(file_size), 0) AS BIGINT) FROM chunks WHERE state = 'valid'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((nar, stored))
+    }
+
     /// Deletes NARs no cache holds (their chunk lists go with them).
     pub async fn delete_orphan_nars(&self) -> DbResult<u64> {
         let r = sqlx::query(

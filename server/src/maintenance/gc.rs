@@ -30,6 +30,14 @@ pub async fn run_once(state: &AppState) -> Result<GcReport> {
     m.gc_duration.observe(started.elapsed().as_secs_f64());
     m.gc_expired_paths.inc_by(report.expired_paths);
     m.gc_reclaimed_bytes.inc_by(report.reclaimed_bytes);
+    let (nar, stored) = state.db.storage_totals().await?;
+    use crate::operate::metrics::Kind;
+    m.storage_bytes
+        .get_or_create(&Kind { kind: "nar" })
+        .set(nar);
+    m.storage_bytes
+        .get_or_create(&Kind { kind: "stored" })
+        .set(stored);
     Ok(report)
 }
 

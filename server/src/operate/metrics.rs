@@ -73,7 +73,7 @@ pub struct Metrics {
     pub sent_bytes: Counter,
     pub uploads: Family<Outcome, Counter>,
     pub upload_nar_bytes: Counter,
-    pub upload_stored_bytes: Counter,
+    pub storage_bytes: Family<Kind, Gauge>,
     pub keys_issued: Family<Kind, Counter>,
     pub revocations: Counter,
     pub revoked_paths: Counter,
@@ -102,7 +102,7 @@ impl Metrics {
             sent_bytes: Counter::default(),
             uploads: Family::default(),
             upload_nar_bytes: Counter::default(),
-            upload_stored_bytes: Counter::default(),
+            storage_bytes: Family::default(),
             keys_issued: Family::default(),
             revocations: Counter::default(),
             revoked_paths: Counter::default(),
@@ -153,9 +153,9 @@ impl Metrics {
             m.upload_nar_bytes.clone(),
         );
         r.register(
-            "upload_stored_bytes",
-            "Compressed bytes those uploads wrote (new chunks only): stored / NAR is the dedup and compression ratio",
-            m.upload_stored_bytes.clone(),
+            "storage_bytes",
+            "At the last GC pass: NAR bytes of every NAR held (kind=nar) and stored bytes of their chunks (kind=stored); stored / nar is the dedup and compression ratio. Not per upload: that would tell a pusher whether another cache holds its content",
+            m.storage_bytes.clone(),
         );
         r.register(
             "keys_issued",
@@ -296,9 +296,14 @@ pub struct Refused {
 /// relayed by a proxy (one on the same host would make every client look
 /// like loopback).
 pub fn may_scrape(allow: &[ipnet::IpNet], peer: Option<SocketAddr>, headers: &HeaderMap) -> bool {
-    let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
-        .iter()
-        .any(|h| headers.contains_key(*h));
+    let proxied = headers.keys().any(|h| {
+        let h = h.as_str();
+        matches!(
+            h,
+            "forwarded" | "via" | "x-real-ip" | "x-client-ip" | "true-client-ip"
+        ) || h.starts_with("x-forwarded-")
+            || h.ends_with("-connecting-ip")
+    });
     match peer {
         Some(peer) if !proxied => {
             let ip = match peer.ip() {
@@ -386,8 +391,21 @@ mod tests {
         assert!(!may_scrape(&allow, at("10.2.0.1:5000"), &none));
         assert!(!may_scrape(&allow, at("192.0.2.1:5000"), &none));
         assert!(!may_scrape(&allow, None, &none));
-        let mut proxied = HeaderMap::new();
-        proxied.insert("x-forwarded-for", "192.0.2.1".parse().unwrap());
-        assert!(!may_scrape(&allow, at("127.0.0.1:5000"), &proxied));
+        for header in [
+            "x-forwarded-for",
+            "forwarded",
+            "via",
+            "x-real-ip",
+            "x-forwarded-host",
+            "cf-connecting-ip",
+            "true-client-ip",
+        ] {
+            let mut proxied = HeaderMap::new();
+            proxied.insert(header, "192.0.2.1".parse().unwrap());
+            assert!(
+                !may_scrape(&allow, at("127.0.0.1:5000"), &proxied),
+                "{header}"
+            );
+        }
     }
 }

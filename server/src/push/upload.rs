@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::access;
 use crate::db::caches::CacheRow;
-use crate::db::commit::{ChunkSource, CommitOutcome, NewPath, SignedStatement};
+use crate::db::commit::{CommitOutcome, NewPath, SignedStatement};
 use crate::db::upload_keys::UploadKeyRow;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::caller::Caller;
@@ -257,19 +257,7 @@ pub async fn upload_path(
         tracing::info!(path = %info.store_path, cache = %c.name, key = %key.key_id, sub = %key.subject, size = info.nar_size,
             ingest_ms = (ingested_at - started).as_millis() as u64,
             commit_ms = ingested_at.elapsed().as_millis() as u64, "uploaded");
-        let stored: i64 = ingested
-            .chunks
-            .iter()
-            .map(|c| match c.source {
-                ChunkSource::New { file_size, .. } => file_size,
-                _ => 0,
-            })
-            .sum();
         state.metrics.upload_nar_bytes.inc_by(info.nar_size);
-        state
-            .metrics
-            .upload_stored_bytes
-            .inc_by(stored.max(0) as u64);
     }
     commit::outcome_to_result(&state.metrics, outcome, UploadOutcome::Uploaded, &info)
 }
