@@ -10,6 +10,7 @@
 //! stored.
 
 use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
 use provenix_provenance::nar::{padding, write_str, MAGIC};
 use std::fs;
 use std::io::{self, Read};
@@ -47,9 +48,9 @@ pub fn real_store_dir(store: Option<&str>) -> Option<PathBuf> {
     Some(PathBuf::from(format!("{root}{logical}")))
 }
 
-/// Streams the NAR of `path` into chunks of at most [`CHUNK`] bytes; an
-/// error ends the stream. Runs on a blocking thread.
-pub fn spawn_dump(path: PathBuf) -> mpsc::Receiver<io::Result<Bytes>> {
+/// Streams the NAR of `path` in chunks of at most [`CHUNK`] bytes; an
+/// error ends the stream. The walk runs on a blocking thread.
+pub fn spawn_dump(path: PathBuf) -> BoxStream<'static, io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         let mut out = Writer {
@@ -65,7 +66,7 @@ pub fn spawn_dump(path: PathBuf) -> mpsc::Receiver<io::Result<Bytes>> {
             let _ = out.tx.blocking_send(Err(e));
         }
     });
-    rx
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) }).boxed()
 }
 
 struct Writer {
@@ -191,9 +192,9 @@ mod tests {
         fs::write(dir.join("big"), &big).unwrap();
         fs::write(dir.join("B"), b"").unwrap();
         std::os::unix::fs::symlink("bin/hello", dir.join("link")).unwrap();
-        let mut rx = spawn_dump(dir.clone());
+        let mut nar = spawn_dump(dir.clone());
         let mut got = Vec::new();
-        while let Some(chunk) = rx.recv().await {
+        while let Some(chunk) = nar.next().await {
             got.extend_from_slice(&chunk.unwrap());
         }
         let expected = nar::write(&Node::Directory(vec![

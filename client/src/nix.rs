@@ -102,7 +102,7 @@ impl LocalStore {
 
 /// Where a NAR's bytes come from.
 pub enum NarSource {
-    Files(tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>),
+    Files(futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>),
     Nix(Child),
 }
 

@@ -19,13 +19,6 @@ use crate::api::{error_code, ApiClient};
 use crate::exchange::{Credential, Session, Signer};
 use crate::nix::{LocalStore, NarSource, PathInfo};
 
-/// A channel's receiver as a stream.
-fn tokio_stream_from<T: Send + 'static>(
-    rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
-}
-
 pub struct PushOptions {
     pub jobs: usize,
     pub closure: bool,
@@ -315,8 +308,8 @@ async fn push_signed(
 
     let progress = bar.clone();
     let result = match store.nar(&p.path)? {
-        NarSource::Files(rx) => {
-            let stream = tokio_stream_from(rx).inspect_ok(move |b| progress.inc(b.len() as u64));
+        NarSource::Files(nar) => {
+            let stream = nar.inspect_ok(move |b| progress.inc(b.len() as u64));
             api.upload(&info, reqwest::Body::wrap_stream(stream)).await
         }
         NarSource::Nix(mut child) => {
