@@ -7,6 +7,7 @@ use provenix_policy::Publisher;
 use provenix_provenance::audit::{AuditQuery, Page, Provenance};
 pub use provenix_provenance::cache_info::CacheInfo;
 use provenix_provenance::exchange::{AudienceResponse, ExchangeRequest, ExchangeResponse};
+use provenix_provenance::pin::{Pin, PinAnswer, PinChange, PinRequest};
 use provenix_provenance::revocation::{RevokeRequest, RevokeResponse, RevokedPath};
 use provenix_provenance::upload::{
     MissingPathsRequest, MissingPathsResponse, UploadPathNarInfo, UploadResult, UPLOAD_HEADER,
@@ -148,6 +149,37 @@ impl ApiClient {
             ))
             .await?;
         Ok(())
+    }
+
+    pub async fn pins(&self, cache: &str) -> Result<Vec<Pin>> {
+        self.json(self.request(Method::GET, &format!("_api/v1/cache-config/{cache}/pins")))
+            .await
+    }
+
+    pub async fn pin(&self, cache: &str, name: &str, req: &PinRequest) -> Result<PinAnswer> {
+        self.json(
+            self.request(
+                Method::PUT,
+                &format!("_api/v1/cache-config/{cache}/pins/{name}"),
+            )
+            .json(req),
+        )
+        .await
+    }
+
+    pub async fn remove_pin(&self, cache: &str, name: &str) -> Result<()> {
+        let _: serde_json::Value = self
+            .json(self.request(
+                Method::DELETE,
+                &format!("_api/v1/cache-config/{cache}/pins/{name}"),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn pin_changes(&self, cache: &str) -> Result<Vec<PinChange>> {
+        self.json(self.request(Method::GET, &format!("_api/v1/cache/{cache}/pin-changes")))
+            .await
     }
 
     pub async fn provenance(&self, cache: &str, path: &str) -> Result<Provenance> {

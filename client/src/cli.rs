@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    audit, cache, check_store, keys, login, provenance, publisher, push, revoke, use_cache,
+    audit, cache, check_store, keys, login, pin, provenance, publisher, push, revoke, use_cache,
     verify_attestation, whoami,
 };
 
@@ -28,6 +28,7 @@ enum Command {
     Cache(cache::CacheCommand),
     #[command(subcommand)]
     Publisher(publisher::PublisherCommand),
+    Pin(pin::PinArgs),
     Provenance(provenance::ProvenanceArgs),
     Audit(audit::AuditArgs),
     #[command(subcommand)]
@@ -45,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Push(args) => push::run(args).await,
         Command::Cache(command) => cache::run(command).await,
         Command::Publisher(command) => publisher::run(command).await,
+        Command::Pin(args) => pin::run(args).await,
         Command::Provenance(args) => provenance::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Keys(command) => keys::run(command).await,

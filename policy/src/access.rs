@@ -32,6 +32,9 @@ pub enum Action {
     ConfigureShortRetention,
     /// Managing the cache's trusted publishers.
     ManagePublishers,
+    /// Pinning paths and removing pins (they hold paths against GC, as
+    /// retention does).
+    ManagePins,
     Destroy,
     /// Deleting one path.
     DeletePath,
@@ -42,7 +45,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::Pull,
         Action::Push,
         Action::ReadInfo,
@@ -51,6 +54,7 @@ impl Action {
         Action::ConfigureRetention,
         Action::ConfigureShortRetention,
         Action::ManagePublishers,
+        Action::ManagePins,
         Action::Destroy,
         Action::DeletePath,
         Action::Audit,
@@ -66,7 +70,7 @@ impl Action {
             Action::ReadInfo => "any permission on it",
             Action::Create => "--create-cache",
             Action::Configure | Action::ManagePublishers => "--configure-cache",
-            Action::ConfigureRetention => "--configure-cache-retention",
+            Action::ConfigureRetention | Action::ManagePins => "--configure-cache-retention",
             Action::ConfigureShortRetention => "--configure-cache-retention and --delete",
             Action::Destroy => "--destroy-cache",
             Action::DeletePath => "--delete",
@@ -94,6 +98,7 @@ impl Action {
             Action::ConfigureRetention => "change the retention of",
             Action::ConfigureShortRetention => "set a retention under a day on",
             Action::ManagePublishers => "manage the trusted publishers of",
+            Action::ManagePins => "manage the pins of",
             Action::Destroy => "destroy",
             Action::DeletePath => "delete paths from",
             Action::Audit => "read the provenance of",
@@ -285,6 +290,7 @@ pub fn decide(action: Action, cache: CacheFacts, caller: CallerFacts) -> Decisio
         | Action::ConfigureRetention
         | Action::ConfigureShortRetention
         | Action::ManagePublishers
+        | Action::ManagePins
         | Action::Destroy
         | Action::Audit
         | Action::Revoke => {
@@ -293,7 +299,7 @@ pub fn decide(action: Action, cache: CacheFacts, caller: CallerFacts) -> Decisio
             }
             let granted = match action {
                 Action::Configure | Action::ManagePublishers => p.configure_cache,
-                Action::ConfigureRetention => p.configure_cache_retention,
+                Action::ConfigureRetention | Action::ManagePins => p.configure_cache_retention,
                 Action::ConfigureShortRetention => p.configure_cache_retention && p.delete,
                 Action::Destroy => p.destroy_cache,
                 Action::Audit => {
@@ -357,7 +363,7 @@ mod tests {
             Action::Push => p.push = true,
             Action::Create => p.create_cache = true,
             Action::Configure | Action::ManagePublishers => p.configure_cache = true,
-            Action::ConfigureRetention => p.configure_cache_retention = true,
+            Action::ConfigureRetention | Action::ManagePins => p.configure_cache_retention = true,
             Action::ConfigureShortRetention => {
                 p.configure_cache_retention = true;
                 p.delete = true
@@ -398,6 +404,7 @@ mod tests {
             (Action::Create,        [Some(Denied); 4],                           [Some(Denied); 4],                                  [None; 4]),
             (Action::Configure,     [Some(Hidden), Some(Hidden), Some(Denied), Some(Denied)], [Some(Hidden), Some(Denied), Some(Denied), Some(Denied)], [Some(Hidden), None, None, None]),
             (Action::ConfigureRetention, [Some(Hidden), Some(Hidden), Some(Denied), Some(Denied)], [Some(Hidden), Some(Denied), Some(Denied), Some(Denied)], [Some(Hidden), None, None, None]),
+            (Action::ManagePins,         [Some(Hidden), Some(Hidden), Some(Denied), Some(Denied)], [Some(Hidden), Some(Denied), Some(Denied), Some(Denied)], [Some(Hidden), None, None, None]),
             (Action::ConfigureShortRetention, [Some(Hidden), Some(Hidden), Some(Denied), Some(Denied)], [Some(Hidden), Some(Denied), Some(Denied), Some(Denied)], [Some(Hidden), None, None, None]),
             (Action::ManagePublishers, [Some(Hidden), Some(Hidden), Some(Denied), Some(Denied)], [Some(Hidden), Some(Denied), Some(Denied), Some(Denied)], [Some(Hidden), None, None, None]),
             (Action::Destroy,       [Some(Hidden), Some(Hidden), Some(Denied), Some(Denied)], [Some(Hidden), Some(Denied), Some(Denied), Some(Denied)], [Some(Hidden), None, None, None]),

@@ -6,6 +6,7 @@ pub mod cache_name;
 pub mod limits;
 pub mod permissions;
 pub mod publisher;
+pub mod retention;
 pub mod upload_key;
 
 pub use access::{

@@ -11,6 +11,10 @@ pub struct CacheInfo {
     pub upstream_cache_key_names: Vec<String>,
     /// Seconds; null follows the server default.
     pub retention_period: Option<i64>,
+    /// Bytes of compressed NAR the cache may hold before GC evicts its least
+    /// recently used unpinned paths; null: no limit of its own.
+    #[serde(default)]
+    pub max_stored_size: Option<i64>,
     /// The newest key; clients should trust it.
     pub public_key: String,
     /// Every key that signs now, newest first, with when it stops (Unix time).

@@ -142,6 +142,10 @@ error_codes! {
     /// 400 where a publisher names it (`ApiError::with_status`).
     UnknownIssuer = ("unknown-issuer", 401),
     InvalidRevocation = ("invalid-revocation", 400),
+    /// A pin name or `keep_revisions` outside the allowed syntax or range.
+    InvalidPin = ("invalid-pin", 400),
+    /// A size limit that is not a size, or out of range.
+    InvalidMaxStoredSize = ("invalid-max-stored-size", 400),
     /// A selector by repository, workflow, run or subject matches
     /// identities of more than one issuer: name `--issuer`.
     AmbiguousSelector = ("ambiguous-selector", 400),
@@ -152,6 +156,7 @@ error_codes! {
     /// The path is not in the cache (or was revoked or deleted).
     NoSuchPath = ("no-such-path", 404),
     NoSuchPublisher = ("no-such-publisher", 404),
+    NoSuchPin = ("no-such-pin", 404),
     /// The cache has no upload record of the path.
     NoProvenance = ("no-provenance", 404),
     /// No such endpoint or file.

@@ -15,6 +15,7 @@ pub mod jwt;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
+pub mod pin;
 pub mod revocation;
 pub mod signing;
 pub mod store_path;

@@ -408,6 +408,11 @@ pub struct GcConfig {
     /// upload that just found it can still claim it.
     #[serde(default = "default_chunk_grace", with = "humantime_serde_compat")]
     pub chunk_grace_period: Duration,
+    /// The most compressed NAR bytes all caches together may hold ("500
+    /// GiB"); over it, GC evicts the least recently used paths no pin
+    /// holds. Unset: no limit (per-cache limits still apply).
+    #[serde(default, with = "byte_size_opt")]
+    pub max_stored_size: Option<i64>,
 }
 
 fn default_chunk_grace() -> Duration {
@@ -424,6 +429,7 @@ impl Default for GcConfig {
             interval: default_gc_interval(),
             default_retention_period: Duration::ZERO,
             chunk_grace_period: default_chunk_grace(),
+            max_stored_size: None,
         }
     }
 }
@@ -452,6 +458,30 @@ mod humantime_serde_compat {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size written as people write it ("100 GiB") or a number of bytes.
+mod byte_size_opt {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Bytes(i64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        let bytes = match Written::deserialize(d)? {
+            Written::Bytes(b) => b,
+            Written::Text(t) => {
+                provenix_policy::retention::parse_byte_size(&t).map_err(serde::de::Error::custom)?
+            }
+        };
+        provenix_policy::retention::check_max_stored_size(bytes)
+            .map_err(|e| serde::de::Error::custom(e.message))?;
+        Ok(Some(bytes))
     }
 }
 
@@ -738,6 +768,10 @@ type = "zstd"
 [garbage-collection]
 interval = "12 hours"
 #default-retention-period = "6 months"
+# The most all caches together may hold (compressed NARs); least recently
+# used paths no pin holds are evicted past it. Caches can set their own
+# (provenix cache configure CACHE --max-stored-size 50GiB).
+#max-stored-size = "500 GiB"
 
 [jwt]
 #token-bound-issuer = "some-issuer"

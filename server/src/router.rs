@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::audit::{provenance, revocation};
 use crate::error::ApiError;
 use crate::identity::exchange;
-use crate::manage::{caches, publishers};
+use crate::manage::{caches, pins, publishers};
 use crate::operate::{metrics, probes, request_id};
 use crate::push::{closure, upload};
 use crate::serve::binary_cache;
@@ -87,6 +87,12 @@ fn api() -> Router<Arc<AppState>> {
             "/_api/v1/cache-config/{cache}/publishers/{id}",
             delete(publishers::remove),
         )
+        .route("/_api/v1/cache-config/{cache}/pins", get(pins::list))
+        .route(
+            "/_api/v1/cache-config/{cache}/pins/{name}",
+            put(pins::pin).delete(pins::remove),
+        )
+        .route("/_api/v1/cache/{cache}/pin-changes", get(pins::changes))
         .route(
             "/_api/v1/cache/{cache}/provenance/{path}",
             get(provenance::provenance),

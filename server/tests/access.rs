@@ -64,6 +64,36 @@ fn endpoints() -> Vec<Endpoint> {
             Some(|_| json!({ "retention_period": 60 })),
         ),
         e(
+            Action::ConfigureRetention,
+            Method::PATCH,
+            "/_api/v1/cache-config/{c}",
+            Some(|_| json!({ "max_stored_size": 1 << 30 })),
+        ),
+        e(
+            Action::ReadInfo,
+            Method::GET,
+            "/_api/v1/cache-config/{c}/pins",
+            None,
+        ),
+        e(
+            Action::ManagePins,
+            Method::PUT,
+            "/_api/v1/cache-config/{c}/pins/system",
+            Some(|_| json!({ "store_path": format!("/nix/store/{HASH}-system") })),
+        ),
+        e(
+            Action::ManagePins,
+            Method::DELETE,
+            "/_api/v1/cache-config/{c}/pins/system",
+            None,
+        ),
+        e(
+            Action::Audit,
+            Method::GET,
+            "/_api/v1/cache/{c}/pin-changes",
+            None,
+        ),
+        e(
             Action::ManagePublishers,
             Method::GET,
             "/_api/v1/cache-config/{c}/publishers",

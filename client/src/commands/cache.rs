@@ -29,6 +29,9 @@ pub enum CacheCommand {
         /// Follow the server's default retention again.
         #[arg(long, conflicts_with = "retention_period")]
         reset_retention_period: bool,
+        /// Drop the cache's own size limit (the server's still applies).
+        #[arg(long, conflicts_with = "max_stored_size")]
+        reset_max_stored_size: bool,
         /// Start signing with a new key; the old one keeps signing for --key-overlap.
         #[arg(long)]
         rotate_keypair: bool,
@@ -77,6 +80,10 @@ pub struct CacheSettings {
     /// Delete paths not accessed for this long, e.g. "3 months".
     #[arg(long)]
     retention_period: Option<String>,
+    /// The most compressed NAR data the cache may hold, e.g. "50GiB"; GC
+    /// evicts its least recently used paths no pin holds past it.
+    #[arg(long)]
+    max_stored_size: Option<String>,
 }
 
 impl CacheSettings {
@@ -105,6 +112,11 @@ impl CacheSettings {
                 "retention_period".into(),
                 json!(parse_duration(r)?.as_secs()),
             );
+        }
+        if let Some(size) = &self.max_stored_size {
+            let bytes = provenix_policy::retention::parse_byte_size(size)
+                .map_err(|e| anyhow::anyhow!("--max-stored-size: {e}"))?;
+            m.insert("max_stored_size".into(), json!(bytes));
         }
         Ok(m)
     }
@@ -140,6 +152,10 @@ fn print_info(info: &CacheInfo) {
         Some(s) => println!("Retention Period: {s} seconds"),
         None => println!("Retention Period: Global Default"),
     }
+    match info.max_stored_size {
+        Some(b) => println!("Max Stored Size: {b} bytes"),
+        None => println!("Max Stored Size: Global Default"),
+    }
 }
 
 pub async fn run(command: CacheCommand) -> Result<()> {
@@ -164,6 +180,7 @@ pub async fn run(command: CacheCommand) -> Result<()> {
             cache,
             settings,
             reset_retention_period,
+            reset_max_stored_size,
             rotate_keypair,
             key_overlap,
             regenerate_keypair,
@@ -173,6 +190,9 @@ pub async fn run(command: CacheCommand) -> Result<()> {
             let mut body = settings.to_json()?;
             if reset_retention_period {
                 body.insert("reset_retention_period".into(), json!(true));
+            }
+            if reset_max_stored_size {
+                body.insert("reset_max_stored_size".into(), json!(true));
             }
             if rotate_keypair || regenerate_keypair {
                 let overlap = if rotate_keypair {

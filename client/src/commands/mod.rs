@@ -7,6 +7,7 @@ pub mod check_store;
 pub mod identity_flags;
 pub mod keys;
 pub mod login;
+pub mod pin;
 pub mod provenance;
 pub mod publisher;
 pub mod push;

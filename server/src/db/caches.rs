@@ -165,6 +165,26 @@ impl Db {
         Ok(())
     }
 
+    /// The cache's own maximum stored size (read by GC and `cache info`
+    /// only, so not part of every cache lookup).
+    pub async fn max_stored_size(&self, cache_id: i64) -> DbResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT max_stored_size FROM caches WHERE id = $1")
+                .bind(cache_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn set_max_stored_size(&self, cache_id: i64, bytes: Option<i64>) -> DbResult<()> {
+        sqlx::query("UPDATE caches SET max_stored_size = $1 WHERE id = $2")
+            .bind(bytes)
+            .bind(cache_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Deletes the cache, its keys, its paths and their provenance (NARs and
     /// chunks are left to GC, which reaps what no cache references).
     pub async fn destroy_cache(&self, id: i64) -> DbResult<()> {
@@ -178,6 +198,8 @@ impl Db {
             // Their vouches go with them (ON DELETE CASCADE).
             "closure_statements",
             "revoked_paths",
+            "pins",
+            "pin_changes",
             "trusted_publishers",
             "upload_keys",
             "ledger",

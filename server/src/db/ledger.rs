@@ -31,6 +31,8 @@ pub enum EntryKind {
     Revocation,
     /// An accepted closure statement (`closure_statements`).
     ClosureStatement,
+    /// A pin set, re-pinned or removed (`pin_changes`).
+    PinChange,
 }
 
 impl EntryKind {
@@ -41,6 +43,7 @@ impl EntryKind {
             EntryKind::Divergence => "divergence",
             EntryKind::Revocation => "revocation",
             EntryKind::ClosureStatement => "closure-statement",
+            EntryKind::PinChange => "pin-change",
         }
     }
 }
@@ -262,6 +265,42 @@ pub(super) async fn record_closure_divergences(
         append(tx, st.cache_id, EntryKind::Divergence, id).await?;
     }
     Ok(())
+}
+
+/// A change of a pin, as recorded: what it set and what it released.
+pub(super) struct PinChange<'a> {
+    pub cache_id: i64,
+    pub name: &'a str,
+    /// `pin` or `remove`.
+    pub action: &'a str,
+    pub store_path: Option<&'a str>,
+    pub keep_revisions: Option<i64>,
+    /// Store paths of the revisions it dropped.
+    pub dropped: &'a [String],
+    pub actor: &'a str,
+}
+
+/// Records a pin change and appends it to the ledger.
+pub(super) async fn record_pin_change(
+    tx: &mut Transaction<'_, Any>,
+    change: &PinChange<'_>,
+) -> DbResult<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO pin_changes (cache_id, name, action, store_path, keep_revisions, dropped, actor, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(change.cache_id)
+    .bind(change.name)
+    .bind(change.action)
+    .bind(change.store_path)
+    .bind(change.keep_revisions)
+    .bind(serde_json::to_string(change.dropped).unwrap_or_else(|_| "[]".into()))
+    .bind(change.actor)
+    .bind(crate::clock::now())
+    .fetch_one(&mut **tx)
+    .await?;
+    append(tx, change.cache_id, EntryKind::PinChange, id).await?;
+    Ok(id)
 }
 
 /// Starts a revocation: who, why and the selector as given. Its ledger

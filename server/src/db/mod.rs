@@ -6,7 +6,7 @@
 //! `paths.rs`, `nars.rs`, `chunks.rs`, `commit.rs` (the transaction that
 //! makes an upload visible), `ledger.rs` (the only writer of history and its
 //! sequence), `upload_keys.rs`, `publishers.rs`, `audit.rs` and `query.rs`
-//! (reading history), `revocation.rs`, `gc.rs`; `sqlite_reader.rs` runs the
+//! (reading history), `revocation.rs`, `pins.rs`, `gc.rs`; `sqlite_reader.rs` runs the
 //! hottest reads in place on SQLite.
 
 pub mod audit;
@@ -18,6 +18,7 @@ pub mod gc;
 pub mod ledger;
 pub mod nars;
 pub mod paths;
+pub mod pins;
 pub mod publishers;
 mod query;
 pub mod revocation;
@@ -135,6 +136,11 @@ const LATER_MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "closure statements",
         include_str!("../../migrations/0008_closure_statements.sql"),
+    ),
+    (
+        9,
+        "pins and size limits",
+        include_str!("../../migrations/0009_pins_and_size_limits.sql"),
     ),
 ];
 

@@ -28,6 +28,8 @@ pub struct CreateCache {
     #[serde(default = "default_upstream")]
     pub upstream_cache_key_names: Vec<String>,
     pub retention_period: Option<i64>,
+    /// Bytes; none: no limit of the cache's own.
+    pub max_stored_size: Option<i64>,
     /// A secret key in Nix's format to import; generated when absent.
     pub keypair: Option<String>,
 }
@@ -52,6 +54,9 @@ pub struct ConfigureCache {
     pub retention_period: Option<i64>,
     #[serde(default)]
     pub reset_retention_period: bool,
+    pub max_stored_size: Option<i64>,
+    #[serde(default)]
+    pub reset_max_stored_size: bool,
     pub rotate_keypair: Option<RotateKeypair>,
 }
 
@@ -72,6 +77,14 @@ fn parse_secret(s: &str) -> ApiResult<SecretKey> {
             format!("keypair is not a Nix secret key (NAME:BASE64): {e}"),
         )
     })
+}
+
+fn check_max_stored_size(bytes: Option<i64>) -> ApiResult<()> {
+    match bytes {
+        Some(b) => provenix_policy::retention::check_max_stored_size(b)
+            .map_err(|e| ApiError::new(e.code, e.message)),
+        None => Ok(()),
+    }
 }
 
 fn check_settings(
@@ -119,6 +132,7 @@ async fn info_of(state: &AppState, c: &CacheRow) -> ApiResult<CacheInfo> {
         store_dir: c.store_dir.clone(),
         upstream_cache_key_names: c.upstream_cache_key_names.clone(),
         retention_period: c.retention_period,
+        max_stored_size: state.db.max_stored_size(c.id).await?,
         public_key: signing_keys
             .first()
             .map(|k| k.public_key.clone())
@@ -151,6 +165,7 @@ pub async fn create(
         req.retention_period,
         &req.upstream_cache_key_names,
     )?;
+    check_max_stored_size(req.max_stored_size)?;
     let key = match &req.keypair {
         Some(s) => parse_secret(s)?,
         None => SecretKey::generate(&format!("{cache}-1")).map_err(ApiError::internal)?,
@@ -173,6 +188,12 @@ pub async fn create(
             format!("cache {cache:?} already exists"),
         )
     })?;
+    if req.max_stored_size.is_some() {
+        state
+            .db
+            .set_max_stored_size(c.id, req.max_stored_size)
+            .await?;
+    }
     tracing::info!(cache = %cache, by = caller.subject(), "cache created");
     Ok(Json(info_of(&state, &c).await?))
 }
@@ -188,7 +209,10 @@ pub async fn configure(
         || req.store_dir.is_some()
         || req.upstream_cache_key_names.is_some()
         || req.rotate_keypair.is_some();
-    let touches_retention = req.retention_period.is_some() || req.reset_retention_period;
+    let touches_retention = req.retention_period.is_some()
+        || req.reset_retention_period
+        || req.max_stored_size.is_some()
+        || req.reset_max_stored_size;
     let shortens_to_deletion = req
         .retention_period
         .is_some_and(limits::retention_is_deletion);
@@ -227,6 +251,13 @@ pub async fn configure(
         c.retention_period,
         &c.upstream_cache_key_names,
     )?;
+    check_max_stored_size(req.max_stored_size)?;
+    if req.max_stored_size.is_some() && req.reset_max_stored_size {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMaxStoredSize,
+            "max_stored_size and reset_max_stored_size exclude each other",
+        ));
+    }
     // Validate the new key before changing anything.
     let new_key = match &req.rotate_keypair {
         Some(r) => {
@@ -263,6 +294,12 @@ pub async fn configure(
         None => None,
     };
     state.db.update_cache(&c).await?;
+    if req.max_stored_size.is_some() || req.reset_max_stored_size {
+        state
+            .db
+            .set_max_stored_size(c.id, req.max_stored_size)
+            .await?;
+    }
     if let Some((key, overlap)) = new_key {
         state.db.rotate_key(c.id, &key, overlap).await?;
         tracing::info!(cache = %cache, by = caller.subject(), key = key.name(), overlap, "cache key rotated");

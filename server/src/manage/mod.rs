@@ -1,5 +1,6 @@
 //! Administering caches: create, configure, rotate keys, destroy, delete
-//! a path, and the trusted publishers of each cache.
+//! a path, the trusted publishers of each cache and its pins.
 
 pub mod caches;
+pub mod pins;
 pub mod publishers;

@@ -81,6 +81,7 @@ pub struct Metrics {
     pub gc_duration: Histogram,
     pub gc_reclaimed_bytes: Counter,
     pub gc_expired_paths: Counter,
+    pub gc_evicted_paths: Counter,
     pub internal_errors: Family<Source, Counter>,
     pub db_pool: Family<PoolState, Gauge>,
 }
@@ -112,6 +113,7 @@ impl Metrics {
             ),
             gc_reclaimed_bytes: Counter::default(),
             gc_expired_paths: Counter::default(),
+            gc_evicted_paths: Counter::default(),
             internal_errors: Family::default(),
             db_pool: Family::default(),
             registry: Registry::default(),
@@ -191,6 +193,11 @@ impl Metrics {
             "gc_expired_paths",
             "Paths garbage collection removed past their retention",
             m.gc_expired_paths.clone(),
+        );
+        r.register(
+            "gc_evicted_paths",
+            "Paths garbage collection removed to bring a cache or the server under its maximum stored size",
+            m.gc_evicted_paths.clone(),
         );
         r.register(
             "internal_errors",
