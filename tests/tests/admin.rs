@@ -417,3 +417,92 @@ async fn a_real_server_is_scraped_from_loopback() {
     }
     assert!(second.contains(r#"provenix_http_requests_total{route="metrics",status="200"} 1"#));
 }
+
+backend_tests! {
+    for (Backend::Sqlite), _on_postgres(Backend::Postgres);
+    async fn a_pin_holds_its_closure_through_a_size_gc => pins_and_size_gc;
+}
+
+/// Growth limits through the CLIs: a cache over its `--max-stored-size`
+/// loses its least recently used paths at the next GC, except a pinned
+/// path's closure, which still substitutes with the real Nix client.
+async fn pins_and_size_gc(backend: Backend) {
+    let server = TestServer::start(backend);
+    let client = server.client();
+    client.ok(&["cache", "create", "main", "--max-stored-size", "1MiB"]);
+    assert!(client
+        .ok(&["cache", "info", "main"])
+        .contains("Max Stored Size: 1048576 bytes"));
+    let src = NixStore::new();
+    let dep = src.add_input_addressed("dep", &[("blob", &random_bytes(11, 400_000))], &[]);
+    let app = src.add_input_addressed("app", &[("blob", &random_bytes(12, 400_000))], &[&dep]);
+    client.ok(&["push", "main", &app, "--store", &src.root()]);
+    let out = client.ok(&["pin", "main", "release", &app]);
+    assert!(out.contains("Pinned \"release\""), "{out}");
+    // Pushed later, so more recently used than the pinned closure.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let x = src.add_input_addressed("x", &[("blob", &random_bytes(13, 400_000))], &[]);
+    let y = src.add_input_addressed("y", &[("blob", &random_bytes(14, 400_000))], &[]);
+    client.ok(&["push", "main", &x, &y, "--store", &src.root()]);
+
+    let (ok, out, err) = server.run_mode("garbage-collector-once");
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["evicted_paths"], 2, "{out}");
+    assert_eq!(report["pinned_paths"], 2, "{out}");
+    let mut evicted: Vec<&str> = report["evictions"][0]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    evicted.sort();
+    let mut expected = vec![x.as_str(), y.as_str()];
+    expected.sort();
+    assert_eq!(evicted, expected, "{out}");
+    for (p, status) in [(&dep, 200), (&app, 200), (&x, 404), (&y, 404)] {
+        assert_eq!(narinfo(&server, "main", p).await.0, status, "{p}");
+    }
+    let dst = NixStore::new();
+    let key = client.public_key("main");
+    let (ok, err) = dst.copy_from(
+        &format!("{}/main", server.url),
+        &app,
+        &[&key],
+        Some((&host_of(&server.url), &server.root_token)),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(dst.read(&dep, "blob"), random_bytes(11, 400_000));
+
+    let list = client.ok(&["pin", "list", "main"]);
+    assert!(list.contains("release") && list.contains(&app), "{list}");
+    // Pinning needs --configure-cache-retention.
+    let pusher = server.make_token(&[
+        "--sub",
+        "ci",
+        "--validity",
+        "1h",
+        "--push",
+        "main",
+        "--pull",
+        "main",
+    ]);
+    let err = server
+        .client_with_token(&pusher)
+        .fails(&["pin", "main", "mine", &dep]);
+    assert!(err.contains("permission-denied"), "{err}");
+    let err = client.fails(&["pin", "main", "gone", &x]);
+    assert!(err.contains("no-such-path"), "{err}");
+    client.ok(&["pin", "remove", "main", "release"]);
+    let history = client.ok(&["pin", "history", "main"]);
+    assert!(
+        history.contains(&format!("by root: pin release -> {app}"))
+            && history.contains("by root: remove release"),
+        "{history}"
+    );
+    assert!(client.ok(&["pin", "list", "main"]).contains("no pins"));
+    let out = client.ok(&["cache", "configure", "main", "--reset-max-stored-size"]);
+    assert!(out.contains("Max Stored Size: Global Default"), "{out}");
+    let err = client.fails(&["cache", "configure", "main", "--max-stored-size", "ten"]);
+    assert!(err.contains("not a size"), "{err}");
+}
