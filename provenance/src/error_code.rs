@@ -121,6 +121,9 @@ error_codes! {
     UploadTimeout = ("upload-timeout", 400),
     /// Nothing was stored because of a concurrent transaction or GC: send again.
     Retry = ("retry", 503),
+    /// The object storage failed or did not answer in time (after the
+    /// configured retries); nothing was stored or served: send again later.
+    StorageUnavailable = ("storage-unavailable", 503),
 
     // Names and settings.
     /// A cache name outside the allowed syntax.

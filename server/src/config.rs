@@ -319,7 +319,45 @@ pub enum StorageConfig {
         bucket: String,
         endpoint: Option<String>,
         credentials: Option<S3Credentials>,
+        /// How one S3 request may take, body included, before it fails
+        /// (and is retried).
+        #[serde(
+            default = "default_s3_request_timeout",
+            alias = "request-timeout",
+            with = "humantime_serde_compat"
+        )]
+        request_timeout: Duration,
+        #[serde(
+            default = "default_s3_connect_timeout",
+            alias = "connect-timeout",
+            with = "humantime_serde_compat"
+        )]
+        connect_timeout: Duration,
+        /// Retries of a failed request (5xx, reset, timeout), with backoff.
+        #[serde(default = "default_s3_max_retries", alias = "max-retries")]
+        max_retries: usize,
+        /// No retry starts later than this after the first attempt.
+        #[serde(
+            default = "default_s3_retry_timeout",
+            alias = "retry-timeout",
+            with = "humantime_serde_compat"
+        )]
+        retry_timeout: Duration,
     },
+}
+
+// object_store's own defaults, written down so they can be read and changed.
+fn default_s3_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_s3_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_s3_max_retries() -> usize {
+    10
+}
+fn default_s3_retry_timeout() -> Duration {
+    Duration::from_secs(180)
 }
 
 #[derive(Debug, Clone, Deserialize)]

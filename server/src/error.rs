@@ -58,9 +58,16 @@ impl ApiError {
         Self::internal_from("other", err)
     }
 
-    /// An internal error of the object storage.
+    /// The object storage failed (after its client's retries): a 503 the
+    /// caller can act on, counted as an internal error of the storage.
     pub fn storage(err: impl std::fmt::Display) -> Self {
-        Self::internal_from("storage", err)
+        tracing::error!(source = "storage", "storage error: {err:#}");
+        let mut e = Self::new(
+            ErrorCode::StorageUnavailable,
+            "the object storage failed or did not answer in time: try again later (the server log says more)",
+        );
+        e.source = Some("storage");
+        e
     }
 
     fn internal_from(source: &'static str, err: impl std::fmt::Display) -> Self {

@@ -56,10 +56,24 @@ impl Storage {
                 bucket,
                 endpoint,
                 credentials,
+                request_timeout,
+                connect_timeout,
+                max_retries,
+                retry_timeout,
             } => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_region(region)
-                    .with_bucket_name(bucket);
+                    .with_bucket_name(bucket)
+                    .with_client_options(
+                        object_store::ClientOptions::new()
+                            .with_timeout(*request_timeout)
+                            .with_connect_timeout(*connect_timeout),
+                    )
+                    .with_retry(object_store::RetryConfig {
+                        backoff: object_store::BackoffConfig::default(),
+                        max_retries: *max_retries,
+                        retry_timeout: *retry_timeout,
+                    });
                 if let Some(ep) = endpoint {
                     b = b
                         .with_endpoint(ep)

@@ -4,6 +4,7 @@
 //! PostgreSQL database per test.
 
 pub mod ci;
+pub mod fault_proxy;
 pub mod http;
 pub mod nix;
 pub mod oidc;

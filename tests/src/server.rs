@@ -89,15 +89,40 @@ impl TestServer {
 
     /// Starts a server on the given database and object storage.
     pub fn start_on(backend: Backend, storage: ObjectStorage, extra: &str) -> TestServer {
-        let dir = tempfile::tempdir().expect("tempdir");
         let s3 = (storage == ObjectStorage::S3).then(crate::s3::S3Server::start);
-        let storage_toml = match &s3 {
-            Some(s3) => s3.storage_toml(),
-            None => format!(
+        let storage_toml = s3.as_ref().map(|s3| s3.storage_toml());
+        Self::start_configured(backend, s3, storage_toml, extra)
+    }
+
+    /// On `s3`, reached at `endpoint` (a fault proxy in front of it), with
+    /// `storage_extra` added to `[storage]` (timeouts, retries).
+    pub fn start_on_s3_through(
+        backend: Backend,
+        s3: crate::s3::S3Server,
+        endpoint: &str,
+        storage_extra: &str,
+    ) -> TestServer {
+        let storage_toml = s3.storage_toml().replace(&s3.endpoint, endpoint).replacen(
+            "[storage.credentials]",
+            &format!("{storage_extra}\n[storage.credentials]"),
+            1,
+        );
+        Self::start_configured(backend, Some(s3), Some(storage_toml), "")
+    }
+
+    fn start_configured(
+        backend: Backend,
+        s3: Option<crate::s3::S3Server>,
+        storage_toml: Option<String>,
+        extra: &str,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage_toml = storage_toml.unwrap_or_else(|| {
+            format!(
                 "[storage]\ntype = \"local\"\npath = \"{}/storage\"\n",
                 dir.path().display()
-            ),
-        };
+            )
+        });
         let db_url = match backend {
             Backend::Sqlite => format!("sqlite://{}/server.db?mode=rwc", dir.path().display()),
             Backend::Postgres => fresh_postgres_database(),

@@ -6,7 +6,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use provenix_policy::Action;
 use provenix_provenance::narinfo::NarInfo;
 use provenix_provenance::store_path::validate_hash_part;
@@ -214,8 +214,7 @@ pub async fn nar(
     })
     .try_flatten();
     let storage = state.storage.clone();
-    let errors = state.metrics.internal_errors.clone();
-    let body = reads
+    let frames = reads
         .map_ok(move |batch| {
             let storage = storage.clone();
             let ranges = batch
@@ -226,7 +225,17 @@ pub async fn nar(
         })
         .try_buffered(BATCHES_AHEAD)
         .map_ok(|frames| futures::stream::iter(frames.into_iter().map(Ok::<_, anyhow::Error>)))
-        .try_flatten()
+        .try_flatten();
+    // The first read before the answer's head: storage that is down gets a
+    // 503 Nix retries, not a 200 that breaks off.
+    let mut frames = Box::pin(frames);
+    let first = match frames.next().await {
+        Some(Err(e)) => return Err(ApiError::storage(format!("serving NAR: {e:#}"))),
+        first => first,
+    };
+    let errors = state.metrics.internal_errors.clone();
+    let body = futures::stream::iter(first)
+        .chain(frames)
         .map_err(move |e| {
             // The answer has begun: the client sees the body end short.
             tracing::error!("serving NAR: {e:#}");

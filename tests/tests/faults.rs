@@ -1,0 +1,91 @@
+//! Faults of real deployments, injected (issue 21): the S3 server failing
+//! (every request 503, connections reset, connections stalled past the
+//! timeouts) through a fault proxy in front of s3s-fs. Uploads fail with
+//! `storage-unavailable` and leave nothing visible, pulls are refused with
+//! the same 503 before a byte of NAR (never a short 200), and when the fault ends everything works again with `--mode
+//! verify` clean.
+
+use provenix_provenance::NarInfo;
+use provenix_tests::fault_proxy::{Fault, FaultProxy};
+use provenix_tests::s3::S3Server;
+use provenix_tests::{host_of, random_bytes, Backend, NixStore, TestServer};
+
+/// Short timeouts and one retry, so a stall fails in seconds, not minutes.
+const IMPATIENT: &str =
+    "request-timeout = \"1s\"\nconnect-timeout = \"1s\"\nmax-retries = 1\nretry-timeout = \"2s\"\n";
+
+fn hash_of(store_path: &str) -> &str {
+    &store_path["/nix/store/".len()..][..32]
+}
+
+#[tokio::test]
+async fn s3_answering_503() {
+    s3_fault(Fault::ServerError, 31).await;
+}
+
+#[tokio::test]
+async fn s3_resetting_connections() {
+    s3_fault(Fault::Reset, 41).await;
+}
+
+#[tokio::test]
+async fn s3_stalling_past_the_timeouts() {
+    s3_fault(Fault::Stall, 51).await;
+}
+
+async fn s3_fault(fault: Fault, seed: u64) {
+    let s3 = S3Server::start();
+    let proxy = FaultProxy::start(&s3.endpoint);
+    let server = TestServer::start_on_s3_through(Backend::Sqlite, s3, &proxy.endpoint, IMPATIENT);
+    let client = server.client();
+    client.ok(&["cache", "create", "main"]);
+    let key = client.public_key("main");
+    let src = NixStore::new();
+    let blob = |n: u64| random_bytes(seed + n, 700_000);
+    let before = src.add_input_addressed("before", &[("blob", &blob(0))], &[]);
+    let during = src.add_input_addressed("during", &[("blob", &blob(1))], &[]);
+    client.ok(&["push", "main", &before, "--store", &src.root()]);
+    let http = provenix_tests::http::Http::new(&server.url);
+    let (_, _, text) = http
+        .get(
+            &format!("/main/{}.narinfo", hash_of(&before)),
+            Some(&server.root_token),
+        )
+        .await;
+    let info = NarInfo::parse(&text).unwrap();
+
+    proxy.set(fault);
+    // An upload fails with a code the pusher can act on, and nothing of it
+    // becomes visible.
+    let err = client.fails(&["push", "main", &during, "--store", &src.root()]);
+    assert!(err.contains("storage-unavailable"), "{fault:?}: {err}");
+    let (status, _, _) = http
+        .get(
+            &format!("/main/{}.narinfo", hash_of(&during)),
+            Some(&server.root_token),
+        )
+        .await;
+    assert_eq!(status, 404, "{fault:?}: a failed upload is not visible");
+
+    // A pull is refused before its head with a 503 Nix retries (the first
+    // storage read comes first), never a 200 it could take for a whole NAR.
+    let answer = http
+        .get(&format!("/main/{}", info.url), Some(&server.root_token))
+        .await;
+    assert_eq!(answer.0, 503, "{fault:?}: {}", answer.2);
+    assert!(answer.2.contains("storage-unavailable"), "{}", answer.2);
+    let dst = NixStore::new();
+    let netrc = Some((host_of(&server.url), server.root_token.clone()));
+    let netrc = netrc.as_ref().map(|(h, t)| (h.as_str(), t.as_str()));
+
+    // The fault ends: the same push succeeds, both paths substitute
+    // byte-exact with the real Nix client, and every stored chunk verifies.
+    proxy.set(Fault::None);
+    client.ok(&["push", "main", &during, "--store", &src.root()]);
+    for (path, n) in [(&before, 0), (&during, 1)] {
+        let (ok, err) = dst.copy_from(&format!("{}/main", server.url), path, &[&key], netrc);
+        assert!(ok, "{fault:?}: {err}");
+        assert_eq!(dst.read(path, "blob"), blob(n));
+    }
+    assert!(server.verified_chunks() > 0);
+}
