@@ -110,6 +110,16 @@ impl TestServer {
         Self::start_configured(backend, Some(s3), Some(storage_toml), "")
     }
 
+    /// With chunks stored under `dir` on the local disk (a small
+    /// filesystem a test made, say).
+    pub fn start_on_local_dir(backend: Backend, dir: &Path) -> TestServer {
+        let storage_toml = format!(
+            "[storage]\ntype = \"local\"\npath = \"{}\"\n",
+            dir.display()
+        );
+        Self::start_configured(backend, None, Some(storage_toml), "")
+    }
+
     fn start_configured(
         backend: Backend,
         s3: Option<crate::s3::S3Server>,

@@ -3,7 +3,7 @@
 //! timeouts) through a fault proxy in front of s3s-fs. Uploads fail with
 //! `storage-unavailable` and leave nothing visible, pulls are refused with
 //! the same 503 before a byte of NAR (never a short 200), and when the fault ends everything works again with `--mode
-//! verify` clean.
+//! verify` clean. The local disk filling up: the same, once space is freed.
 
 use provenix_provenance::NarInfo;
 use provenix_tests::fault_proxy::{Fault, FaultProxy};
@@ -88,4 +88,112 @@ async fn s3_fault(fault: Fault, seed: u64) {
         assert_eq!(dst.read(path, "blob"), blob(n));
     }
     assert!(server.verified_chunks() > 0);
+}
+
+/// A small tmpfs, unmounted when dropped (also when the test fails).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, _, err) = provenix_tests::run(std::process::Command::new("mount").args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size}"),
+            "tmpfs",
+            dir.path().to_str().unwrap(),
+        ]));
+        assert!(ok, "this test mounts a small tmpfs and needs root: {err}");
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The local disk filling up: an upload that does not fit fails with a
+/// clear error and leaves no pack or path visible; once space is freed the
+/// same push succeeds and pulls byte-exact.
+#[tokio::test]
+async fn the_local_disk_filling_up() {
+    let disk = SmallDisk::new("4m");
+    let storage = disk.path().join("storage");
+    let server = TestServer::start_on_local_dir(Backend::Sqlite, &storage);
+    let client = server.client();
+    client.ok(&["cache", "create", "main"]);
+    let key = client.public_key("main");
+    let src = NixStore::new();
+    let small = src.add_input_addressed("small", &[("blob", &random_bytes(61, 500_000))], &[]);
+    let big = src.add_input_addressed("big", &[("blob", &random_bytes(62, 2_000_000))], &[]);
+    client.ok(&["push", "main", &small, "--store", &src.root()]);
+    // Leave about 1 MB free: the 2 MB path cannot fit.
+    let filler = disk.path().join("filler");
+    let free = {
+        let (ok, out, _) = provenix_tests::run(
+            std::process::Command::new("df")
+                .args(["--output=avail", "-B1"])
+                .arg(disk.path()),
+        );
+        assert!(ok);
+        out.lines().nth(1).unwrap().trim().parse::<u64>().unwrap()
+    };
+    std::fs::write(&filler, vec![0u8; (free - 1_000_000) as usize]).unwrap();
+    let packs_before = count_files(&storage);
+
+    let err = client.fails(&["push", "main", &big, "--store", &src.root()]);
+    assert!(err.contains("storage-unavailable"), "{err}");
+    let http = provenix_tests::http::Http::new(&server.url);
+    let (status, _, _) = http
+        .get(
+            &format!("/main/{}.narinfo", hash_of(&big)),
+            Some(&server.root_token),
+        )
+        .await;
+    assert_eq!(status, 404, "a failed upload is not visible");
+    assert_eq!(
+        count_files(&storage),
+        packs_before,
+        "no half-written pack is left in the store"
+    );
+    // What was there still serves.
+    let dst = NixStore::new();
+    let netrc = Some((host_of(&server.url), server.root_token.clone()));
+    let netrc = netrc.as_ref().map(|(h, t)| (h.as_str(), t.as_str()));
+    let (ok, err) = dst.copy_from(&format!("{}/main", server.url), &small, &[&key], netrc);
+    assert!(ok, "{err}");
+
+    std::fs::remove_file(&filler).unwrap();
+    client.ok(&["push", "main", &big, "--store", &src.root()]);
+    let (ok, err) = dst.copy_from(&format!("{}/main", server.url), &big, &[&key], netrc);
+    assert!(ok, "{err}");
+    assert_eq!(dst.read(&big, "blob"), random_bytes(62, 2_000_000));
+    assert!(server.verified_chunks() > 0);
+}
+
+/// Regular files under `dir`, recursively.
+fn count_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                count_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
 }
