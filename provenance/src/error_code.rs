@@ -124,6 +124,8 @@ error_codes! {
     /// The object storage failed or did not answer in time (after the
     /// configured retries); nothing was stored or served: send again later.
     StorageUnavailable = ("storage-unavailable", 503),
+    /// The database could not be reached; nothing was changed: send again.
+    DatabaseUnavailable = ("database-unavailable", 503),
 
     // Names and settings.
     /// A cache name outside the allowed syntax.

@@ -94,7 +94,24 @@ impl From<crate::db::DbError> for ApiError {
                 "a concurrent transaction conflicted with this one; nothing was stored, send it again",
             );
         }
+        if let crate::db::DbError::Unavailable(_) = e {
+            return ApiError::database_unavailable(e);
+        }
         ApiError::internal_from("database", e)
+    }
+}
+
+impl ApiError {
+    /// The database is out of reach: a 503 the caller can retry, counted as
+    /// an internal error of the database.
+    pub fn database_unavailable(err: impl std::fmt::Display) -> Self {
+        tracing::error!(source = "database", "database unavailable: {err:#}");
+        let mut e = Self::new(
+            ErrorCode::DatabaseUnavailable,
+            "the database is unavailable; nothing was changed: try again shortly",
+        );
+        e.source = Some("database");
+        e
     }
 }
 
@@ -108,6 +125,17 @@ pub fn statement_replayed() -> ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        let unavailable = e.chain().any(|c| {
+            c.downcast_ref::<sqlx::Error>()
+                .is_some_and(crate::db::is_unavailable)
+                || matches!(
+                    c.downcast_ref::<crate::db::DbError>(),
+                    Some(crate::db::DbError::Unavailable(_))
+                )
+        });
+        if unavailable {
+            return ApiError::database_unavailable(format!("{e:#}"));
+        }
         ApiError::internal(format!("{e:#}"))
     }
 }

@@ -8,6 +8,7 @@ pub mod fault_proxy;
 pub mod http;
 pub mod nix;
 pub mod oidc;
+pub mod postgres;
 pub mod s3;
 pub mod server;
 

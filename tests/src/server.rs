@@ -120,6 +120,11 @@ impl TestServer {
         Self::start_configured(backend, None, Some(storage_toml), "")
     }
 
+    /// On PostgreSQL at `url` (a cluster of the test's own), local storage.
+    pub fn start_on_database(url: &str) -> TestServer {
+        Self::start_configured(Backend::Postgres, None, None, &format!("#database {url}"))
+    }
+
     fn start_configured(
         backend: Backend,
         s3: Option<crate::s3::S3Server>,
@@ -133,7 +138,10 @@ impl TestServer {
                 dir.path().display()
             )
         });
+        // A test's own database, named in `extra` as `#database URL`.
+        let own_database = extra.strip_prefix("#database ").map(|url| url.to_string());
         let db_url = match backend {
+            _ if own_database.is_some() => own_database.unwrap(),
             Backend::Sqlite => format!("sqlite://{}/server.db?mode=rwc", dir.path().display()),
             Backend::Postgres => fresh_postgres_database(),
         };

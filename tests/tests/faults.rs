@@ -197,3 +197,70 @@ fn count_files(dir: &std::path::Path) -> usize {
         })
         .sum()
 }
+
+/// PostgreSQL stopped and started again, while idle and in the middle of a
+/// push: while it is down every answer is a prompt 503
+/// (`database-unavailable`; a narinfo is never a 404 Nix would remember),
+/// nothing half-done becomes visible, and once it is back the server
+/// reconnects by itself: the push succeeds and pulls byte-exact.
+#[tokio::test]
+async fn postgres_restarted_mid_push_and_mid_pull() {
+    let pg = provenix_tests::postgres::OwnPostgres::start();
+    let server = TestServer::start_on_database(&pg.url);
+    let client = server.client();
+    client.ok(&["cache", "create", "main"]);
+    let key = client.public_key("main");
+    let src = NixStore::new();
+    let blob = |n: u64| random_bytes(70 + n, if n == 2 { 24_000_000 } else { 600_000 });
+    let first = src.add_input_addressed("first", &[("blob", &blob(0))], &[]);
+    let second = src.add_input_addressed("second", &[("blob", &blob(1))], &[]);
+    let large = src.add_input_addressed("large", &[("blob", &blob(2))], &[]);
+    client.ok(&["push", "main", &first, "--store", &src.root()]);
+    let http = provenix_tests::http::Http::new(&server.url);
+    let narinfo = |p: &str| format!("/main/{}.narinfo", hash_of(p));
+    let token = server.root_token.clone();
+
+    pg.stop();
+    let (status, _, text) = http.get(&narinfo(&first), Some(&token)).await;
+    assert_eq!(status, 503, "a pull while the database is down: {text}");
+    assert!(text.contains("database-unavailable"), "{text}");
+    let err = client.fails(&["push", "main", &second, "--store", &src.root()]);
+    assert!(err.contains("database-unavailable"), "{err}");
+    pg.start_again();
+    let (status, _, text) = http.get(&narinfo(&first), Some(&token)).await;
+    assert_eq!(status, 200, "reconnected by itself: {text}");
+    assert_eq!(http.get(&narinfo(&second), Some(&token)).await.0, 404);
+
+    // Mid-push: the database goes away while a large NAR streams in.
+    let push = {
+        let (root, large) = (src.root(), large.clone());
+        let client = server.client();
+        std::thread::spawn(move || client.run(&["push", "main", &large, "--store", &root]))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    pg.stop();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    pg.start_again();
+    let (pushed, _, err) = push.join().unwrap();
+    let (status, _, _) = http.get(&narinfo(&large), Some(&token)).await;
+    if pushed {
+        assert_eq!(status, 200);
+    } else {
+        assert!(
+            err.contains("unavailable") || err.contains("retry"),
+            "{err}"
+        );
+        assert_eq!(status, 404, "a push that failed left nothing visible");
+        client.ok(&["push", "main", &large, "--store", &src.root()]);
+    }
+    client.ok(&["push", "main", &second, "--store", &src.root()]);
+    let dst = NixStore::new();
+    let netrc = Some((host_of(&server.url), token.clone()));
+    let netrc = netrc.as_ref().map(|(h, t)| (h.as_str(), t.as_str()));
+    for (p, n) in [(&first, 0), (&second, 1), (&large, 2)] {
+        let (ok, err) = dst.copy_from(&format!("{}/main", server.url), p, &[&key], netrc);
+        assert!(ok, "{err}");
+        assert_eq!(dst.read(p, "blob"), blob(n));
+    }
+    assert!(server.verified_chunks() > 0);
+}

@@ -57,6 +57,11 @@ pub struct Db {
 pub enum DbError {
     #[error("transaction aborted by a conflict with another: {0}")]
     Transient(sqlx::Error),
+    /// The database cannot be reached (down, restarting, refusing
+    /// connections, or the pool found no connection in time). Nothing was
+    /// committed; the pool reconnects by itself once it is back.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("database: {0}")]
     Other(sqlx::Error),
     /// The statement's (key, nonce) was recorded before: a replay. The
@@ -71,11 +76,31 @@ impl DbError {
     }
 }
 
+/// Whether `e` says the database is out of reach rather than that a
+/// statement failed: I/O and pool timeouts, PostgreSQL's connection
+/// exceptions (class 08) and its shutting-down or starting-up refusals
+/// (57P01-57P03).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
         let transient = matches!(&e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")));
         if transient {
             DbError::Transient(e)
+        } else if is_unavailable(&e) {
+            DbError::Unavailable(e)
         } else {
             DbError::Other(e)
         }
@@ -205,7 +230,11 @@ impl Db {
         };
         let opts = match backend {
             Backend::Sqlite => sqlite_options(8),
-            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
+            // A request waits at most this for a connection: while the
+            // database is down, answers are prompt 503s, not 30 s hangs.
+            Backend::Postgres => AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(std::time::Duration::from_secs(5)),
         };
         let connect = |opts: AnyPoolOptions| async move {
             opts.connect(url)
