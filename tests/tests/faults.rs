@@ -1,9 +1,16 @@
-//! Faults of real deployments, injected (issue 21): the S3 server failing
-//! (every request 503, connections reset, connections stalled past the
-//! timeouts) through a fault proxy in front of s3s-fs. Uploads fail with
-//! `storage-unavailable` and leave nothing visible, pulls are refused with
-//! the same 503 before a byte of NAR (never a short 200), and when the fault ends everything works again with `--mode
-//! verify` clean. The local disk filling up: the same, once space is freed.
+//! Faults of real deployments, injected (issue 21), all on loopback and
+//! bounded in time:
+//! - the S3 server failing (every request 503, connections reset,
+//!   connections stalled past the timeouts) through a fault proxy in front
+//!   of s3s-fs: uploads fail with `storage-unavailable` and leave nothing
+//!   visible, pulls are refused with the same 503 before a byte of NAR
+//!   (never a short 200);
+//! - the local disk filling up (a small tmpfs);
+//! - PostgreSQL stopped and started again (a cluster of the test's own);
+//! - a replica killed with -9 under load while another serves.
+//!
+//! After each fault everything works again: the push succeeds, the real Nix
+//! client pulls byte-exact, and `provenixd --mode verify` is clean.
 
 use provenix_provenance::NarInfo;
 use provenix_tests::fault_proxy::{Fault, FaultProxy};
@@ -262,5 +269,116 @@ async fn postgres_restarted_mid_push_and_mid_pull() {
         assert!(ok, "{err}");
         assert_eq!(dst.read(p, "blob"), blob(n));
     }
+    assert!(server.verified_chunks() > 0);
+}
+
+/// Two replicas over PostgreSQL and S3; one is killed with -9 in the middle
+/// of a push while pulls run against the other: the survivor answers every
+/// request throughout, the interrupted push leaves nothing visible, and
+/// pushing again through the survivor completes it.
+#[tokio::test]
+async fn a_replica_killed_under_load_while_another_serves() {
+    let server = TestServer::start_on(Backend::Postgres, provenix_tests::ObjectStorage::S3, "");
+    let (mut doomed, doomed_url) = provenix_tests::server::spawn_server(
+        &server.config_path,
+        server.dir.path(),
+        &["--mode", "api-server", "--listen", "127.0.0.1:0"],
+    );
+    let client = server.client();
+    client.ok(&["cache", "create", "main"]);
+    let key = client.public_key("main");
+    let src = NixStore::new();
+    let served: Vec<String> = (0..4)
+        .map(|n| {
+            src.add_input_addressed(
+                &format!("served{n}"),
+                &[("blob", &random_bytes(80 + n, 300_000))],
+                &[],
+            )
+        })
+        .collect();
+    let mut args = vec!["push", "main"];
+    args.extend(served.iter().map(String::as_str));
+    let root = src.root();
+    args.extend(["--store", &root]);
+    client.ok(&args);
+    let large = src.add_input_addressed("large", &[("blob", &random_bytes(90, 24_000_000))], &[]);
+
+    // Pullers on the survivor, counting every answer that is not a 200.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pullers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, token, paths, stop) = (
+                server.url.clone(),
+                server.root_token.clone(),
+                served.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let http = provenix_tests::http::Http::new(&url);
+                let (mut ok, mut failed) = (0u64, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    for p in &paths {
+                        let (status, _, text) = http
+                            .get(&format!("/main/{}.narinfo", hash_of(p)), Some(&token))
+                            .await;
+                        let Ok(info) = NarInfo::parse(&text) else {
+                            failed.push(format!("narinfo {status}: {text}"));
+                            continue;
+                        };
+                        let (status, _, _) =
+                            http.get(&format!("/main/{}", info.url), Some(&token)).await;
+                        if status == 200 {
+                            ok += 1;
+                        } else {
+                            failed.push(format!("nar {status}"));
+                        }
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+
+    // A push through the doomed replica, killed while it streams.
+    let push = {
+        let c = provenix_tests::Client::new();
+        c.ok(&["login", "test", &doomed_url, &server.root_token]);
+        let (root, large) = (src.root(), large.clone());
+        std::thread::spawn(move || c.run(&["push", "main", &large, "--store", &root]))
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let _ = doomed.kill();
+    let _ = doomed.wait();
+    let (pushed, _, err) = push.join().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for p in pullers {
+        let (ok, failed) = p.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "the survivor failed requests: {failed:?}"
+        );
+        total += ok;
+    }
+    assert!(total > 0, "the pullers ran");
+    let http = provenix_tests::http::Http::new(&server.url);
+    let (status, _, _) = http
+        .get(
+            &format!("/main/{}.narinfo", hash_of(&large)),
+            Some(&server.root_token),
+        )
+        .await;
+    if !pushed {
+        assert_eq!(status, 404, "an interrupted push is not visible: {err}");
+    }
+    client.ok(&["push", "main", &large, "--store", &src.root()]);
+    let dst = NixStore::new();
+    let netrc = Some((host_of(&server.url), server.root_token.clone()));
+    let netrc = netrc.as_ref().map(|(h, t)| (h.as_str(), t.as_str()));
+    let (ok, err) = dst.copy_from(&format!("{}/main", server.url), &large, &[&key], netrc);
+    assert!(ok, "{err}");
+    assert_eq!(dst.read(&large, "blob"), random_bytes(90, 24_000_000));
     assert!(server.verified_chunks() > 0);
 }
