@@ -91,7 +91,7 @@ impl TestServer {
     pub fn start_on(backend: Backend, storage: ObjectStorage, extra: &str) -> TestServer {
         let s3 = (storage == ObjectStorage::S3).then(crate::s3::S3Server::start);
         let storage_toml = s3.as_ref().map(|s3| s3.storage_toml());
-        Self::start_configured(backend, s3, storage_toml, extra)
+        Self::start_configured(backend, None, s3, storage_toml, extra)
     }
 
     /// On `s3`, reached at `endpoint` (a fault proxy in front of it), with
@@ -107,7 +107,7 @@ impl TestServer {
             &format!("{storage_extra}\n[storage.credentials]"),
             1,
         );
-        Self::start_configured(backend, Some(s3), Some(storage_toml), "")
+        Self::start_configured(backend, None, Some(s3), Some(storage_toml), "")
     }
 
     /// With chunks stored under `dir` on the local disk (a small
@@ -117,16 +117,19 @@ impl TestServer {
             "[storage]\ntype = \"local\"\npath = \"{}\"\n",
             dir.display()
         );
-        Self::start_configured(backend, None, Some(storage_toml), "")
+        Self::start_configured(backend, None, None, Some(storage_toml), "")
     }
 
     /// On PostgreSQL at `url` (a cluster of the test's own), local storage.
     pub fn start_on_database(url: &str) -> TestServer {
-        Self::start_configured(Backend::Postgres, None, None, &format!("#database {url}"))
+        Self::start_configured(Backend::Postgres, Some(url.to_string()), None, None, "")
     }
 
+    /// `own_database`: a database URL the test made, instead of a fresh
+    /// database of the backend's.
     fn start_configured(
         backend: Backend,
+        own_database: Option<String>,
         s3: Option<crate::s3::S3Server>,
         storage_toml: Option<String>,
         extra: &str,
@@ -138,12 +141,12 @@ impl TestServer {
                 dir.path().display()
             )
         });
-        // A test's own database, named in `extra` as `#database URL`.
-        let own_database = extra.strip_prefix("#database ").map(|url| url.to_string());
-        let db_url = match backend {
-            _ if own_database.is_some() => own_database.unwrap(),
-            Backend::Sqlite => format!("sqlite://{}/server.db?mode=rwc", dir.path().display()),
-            Backend::Postgres => fresh_postgres_database(),
+        let db_url = match (own_database, backend) {
+            (Some(url), _) => url,
+            (None, Backend::Sqlite) => {
+                format!("sqlite://{}/server.db?mode=rwc", dir.path().display())
+            }
+            (None, Backend::Postgres) => fresh_postgres_database(),
         };
         let config = format!(
             r#"listen = "127.0.0.1:0"
