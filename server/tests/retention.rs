@@ -102,6 +102,16 @@ async fn pin(h: &Harness, cache: &str, name: &str, body: Value) -> Answer {
     .await
 }
 
+async fn unpin(h: &Harness, cache: &str, name: &str) -> Answer {
+    h.call(
+        Method::DELETE,
+        &format!("/_api/v1/cache-config/{cache}/pins/{name}"),
+        Some(&h.root),
+        None,
+    )
+    .await
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -232,14 +242,7 @@ async fn retention_spares_a_pinned_closure_until_the_pin_goes() {
     assert_eq!(status(&h, "main", &p[1].0).await, 200);
     assert_eq!(status(&h, "main", &p[2].0).await, 404);
 
-    let a = h
-        .call(
-            Method::DELETE,
-            "/_api/v1/cache-config/main/pins/app",
-            Some(&h.root),
-            None,
-        )
-        .await;
+    let a = unpin(&h, "main", "app").await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     // The narinfo requests above counted as pulls (recorded off the request
     // path, so let those writes land first): age them again.
@@ -352,23 +355,9 @@ async fn pins_keep_revisions_record_who_changed_them_and_refuse_bad_input() {
         .await;
     a.assert_refused(403, "permission-denied");
 
-    let a = h
-        .call(
-            Method::DELETE,
-            "/_api/v1/cache-config/main/pins/nightly",
-            Some(&h.root),
-            None,
-        )
-        .await;
+    let a = unpin(&h, "main", "nightly").await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-    let a = h
-        .call(
-            Method::DELETE,
-            "/_api/v1/cache-config/main/pins/nightly",
-            Some(&h.root),
-            None,
-        )
-        .await;
+    let a = unpin(&h, "main", "nightly").await;
     a.assert_refused(404, "no-such-pin");
 
     // Every change, with who made it and what it released, newest first.
