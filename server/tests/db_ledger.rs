@@ -192,6 +192,19 @@ async fn every_entry_of_a_cache_is_numbered_in_commit_order_without_gaps() {
     let revocation = done.revocation_id.expect("a revocation");
     assert_eq!(done.paths.len(), 1, "the path's only record was revoked");
 
+    // A pin change, and a re-pin that changes nothing (unnumbered).
+    let pin = provenix_server::db::pins::NewPin {
+        cache_id: a,
+        name: "release",
+        store_path: "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-p",
+        store_path_hash: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        keep_revisions: 1,
+        actor: "admin",
+    };
+    use provenix_server::db::pins::PinOutcome;
+    assert_eq!(db.pin(&pin).await.unwrap(), PinOutcome::Pinned);
+    assert_eq!(db.pin(&pin).await.unwrap(), PinOutcome::Unchanged);
+
     let log = db.ledger_entries(a, 1, 100).await.unwrap();
     assert_eq!(
         kinds(&log),
@@ -200,7 +213,8 @@ async fn every_entry_of_a_cache_is_numbered_in_commit_order_without_gaps() {
             (2, "upload"),
             (3, "upload"),
             (4, "divergence"),
-            (5, "revocation")
+            (5, "revocation"),
+            (6, "pin-change")
         ]
     );
     assert_eq!(log[4].record_id, revocation);

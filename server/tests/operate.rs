@@ -111,6 +111,7 @@ async fn metrics_count_what_happens_and_answer_only_allowed_peers() {
         "provenix_gc_duration_seconds",
         "provenix_gc_reclaimed_bytes",
         "provenix_gc_expired_paths",
+        "provenix_gc_evicted_paths",
         "provenix_internal_errors",
         "provenix_db_pool_connections",
     ] {

@@ -150,6 +150,7 @@ async fn a_cache_over_its_limit_loses_its_least_recently_used_unpinned_paths() {
     // so p2 and then p0 go, and 0.8 MB is left.
     assert_eq!(r.pinned_paths, 2, "{r:?}");
     assert_eq!(r.evicted_paths, 2, "{r:?}");
+    assert_eq!(h.state.metrics.gc_evicted_paths.get(), 2);
     let e = &r.evictions[0];
     assert_eq!(e.cache.as_deref(), Some("main"));
     assert_eq!(e.paths, vec![p[2].0.clone(), p[0].0.clone()]);
