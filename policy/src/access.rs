@@ -27,8 +27,10 @@ pub enum Action {
     Configure,
     /// Changing the retention period.
     ConfigureRetention,
-    /// Setting a retention below `limits::RETENTION_FLOOR`: a deletion of
-    /// every path not pulled within it, so it needs `--delete` too.
+    /// Setting a retention below `limits::RETENTION_FLOOR` (a deletion of
+    /// every path not pulled within it), or a size limit below what the
+    /// cache holds (a deletion of its least recently used paths): it needs
+    /// `--delete` too.
     ConfigureShortRetention,
     /// Managing the cache's trusted publishers.
     ManagePublishers,
@@ -70,7 +72,8 @@ impl Action {
             Action::ReadInfo => "any permission on it",
             Action::Create => "--create-cache",
             Action::Configure | Action::ManagePublishers => "--configure-cache",
-            Action::ConfigureRetention | Action::ManagePins => "--configure-cache-retention",
+            Action::ConfigureRetention => "--configure-cache-retention",
+            Action::ManagePins => "--configure-cache-retention (and --pull on a private cache)",
             Action::ConfigureShortRetention => "--configure-cache-retention and --delete",
             Action::Destroy => "--destroy-cache",
             Action::DeletePath => "--delete",
@@ -96,7 +99,9 @@ impl Action {
             Action::Create => "create",
             Action::Configure => "configure",
             Action::ConfigureRetention => "change the retention of",
-            Action::ConfigureShortRetention => "set a retention under a day on",
+            Action::ConfigureShortRetention => {
+                "set a retention under a day, or a size limit below what it holds, on"
+            }
             Action::ManagePublishers => "manage the trusted publishers of",
             Action::ManagePins => "manage the pins of",
             Action::Destroy => "destroy",
@@ -299,7 +304,10 @@ pub fn decide(action: Action, cache: CacheFacts, caller: CallerFacts) -> Decisio
             }
             let granted = match action {
                 Action::Configure | Action::ManagePublishers => p.configure_cache,
-                Action::ConfigureRetention | Action::ManagePins => p.configure_cache_retention,
+                Action::ConfigureRetention => p.configure_cache_retention,
+                // Pinning tells whether the cache holds a path: only for
+                // those who may pull from it.
+                Action::ManagePins => p.configure_cache_retention && (p.pull || cache.is_public),
                 Action::ConfigureShortRetention => p.configure_cache_retention && p.delete,
                 Action::Destroy => p.destroy_cache,
                 Action::Audit => {
@@ -363,7 +371,11 @@ mod tests {
             Action::Push => p.push = true,
             Action::Create => p.create_cache = true,
             Action::Configure | Action::ManagePublishers => p.configure_cache = true,
-            Action::ConfigureRetention | Action::ManagePins => p.configure_cache_retention = true,
+            Action::ConfigureRetention => p.configure_cache_retention = true,
+            Action::ManagePins => {
+                p.configure_cache_retention = true;
+                p.pull = true
+            }
             Action::ConfigureShortRetention => {
                 p.configure_cache_retention = true;
                 p.delete = true

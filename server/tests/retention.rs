@@ -102,6 +102,16 @@ async fn pin(h: &Harness, cache: &str, name: &str, body: Value) -> Answer {
     .await
 }
 
+async fn limit(h: &Harness, token: &str, bytes: i64) -> Answer {
+    h.call(
+        Method::PATCH,
+        "/_api/v1/cache-config/main",
+        Some(token),
+        Some(json!({ "max_stored_size": bytes })),
+    )
+    .await
+}
+
 async fn unpin(h: &Harness, cache: &str, name: &str) -> Answer {
     h.call(
         Method::DELETE,
@@ -236,6 +246,26 @@ async fn retention_spares_a_pinned_closure_until_the_pin_goes() {
         accessed(&h, "main", &q.0, long_ago).await;
     }
     pin(&h, "main", "app", json!({ "store_path": p[1].0 })).await;
+    // A GC pass that looked before the pin was made still cannot delete
+    // the pinned path: its deletion checks pins itself.
+    let pinned_id = h
+        .state
+        .db
+        .path_lookup("main", hash_of(&p[1].0))
+        .await
+        .unwrap()
+        .unwrap()
+        .path
+        .unwrap()
+        .id;
+    assert_eq!(
+        h.state
+            .db
+            .delete_unpinned_paths(&[pinned_id])
+            .await
+            .unwrap(),
+        0
+    );
     configure(&h, "main", json!({ "retention_period": 86400 })).await;
     let r = gc::run_once(&h.state).await.unwrap();
     assert_eq!((r.expired_paths, r.pinned_paths), (1, 2), "{r:?}");
@@ -344,6 +374,22 @@ async fn pins_keep_revisions_record_who_changed_them_and_refuse_bad_input() {
         before
     );
 
+    // A size limit below what the cache holds is a deletion: retention
+    // alone may not set it; above it, it may.
+    let retention = h.token(
+        "ret",
+        "main",
+        harness::perm(|p| {
+            p.configure_cache_retention = true;
+            p.pull = true
+        }),
+    );
+    let a = limit(&h, &retention, MIB).await;
+    a.assert_refused(403, "permission-denied");
+    let a = limit(&h, &retention, 10 * MIB).await;
+    assert_eq!(a.json["max_stored_size"], 10 * MIB, "{}", a.text);
+    configure(&h, "main", json!({ "reset_max_stored_size": true })).await;
+
     // Pinning needs configure-retention: a pusher may not.
     let pusher = h.token("bob", "main", harness::perm(|p| p.push = true));
     let a = h
@@ -386,6 +432,15 @@ async fn pins_keep_revisions_record_who_changed_them_and_refuse_bad_input() {
             ("pin", Some(p[0].0.as_str()), 0),
         ]
     );
+    // Paged by id: nothing is out of reach behind newer changes.
+    let oldest_first_page = changes[1]["id"].as_i64().unwrap();
+    let a = h
+        .get(
+            &format!("/_api/v1/cache/main/pin-changes?limit=1&before={oldest_first_page}"),
+            Some(&h.root),
+        )
+        .await;
+    assert_eq!(a.json[0]["id"], changes[2]["id"], "{}", a.text);
     // History is provenance: not for anonymous readers of a public cache.
     let a = h.get("/_api/v1/cache/main/pin-changes", None).await;
     assert!(!a.status.is_success(), "{}", a.text);

@@ -63,6 +63,19 @@ pub(super) const PATH_LOOKUP_SQL: &str =
      LEFT JOIN nars n ON n.id = o.nar_id
      WHERE c.name = $1";
 
+/// The settings a configure request changes; None leaves one as it is.
+#[derive(Debug, Default)]
+pub struct CacheChange {
+    pub is_public: Option<bool>,
+    pub priority: Option<i64>,
+    pub store_dir: Option<String>,
+    pub upstream_cache_key_names: Option<Vec<String>>,
+    pub retention_period: Option<i64>,
+    pub reset_retention_period: bool,
+    pub max_stored_size: Option<i64>,
+    pub reset_max_stored_size: bool,
+}
+
 pub struct NewCache<'a> {
     pub name: &'a str,
     pub is_public: bool,
@@ -149,17 +162,35 @@ impl Db {
         self.cache_by_name(c.name).await
     }
 
-    pub async fn update_cache(&self, c: &CacheRow) -> DbResult<()> {
+    /// Changes only the settings `change` names, in one statement: two
+    /// requests changing different settings at once both take effect (a
+    /// read-modify-write of the whole row let one undo the other, found by
+    /// the attack review).
+    pub async fn update_cache(&self, cache_id: i64, change: &CacheChange) -> DbResult<()> {
         sqlx::query(
-            "UPDATE caches SET is_public = $1, priority = $2, store_dir = $3,
-             upstream_cache_key_names = $4, retention_period = $5 WHERE id = $6",
+            "UPDATE caches SET
+                is_public = COALESCE($1, is_public),
+                priority = COALESCE($2, priority),
+                store_dir = COALESCE($3, store_dir),
+                upstream_cache_key_names = COALESCE($4, upstream_cache_key_names),
+                retention_period = CASE WHEN $5 = 1 THEN NULL ELSE COALESCE($6, retention_period) END,
+                max_stored_size = CASE WHEN $7 = 1 THEN NULL ELSE COALESCE($8, max_stored_size) END
+             WHERE id = $9",
         )
-        .bind(c.is_public as i64)
-        .bind(c.priority)
-        .bind(&c.store_dir)
-        .bind(serde_json::to_string(&c.upstream_cache_key_names).unwrap_or_else(|_| "[]".into()))
-        .bind(c.retention_period)
-        .bind(c.id)
+        .bind(change.is_public.map(|v| v as i64))
+        .bind(change.priority)
+        .bind(change.store_dir.as_deref())
+        .bind(
+            change
+                .upstream_cache_key_names
+                .as_ref()
+                .map(|u| serde_json::to_string(u).unwrap_or_else(|_| "[]".into())),
+        )
+        .bind(change.reset_retention_period as i64)
+        .bind(change.retention_period)
+        .bind(change.reset_max_stored_size as i64)
+        .bind(change.max_stored_size)
+        .bind(cache_id)
         .execute(&self.pool)
         .await?;
         Ok(())

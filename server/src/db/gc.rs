@@ -23,47 +23,42 @@ pub struct LruPath {
 }
 
 impl Db {
-    /// Deletes paths not accessed within their cache's retention period
-    /// (`default_retention` seconds when the cache sets none; 0 keeps
-    /// forever), except those in `pinned`. In short transactions of one
-    /// batch each, so readers and writers are never held up for long.
-    pub async fn expire_paths(
+    /// Up to `limit` paths after id `after` not accessed within their
+    /// cache's retention period (`default_retention` seconds when the cache
+    /// sets none; 0 keeps forever), by id.
+    pub async fn expired_paths(
         &self,
         default_retention: i64,
         now: i64,
-        pinned: &HashSet<i64>,
-    ) -> DbResult<u64> {
-        let mut after = 0i64;
-        let mut expired = 0;
-        loop {
-            let ids: Vec<i64> = sqlx::query_scalar(
-                "SELECT o.id FROM paths o JOIN caches c ON o.cache_id = c.id
-                 WHERE COALESCE(c.retention_period, $1) > 0
-                   AND o.last_accessed_at < $2 - COALESCE(c.retention_period, $1)
-                   AND o.id > $3
-                 ORDER BY o.id LIMIT $4",
-            )
-            .bind(default_retention)
-            .bind(now)
-            .bind(after)
-            .bind(BATCH as i64)
-            .fetch_all(&self.pool)
-            .await?;
-            let Some(last) = ids.last() else {
-                return Ok(expired);
-            };
-            after = *last;
-            let doomed: Vec<i64> = ids.into_iter().filter(|id| !pinned.contains(id)).collect();
-            expired += self.delete_paths(&doomed).await?;
-        }
+        after: i64,
+        limit: i64,
+    ) -> DbResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT o.id FROM paths o JOIN caches c ON o.cache_id = c.id
+             WHERE COALESCE(c.retention_period, $1) > 0
+               AND o.last_accessed_at < $2 - COALESCE(c.retention_period, $1)
+               AND o.id > $3
+             ORDER BY o.id LIMIT $4",
+        )
+        .bind(default_retention)
+        .bind(now)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
-    /// Deletes paths by id; returns how many were there.
-    pub async fn delete_paths(&self, ids: &[i64]) -> DbResult<u64> {
+    /// Deletes paths by id, except a pinned path itself (pinned since the
+    /// caller looked); returns how many were deleted. One short
+    /// transaction per batch, so readers and writers are never held up
+    /// for long.
+    pub async fn delete_unpinned_paths(&self, ids: &[i64]) -> DbResult<u64> {
         let mut deleted = 0;
         for batch in ids.chunks(BATCH) {
             let sql = format!(
-                "DELETE FROM paths WHERE id IN ({})",
+                "DELETE FROM paths WHERE id IN ({})
+                 AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.cache_id = paths.cache_id
+                                 AND p.store_path_hash = paths.store_path_hash)",
                 placeholders(1, batch.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));

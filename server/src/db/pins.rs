@@ -34,6 +34,7 @@ impl Db {
     /// change is recorded in the same transaction.
     pub async fn pin(&self, p: &NewPin<'_>) -> DbResult<PinOutcome> {
         let mut tx = self.begin_write().await?;
+        self.lock_pins(&mut tx, p.cache_id).await?;
         let rows = sqlx::query(
             "SELECT revision, store_path, keep_revisions FROM pins
              WHERE cache_id = $1 AND name = $2 ORDER BY revision DESC",
@@ -109,9 +110,28 @@ impl Db {
         Ok(PinOutcome::Pinned)
     }
 
+    /// Pin changes of one cache take turns: on PostgreSQL by the cache's
+    /// row lock, held to commit (two re-pins of a name read the same newest
+    /// revision otherwise, found by the attack review); SQLite's write
+    /// transactions take turns already.
+    async fn lock_pins(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        cache_id: i64,
+    ) -> DbResult<()> {
+        if self.backend() == super::Backend::Postgres {
+            sqlx::query("SELECT id FROM caches WHERE id = $1 FOR UPDATE")
+                .bind(cache_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Removes every revision of a pin; false if there is no such pin.
     pub async fn remove_pin(&self, cache_id: i64, name: &str, actor: &str) -> DbResult<bool> {
         let mut tx = self.begin_write().await?;
+        self.lock_pins(&mut tx, cache_id).await?;
         let dropped: Vec<String> = sqlx::query_scalar(
             "SELECT store_path FROM pins WHERE cache_id = $1 AND name = $2 ORDER BY revision DESC",
         )
@@ -176,13 +196,19 @@ impl Db {
         Ok(pins)
     }
 
-    /// A cache's pin changes, newest first.
-    pub async fn pin_changes(&self, cache_id: i64, limit: i64) -> DbResult<Vec<PinChangeRow>> {
+    /// A cache's pin changes older than `before` (an id), newest first.
+    pub async fn pin_changes(
+        &self,
+        cache_id: i64,
+        before: i64,
+        limit: i64,
+    ) -> DbResult<Vec<PinChangeRow>> {
         let rows = sqlx::query(
             "SELECT id, name, action, store_path, keep_revisions, dropped, actor, created_at
-             FROM pin_changes WHERE cache_id = $1 ORDER BY id DESC LIMIT $2",
+             FROM pin_changes WHERE cache_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(cache_id)
+        .bind(before)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -202,6 +228,27 @@ impl Db {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
+    }
+
+    /// The full store path `cache_id` holds under this hash part, if any.
+    pub async fn held_store_path(&self, cache_id: i64, hash: &str) -> DbResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT store_path FROM paths WHERE cache_id = $1 AND store_path_hash = $2",
+        )
+        .bind(cache_id)
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// A number that changes whenever a pin is added: GC compares it
+    /// before each deletion to see pins made while it runs.
+    pub async fn pins_version(&self) -> DbResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM pins")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Every pinned path of every cache: (cache id, store path hash).

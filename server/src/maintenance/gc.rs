@@ -85,10 +85,10 @@ async fn collect(state: &AppState) -> Result<GcReport> {
         .garbage_collection
         .default_retention_period
         .as_secs() as i64;
-    let pinned = pinned_paths(state).await?;
-    report.pinned_paths = pinned.len() as u64;
-    report.expired_paths = state.db.expire_paths(retention, now, &pinned).await?;
-    enforce_size_limits(state, &pinned, &mut report).await?;
+    let mut pinned = Pinned::read(state).await?;
+    report.expired_paths = expire(state, retention, now, &mut pinned).await?;
+    enforce_size_limits(state, &mut pinned, &mut report).await?;
+    report.pinned_paths = pinned.paths.len() as u64;
     report.deleted_nars = state.db.delete_orphan_nars().await?;
     report.stale_vouches = state.db.purge_stale_vouches().await?;
 
@@ -132,6 +132,55 @@ async fn collect(state: &AppState) -> Result<GcReport> {
     Ok(report)
 }
 
+/// The paths pins hold, read again before each deletion when a pin was
+/// added since (a pin made while GC runs holds from then on, found by the
+/// attack review); a pinned path itself is also spared by the deletion's
+/// own statement.
+struct Pinned {
+    paths: HashSet<i64>,
+    version: i64,
+}
+
+impl Pinned {
+    async fn read(state: &AppState) -> Result<Pinned> {
+        let version = state.db.pins_version().await?;
+        Ok(Pinned {
+            paths: pinned_paths(state).await?,
+            version,
+        })
+    }
+
+    async fn refresh(&mut self, state: &AppState) -> Result<()> {
+        if state.db.pins_version().await? != self.version {
+            *self = Pinned::read(state).await?;
+        }
+        Ok(())
+    }
+
+    fn holds(&self, id: &i64) -> bool {
+        self.paths.contains(id)
+    }
+}
+
+/// Deletes the paths past their retention no pin holds, a page at a time.
+async fn expire(state: &AppState, retention: i64, now: i64, pinned: &mut Pinned) -> Result<u64> {
+    let mut after = 0;
+    let mut expired = 0;
+    loop {
+        let ids = state
+            .db
+            .expired_paths(retention, now, after, crate::db::BATCH as i64)
+            .await?;
+        let Some(last) = ids.last() else {
+            return Ok(expired);
+        };
+        after = *last;
+        pinned.refresh(state).await?;
+        let doomed: Vec<i64> = ids.into_iter().filter(|id| !pinned.holds(id)).collect();
+        expired += state.db.delete_unpinned_paths(&doomed).await?;
+    }
+}
+
 /// Every path a pin holds: each pinned path and, through references, its
 /// closure as far as the cache holds it.
 async fn pinned_paths(state: &AppState) -> Result<HashSet<i64>> {
@@ -165,7 +214,7 @@ async fn pinned_paths(state: &AppState) -> Result<HashSet<i64>> {
 /// maximum stored size.
 async fn enforce_size_limits(
     state: &AppState,
-    pinned: &HashSet<i64>,
+    pinned: &mut Pinned,
     report: &mut GcReport,
 ) -> Result<()> {
     for (cache_id, name, limit) in state.db.size_limited_caches().await? {
@@ -195,7 +244,7 @@ async fn evict(
     cache: Option<(i64, String)>,
     limit: i64,
     size: i64,
-    pinned: &HashSet<i64>,
+    pinned: &mut Pinned,
 ) -> Result<Eviction> {
     let mut eviction = Eviction {
         cache: cache.as_ref().map(|(_, n)| n.clone()),
@@ -213,10 +262,11 @@ async fn evict(
             .await?;
         let Some(last) = page.last() else { break };
         after = (last.last_accessed_at, last.id);
+        pinned.refresh(state).await?;
         let candidates: Vec<EvictionCandidate> = page
             .iter()
             .map(|p| {
-                let is_pinned = pinned.contains(&p.id);
+                let is_pinned = pinned.holds(&p.id);
                 let frees = match (&cache, is_pinned) {
                     (_, true) => 0,
                     (Some(_), false) => p.file_size,
@@ -238,7 +288,7 @@ async fn evict(
             })
             .collect();
         let (chosen, freed) = choose_evictions(&candidates, excess);
-        let deleted = state.db.delete_paths(&chosen).await?;
+        let deleted = state.db.delete_unpinned_paths(&chosen).await?;
         let chosen: HashSet<i64> = chosen.into_iter().collect();
         for p in page.iter().filter(|p| chosen.contains(&p.id)) {
             tracing::info!(

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 use crate::access;
-use crate::db::caches::{CacheRow, NewCache};
+use crate::db::caches::{CacheChange, CacheRow, NewCache};
 use crate::error::{ApiError, ApiResult};
 use crate::identity::caller::Caller;
 use crate::state::AppState;
@@ -218,6 +218,13 @@ pub async fn configure(
         .is_some_and(limits::retention_is_deletion);
     // A request that changes nothing still needs the cache to be visible.
     let mut c = access::authorize(&state, &caller, Action::ReadInfo, &cache).await?;
+    // A limit below what the cache holds now evicts at the next GC: a
+    // deletion, as a retention under a day is (found by the attack review).
+    let shrinks_to_deletion = match req.max_stored_size {
+        Some(limit) => limit < state.db.cache_stored_size(c.id).await?,
+        None => false,
+    };
+    let shortens_to_deletion = shortens_to_deletion || shrinks_to_deletion;
     for (touches, action) in [
         (touches_config, Action::Configure),
         (touches_retention, Action::ConfigureRetention),
@@ -227,6 +234,16 @@ pub async fn configure(
             c = access::check(&state, &caller, action, &cache, Some(c))?;
         }
     }
+    let change = CacheChange {
+        is_public: req.is_public,
+        priority: req.priority,
+        store_dir: req.store_dir.clone(),
+        upstream_cache_key_names: req.upstream_cache_key_names.clone(),
+        retention_period: req.retention_period,
+        reset_retention_period: req.reset_retention_period,
+        max_stored_size: req.max_stored_size,
+        reset_max_stored_size: req.reset_max_stored_size,
+    };
     if let Some(v) = req.is_public {
         c.is_public = v;
     }
@@ -293,17 +310,17 @@ pub async fn configure(
         }
         None => None,
     };
-    state.db.update_cache(&c).await?;
-    if req.max_stored_size.is_some() || req.reset_max_stored_size {
-        state
-            .db
-            .set_max_stored_size(c.id, req.max_stored_size)
-            .await?;
-    }
+    state.db.update_cache(c.id, &change).await?;
     if let Some((key, overlap)) = new_key {
         state.db.rotate_key(c.id, &key, overlap).await?;
         tracing::info!(cache = %cache, by = caller.subject(), key = key.name(), overlap, "cache key rotated");
     }
+    // What the cache is now, concurrent changes included.
+    let c = state
+        .db
+        .cache_by_name(&cache)
+        .await?
+        .ok_or_else(|| ApiError::no_such_cache(&cache))?;
     Ok(Json(info_of(&state, &c).await?))
 }
 

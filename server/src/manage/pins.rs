@@ -44,11 +44,12 @@ pub async fn pin(
         .map_err(|e| ApiError::new(ErrorCode::InvalidStorePath, e.to_string()))?;
     // Only a path the cache holds can be pinned: a pin of nothing would
     // hold nothing, and would later hold whatever was pushed under it.
-    if !state
+    if state
         .db
-        .missing_paths(c.id, &[path.hash_part().to_string()])
+        .held_store_path(c.id, path.hash_part())
         .await?
-        .is_empty()
+        .as_deref()
+        != Some(req.store_path.as_str())
     {
         return Err(ApiError::new(
             ErrorCode::NoSuchPath,
@@ -75,7 +76,12 @@ pub async fn pin(
         .await?
         .into_iter()
         .find(|p| p.name == name)
-        .ok_or_else(|| ApiError::internal("a pin just written is not there"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NoSuchPin,
+                format!("pin {name:?} was removed by another request as this one was recorded"),
+            )
+        })?;
     Ok(Json(PinAnswer {
         changed: outcome == PinOutcome::Pinned,
         pin,
@@ -104,6 +110,8 @@ pub async fn remove(
 pub struct ChangesQuery {
     #[serde(default = "default_limit")]
     pub limit: i64,
+    /// Changes older than this id (the last id of the previous page).
+    pub before: Option<i64>,
 }
 
 fn default_limit() -> i64 {
@@ -119,6 +127,9 @@ pub async fn changes(
 ) -> ApiResult<Json<Vec<PinChange>>> {
     let c = access::authorize(&state, &caller, Action::Audit, &cache).await?;
     Ok(Json(
-        state.db.pin_changes(c.id, q.limit.clamp(1, 1000)).await?,
+        state
+            .db
+            .pin_changes(c.id, q.before.unwrap_or(i64::MAX), q.limit.clamp(1, 1000))
+            .await?,
     ))
 }
