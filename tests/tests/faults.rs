@@ -228,6 +228,11 @@ async fn postgres_restarted_mid_push_and_mid_pull() {
     let token = server.root_token.clone();
 
     pg.stop();
+    // Probes: the process serves, but is not ready.
+    assert_eq!(http.get("/health", None).await.0, 200);
+    let (status, _, text) = http.get("/ready", None).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("not-ready"), "{text}");
     let (status, _, text) = http.get(&narinfo(&first), Some(&token)).await;
     assert_eq!(status, 503, "a pull while the database is down: {text}");
     assert!(text.contains("database-unavailable"), "{text}");
@@ -236,6 +241,7 @@ async fn postgres_restarted_mid_push_and_mid_pull() {
     pg.start_again();
     let (status, _, text) = http.get(&narinfo(&first), Some(&token)).await;
     assert_eq!(status, 200, "reconnected by itself: {text}");
+    assert_eq!(http.get("/ready", None).await.0, 200);
     assert_eq!(http.get(&narinfo(&second), Some(&token)).await.0, 404);
 
     // Mid-push: the database goes away while a large NAR streams in.
