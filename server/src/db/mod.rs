@@ -373,3 +373,30 @@ pub fn placeholders(first: usize, n: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_reach_is_told_apart_from_a_failed_statement() {
+        for (e, unavailable) in [
+            (sqlx::Error::PoolTimedOut, true),
+            (sqlx::Error::PoolClosed, true),
+            (
+                sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+                true,
+            ),
+            (sqlx::Error::RowNotFound, false),
+            (sqlx::Error::ColumnNotFound("x".into()), false),
+        ] {
+            let what = format!("{e:?}");
+            assert_eq!(is_unavailable(&e), unavailable, "{what}");
+            assert_eq!(
+                matches!(DbError::from(e), DbError::Unavailable(_)),
+                unavailable,
+                "{what}"
+            );
+        }
+    }
+}
