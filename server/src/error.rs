@@ -61,21 +61,44 @@ impl ApiError {
     /// The object storage failed (after its client's retries): a 503 the
     /// caller can act on, counted as an internal error of the storage.
     pub fn storage(err: impl std::fmt::Display) -> Self {
-        tracing::error!(source = "storage", "storage error: {err:#}");
-        let mut e = Self::new(
+        Self::failure(
             ErrorCode::StorageUnavailable,
+            "storage",
             "the object storage failed or did not answer in time: try again later (the server log says more)",
-        );
-        e.source = Some("storage");
-        e
+            err,
+        )
+    }
+
+    /// The database is out of reach: a 503 the caller can retry, counted as
+    /// an internal error of the database.
+    pub fn database_unavailable(err: impl std::fmt::Display) -> Self {
+        Self::failure(
+            ErrorCode::DatabaseUnavailable,
+            "database",
+            "the database is unavailable; nothing was changed: try again shortly",
+            err,
+        )
     }
 
     fn internal_from(source: &'static str, err: impl std::fmt::Display) -> Self {
-        tracing::error!(source, "internal error: {err:#}");
-        let mut e = Self::new(
+        Self::failure(
             ErrorCode::InternalError,
+            source,
             "internal server error; see the server log",
-        );
+            err,
+        )
+    }
+
+    /// A failure of the server or what it depends on: logged in full, told
+    /// to the caller in `message` only, counted by `source`.
+    fn failure(
+        code: ErrorCode,
+        source: &'static str,
+        message: &str,
+        err: impl std::fmt::Display,
+    ) -> Self {
+        tracing::error!(source, "{}: {err:#}", code.as_str());
+        let mut e = Self::new(code, message);
         e.source = Some(source);
         e
     }
@@ -98,20 +121,6 @@ impl From<crate::db::DbError> for ApiError {
             return ApiError::database_unavailable(e);
         }
         ApiError::internal_from("database", e)
-    }
-}
-
-impl ApiError {
-    /// The database is out of reach: a 503 the caller can retry, counted as
-    /// an internal error of the database.
-    pub fn database_unavailable(err: impl std::fmt::Display) -> Self {
-        tracing::error!(source = "database", "database unavailable: {err:#}");
-        let mut e = Self::new(
-            ErrorCode::DatabaseUnavailable,
-            "the database is unavailable; nothing was changed: try again shortly",
-        );
-        e.source = Some("database");
-        e
     }
 }
 

@@ -53,6 +53,7 @@ async fn cache(db: &Db, name: &str) -> i64 {
         store_dir: "/nix/store",
         upstream_cache_key_names: &[],
         retention_period: None,
+        max_stored_size: None,
         key: &key,
     })
     .await

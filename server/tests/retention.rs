@@ -178,11 +178,11 @@ async fn a_cache_over_its_limit_loses_its_least_recently_used_unpinned_paths() {
     // (Below the API's 1 MiB floor, set in the database: what is left,
     // 0.8 MB, is all pinned.)
     pin(&h, "main", "lib", json!({ "store_path": p[1].0 })).await;
-    h.state
-        .db
-        .set_max_stored_size(1, Some(MIB / 2))
-        .await
-        .unwrap();
+    let change = provenix_server::db::caches::CacheChange {
+        max_stored_size: Some(MIB / 2),
+        ..Default::default()
+    };
+    h.state.db.update_cache(1, &change).await.unwrap();
     let r = gc::run_once(&h.state).await.unwrap();
     assert_eq!(r.evicted_paths, 0, "{r:?}");
     assert!(r.evictions[0].still_over > 0, "{r:?}");

@@ -73,9 +73,14 @@ impl S3Server {
 
     /// The `[storage]` section for a server using this bucket.
     pub fn storage_toml(&self) -> String {
+        self.storage_toml_via(&self.endpoint, "")
+    }
+
+    /// The same, reaching the bucket at `endpoint` (a proxy in front of
+    /// it), with `settings` (more `[storage]` keys) added.
+    pub fn storage_toml_via(&self, endpoint: &str, settings: &str) -> String {
         format!(
-            "[storage]\ntype = \"s3\"\nregion = \"us-east-1\"\nbucket = \"{BUCKET}\"\nendpoint = \"{}\"\n\n[storage.credentials]\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n",
-            self.endpoint
+            "[storage]\ntype = \"s3\"\nregion = \"us-east-1\"\nbucket = \"{BUCKET}\"\nendpoint = \"{endpoint}\"\n{settings}\n[storage.credentials]\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n"
         )
     }
 

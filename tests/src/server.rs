@@ -102,11 +102,7 @@ impl TestServer {
         endpoint: &str,
         storage_extra: &str,
     ) -> TestServer {
-        let storage_toml = s3.storage_toml().replace(&s3.endpoint, endpoint).replacen(
-            "[storage.credentials]",
-            &format!("{storage_extra}\n[storage.credentials]"),
-            1,
-        );
+        let storage_toml = s3.storage_toml_via(endpoint, storage_extra);
         Self::start_configured(backend, None, Some(s3), Some(storage_toml), "")
     }
 

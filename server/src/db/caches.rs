@@ -83,6 +83,7 @@ pub struct NewCache<'a> {
     pub store_dir: &'a str,
     pub upstream_cache_key_names: &'a [String],
     pub retention_period: Option<i64>,
+    pub max_stored_size: Option<i64>,
     pub key: &'a SecretKey,
 }
 
@@ -144,8 +145,8 @@ impl Db {
         let now = crate::clock::now();
         let mut tx = self.begin_write().await?;
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO caches (name, is_public, priority, store_dir, upstream_cache_key_names, retention_period, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING RETURNING id",
+            "INSERT INTO caches (name, is_public, priority, store_dir, upstream_cache_key_names, retention_period, max_stored_size, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING RETURNING id",
         )
         .bind(c.name)
         .bind(c.is_public as i64)
@@ -153,6 +154,7 @@ impl Db {
         .bind(c.store_dir)
         .bind(serde_json::to_string(c.upstream_cache_key_names).unwrap_or_else(|_| "[]".into()))
         .bind(c.retention_period)
+        .bind(c.max_stored_size)
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
@@ -205,15 +207,6 @@ impl Db {
                 .fetch_one(&self.pool)
                 .await?,
         )
-    }
-
-    pub async fn set_max_stored_size(&self, cache_id: i64, bytes: Option<i64>) -> DbResult<()> {
-        sqlx::query("UPDATE caches SET max_stored_size = $1 WHERE id = $2")
-            .bind(bytes)
-            .bind(cache_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     /// Deletes the cache, its keys, its paths and their provenance (NARs and

@@ -166,15 +166,32 @@ impl Db {
 
     /// A cache's pins, by name, each with its revisions newest first.
     pub async fn pins(&self, cache_id: i64) -> DbResult<Vec<Pin>> {
-        let rows = sqlx::query(
+        self.pins_named(cache_id, None).await
+    }
+
+    /// One pin of a cache, if it has it.
+    pub async fn pin_named(&self, cache_id: i64, name: &str) -> DbResult<Option<Pin>> {
+        Ok(self.pins_named(cache_id, Some(name)).await?.pop())
+    }
+
+    /// The cache's pins, or its pin of `name`.
+    async fn pins_named(&self, cache_id: i64, name: Option<&str>) -> DbResult<Vec<Pin>> {
+        let filter = if name.is_some() {
+            "AND p.name = $2"
+        } else {
+            ""
+        };
+        let sql = format!(
             "SELECT p.name, p.revision, p.store_path, p.keep_revisions, p.created_at,
                     CAST(CASE WHEN EXISTS (SELECT 1 FROM paths o WHERE o.cache_id = p.cache_id
                             AND o.store_path_hash = p.store_path_hash) THEN 1 ELSE 0 END AS BIGINT) AS held
-             FROM pins p WHERE p.cache_id = $1 ORDER BY p.name, p.revision DESC",
-        )
-        .bind(cache_id)
-        .fetch_all(&self.pool)
-        .await?;
+             FROM pins p WHERE p.cache_id = $1 {filter} ORDER BY p.name, p.revision DESC"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cache_id);
+        if let Some(name) = name {
+            q = q.bind(name);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         let mut pins: Vec<Pin> = Vec::new();
         for r in &rows {
             let name: String = r.try_get("name")?;

@@ -179,6 +179,7 @@ pub async fn create(
             store_dir: &req.store_dir,
             upstream_cache_key_names: &req.upstream_cache_key_names,
             retention_period: req.retention_period,
+            max_stored_size: req.max_stored_size,
             key: &key,
         })
         .await?;
@@ -188,12 +189,6 @@ pub async fn create(
             format!("cache {cache:?} already exists"),
         )
     })?;
-    if req.max_stored_size.is_some() {
-        state
-            .db
-            .set_max_stored_size(c.id, req.max_stored_size)
-            .await?;
-    }
     tracing::info!(cache = %cache, by = caller.subject(), "cache created");
     Ok(Json(info_of(&state, &c).await?))
 }

@@ -70,18 +70,12 @@ pub async fn pin(
     if outcome == PinOutcome::Pinned {
         tracing::info!(cache = %c.name, pin = %name, path = %req.store_path, keep_revisions = req.keep_revisions, by = caller.subject(), "pinned");
     }
-    let pin = state
-        .db
-        .pins(c.id)
-        .await?
-        .into_iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NoSuchPin,
-                format!("pin {name:?} was removed by another request as this one was recorded"),
-            )
-        })?;
+    let pin = state.db.pin_named(c.id, &name).await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NoSuchPin,
+            format!("pin {name:?} was removed by another request as this one was recorded"),
+        )
+    })?;
     Ok(Json(PinAnswer {
         changed: outcome == PinOutcome::Pinned,
         pin,
