@@ -42,6 +42,8 @@ struct Shared {
     ec_key: Mutex<Option<aws_lc_rs::signature::EcdsaKeyPair>>,
     /// Claims the token endpoint puts in its next tokens (over the defaults).
     overrides: Mutex<Map<String, Value>>,
+    /// Claims of jobs made by `job_request_url`, by the URL's `job`.
+    jobs: Mutex<HashMap<String, Map<String, Value>>>,
     request_token: String,
     jwks_fetches: AtomicUsize,
     /// While set, the JWKS answers 500 (an issuer outage).
@@ -131,6 +133,13 @@ async fn token_endpoint(
     let mut claims = github_claims(&s, &aud);
     for (k, v) in s.overrides.lock().unwrap().iter() {
         claims.insert(k.clone(), v.clone());
+    }
+    if let Some(job) = q.get("job") {
+        let jobs = s.jobs.lock().unwrap();
+        let job = jobs.get(job).ok_or(StatusCode::NOT_FOUND)?;
+        for (k, v) in job {
+            claims.insert(k.clone(), v.clone());
+        }
     }
     Ok(Json(
         json!({ "count": 1, "value": sign_rs256(&s, &claims) }),
@@ -284,6 +293,7 @@ impl OidcIssuer {
             keys: Mutex::new(vec![new_key(1)]),
             ec_key: Mutex::new(None),
             overrides: Mutex::new(Map::new()),
+            jobs: Mutex::new(HashMap::new()),
             request_token: request_token.clone(),
             jwks_fetches: AtomicUsize::new(0),
             jwks_down: AtomicBool::new(false),
@@ -385,6 +395,16 @@ impl OidcIssuer {
         let mut keys = self.shared.keys.lock().unwrap();
         let n = keys.len() + 1;
         *keys = vec![new_key(n)];
+    }
+
+    /// A `$ACTIONS_ID_TOKEN_REQUEST_URL` of a job of its own, as GitHub
+    /// gives each job: its tokens carry `claims` (a run's `run_id`, say)
+    /// over the defaults, whatever other jobs ask for at the same time.
+    pub fn job_request_url(&self, claims: Value) -> String {
+        let mut jobs = self.shared.jobs.lock().unwrap();
+        let job = jobs.len().to_string();
+        jobs.insert(job.clone(), claims.as_object().unwrap().clone());
+        format!("{}&job={job}", self.request_url)
     }
 
     /// Claims the token endpoint sets in every later token.
