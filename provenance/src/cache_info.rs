@@ -21,6 +21,27 @@ pub struct CacheInfo {
     pub signing_keys: Vec<SigningKeyInfo>,
     pub substituter_endpoint: String,
     pub api_endpoint: String,
+    /// The cache's transparency log (docs/transparency-log.md); null from
+    /// a server without one.
+    #[serde(default)]
+    pub transparency_log: Option<LogInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogInfo {
+    /// The checkpoints' origin line.
+    pub origin: String,
+    /// The tlog-tiles prefix: `<url>/checkpoint`, `<url>/tile/...`.
+    pub url: String,
+    /// signed-note verifier keys, newest first, with when each stops
+    /// signing (Unix time; null: current).
+    pub verifier_keys: Vec<LogKeyInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogKeyInfo {
+    pub verifier_key: String,
+    pub retire_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -151,6 +151,10 @@ error_codes! {
     InvalidPin = ("invalid-pin", 400),
     /// A size limit that is not a size, or out of range.
     InvalidMaxStoredSize = ("invalid-max-stored-size", 400),
+    /// Not a tlog-tiles path (`tile/<L>/<N>[.p/<W>]`, `tile/entries/...`).
+    InvalidTilePath = ("invalid-tile-path", 400),
+    /// A tile, entry or tree size the log has not integrated (yet).
+    NotInLog = ("not-in-log", 404),
     /// A selector by repository, workflow, run or subject matches
     /// identities of more than one issuer: name `--issuer`.
     AmbiguousSelector = ("ambiguous-selector", 400),

@@ -19,6 +19,7 @@ pub mod pin;
 pub mod revocation;
 pub mod signing;
 pub mod store_path;
+pub mod tlog;
 pub mod upload;
 
 pub use error_code::{ErrorBody, ErrorCode};

@@ -63,6 +63,34 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[log]`: the caches' transparency logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LogConfig {
+    /// How often each serving replica integrates new ledger entries and
+    /// signs a checkpoint: the bound on how long a commit waits to be in
+    /// a checkpoint (plus one integration's time).
+    #[serde(
+        default = "default_integrate_interval",
+        with = "humantime_serde_compat"
+    )]
+    pub integrate_interval: Duration,
+}
+
+fn default_integrate_interval() -> Duration {
+    Duration::from_millis(250)
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            integrate_interval: default_integrate_interval(),
+        }
+    }
 }
 
 /// `[metrics]`: who may read `GET /metrics`.

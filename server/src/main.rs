@@ -363,6 +363,11 @@ async fn run() -> Result<()> {
         }
         _ => {}
     }
+    // Every serving replica integrates the logs; they take turns per log.
+    let log_state = state.clone();
+    tokio::spawn(
+        async move { provenix_server::maintenance::integrate::run_forever(&log_state).await },
+    );
     // The signing CA is created (first run) or read now rather than by the
     // first key exchange, which otherwise waits ~25 ms for it. A failure
     // here (a database not migrated yet) is retried by that exchange.

@@ -17,7 +17,7 @@ use crate::identity::exchange;
 use crate::manage::{caches, pins, publishers};
 use crate::operate::{metrics, probes, request_id};
 use crate::push::{closure, upload};
-use crate::serve::binary_cache;
+use crate::serve::{binary_cache, tlog};
 use crate::state::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -38,6 +38,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .merge(api())
         .route("/{cache}/nix-cache-info", get(binary_cache::nix_cache_info))
+        .route("/{cache}/tlog/checkpoint", get(tlog::checkpoint))
+        .route("/{cache}/tlog/tile/{*rest}", get(tlog::tile))
         .route("/{cache}/nar/{file}", get(binary_cache::nar))
         .route("/{cache}/{file}", get(binary_cache::narinfo))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })

@@ -33,6 +33,14 @@ fn endpoints() -> Vec<Endpoint> {
         e(Action::Pull, Method::GET, "/{c}/nix-cache-info", None),
         e(Action::Pull, Method::GET, "/{c}/{h}.narinfo", None),
         e(Action::Pull, Method::GET, "/{c}/nar/{h}.nar.zst", None),
+        e(Action::Pull, Method::GET, "/{c}/tlog/checkpoint", None),
+        e(Action::Pull, Method::GET, "/{c}/tlog/tile/0/000.p/1", None),
+        e(
+            Action::Pull,
+            Method::GET,
+            "/{c}/tlog/tile/entries/000.p/1",
+            None,
+        ),
         e(
             Action::Pull,
             Method::GET,

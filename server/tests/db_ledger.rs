@@ -55,6 +55,7 @@ async fn cache(db: &Db, name: &str) -> i64 {
         retention_period: None,
         max_stored_size: None,
         key: &key,
+        log_origin: &format!("cache.example.org/{name}/tlog"),
     })
     .await
     .expect("create")

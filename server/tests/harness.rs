@@ -43,6 +43,8 @@ pub struct Answer {
     pub status: StatusCode,
     pub json: Value,
     pub text: String,
+    /// The body as received (tiles are binary).
+    pub bytes: Vec<u8>,
     pub www_authenticate: bool,
     /// The answer's `X-Request-Id`.
     pub request_id: Option<String>,
@@ -254,6 +256,7 @@ impl Harness {
             status,
             json: serde_json::from_str(&text).unwrap_or(Value::Null),
             text,
+            bytes: bytes.to_vec(),
             www_authenticate,
             request_id,
         }

@@ -112,6 +112,8 @@ async fn metrics_count_what_happens_and_answer_only_allowed_peers() {
         "provenix_gc_reclaimed_bytes",
         "provenix_gc_expired_paths",
         "provenix_gc_evicted_paths",
+        "provenix_log_integrated_entries",
+        "provenix_log_integration_failures",
         "provenix_internal_errors",
         "provenix_db_pool_connections",
     ] {
@@ -139,6 +141,10 @@ async fn metrics_count_what_happens_and_answer_only_allowed_peers() {
     h.upload(&key.session, &unsigned, nar.clone())
         .await
         .assert_refused(401, "unsigned-upload");
+    // The key and the upload, integrated into the cache's log.
+    provenix_server::maintenance::integrate::integrate_all(&h.state)
+        .await
+        .unwrap();
     let narinfo = h.get(&format!("/main/{hash}.narinfo"), None).await;
     assert_eq!(narinfo.status, StatusCode::OK);
     // GC before the revocation, while the upload's NAR is held.
@@ -186,6 +192,8 @@ async fn metrics_count_what_happens_and_answer_only_allowed_peers() {
     assert_eq!(moved("provenix_revocations_total"), 1.0);
     assert_eq!(moved("provenix_revoked_paths_total"), 1.0);
     assert_eq!(moved("provenix_gc_runs_total"), 1.0);
+    assert_eq!(moved("provenix_log_integrated_entries_total"), 2.0);
+    assert_eq!(moved("provenix_log_integration_failures_total"), 0.0);
     assert!(after
         .text
         .contains(r#"provenix_db_pool_connections{state="idle"}"#));

@@ -156,6 +156,16 @@ fn print_info(info: &CacheInfo) {
         Some(b) => println!("Max Stored Size: {b} bytes"),
         None => println!("Max Stored Size: Global Default"),
     }
+    if let Some(log) = &info.transparency_log {
+        println!("Transparency Log: {}", log.url);
+        for k in &log.verifier_keys {
+            let until = k
+                .retire_at
+                .map(|t| format!(" (signs until Unix time {t})"))
+                .unwrap_or_default();
+            println!("Log Key: {}{until}", k.verifier_key);
+        }
+    }
 }
 
 pub async fn run(command: CacheCommand) -> Result<()> {

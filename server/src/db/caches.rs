@@ -85,6 +85,8 @@ pub struct NewCache<'a> {
     pub retention_period: Option<i64>,
     pub max_stored_size: Option<i64>,
     pub key: &'a SecretKey,
+    /// The origin line of the cache's transparency log, fixed now.
+    pub log_origin: &'a str,
 }
 
 impl Db {
@@ -140,7 +142,8 @@ impl Db {
         Ok(row.as_ref().map(cache_from_row).transpose()?)
     }
 
-    /// Creates the cache and its first key in one transaction; None if the name is taken.
+    /// Creates the cache, its first Nix key and its first log key in one
+    /// transaction; None if the name is taken.
     pub async fn create_cache(&self, c: NewCache<'_>) -> DbResult<Option<CacheRow>> {
         let now = crate::clock::now();
         let mut tx = self.begin_write().await?;
@@ -160,6 +163,7 @@ impl Db {
         .await?;
         let Some(id) = id else { return Ok(None) };
         insert_key(&mut tx, id, c.key, now).await?;
+        super::log::current_log_key(&mut tx, id, c.log_origin, now).await?;
         tx.commit().await?;
         self.cache_by_name(c.name).await
     }

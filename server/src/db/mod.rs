@@ -16,6 +16,8 @@ pub mod closure;
 pub mod commit;
 pub mod gc;
 pub mod ledger;
+pub mod log;
+mod log_entry;
 pub mod nars;
 pub mod paths;
 pub mod pins;
@@ -68,6 +70,10 @@ pub enum DbError {
     /// transaction was rolled back.
     #[error("the upload statement was used before")]
     StatementReplayed,
+    /// The database holds what its own invariants rule out (a gap in a
+    /// ledger, a malformed log hash): damage, never a caller's fault.
+    #[error("damaged data in the database: {0}")]
+    Corrupt(String),
 }
 
 impl DbError {
@@ -166,6 +172,11 @@ const LATER_MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "pins and size limits",
         include_str!("../../migrations/0009_pins_and_size_limits.sql"),
+    ),
+    (
+        10,
+        "transparency log",
+        include_str!("../../migrations/0010_transparency_log.sql"),
     ),
 ];
 

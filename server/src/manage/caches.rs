@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use provenix_policy::{limits, Action};
-use provenix_provenance::cache_info::{CacheInfo, SigningKeyInfo};
+use provenix_provenance::cache_info::{CacheInfo, LogInfo, LogKeyInfo, SigningKeyInfo};
 use provenix_provenance::store_path::{validate_hash_part, validate_store_dir};
 use provenix_provenance::{ErrorCode, PublicKey, SecretKey, DEFAULT_STORE_DIR};
 use serde::Deserialize;
@@ -140,7 +140,27 @@ async fn info_of(state: &AppState, c: &CacheRow) -> ApiResult<CacheInfo> {
         signing_keys,
         substituter_endpoint: format!("{}{}", state.substituter_endpoint(), c.name),
         api_endpoint: state.api_endpoint.clone(),
+        transparency_log: transparency_log(state, c).await?,
     })
+}
+
+/// The cache's log: its origin, where it is served, and its verifier keys.
+async fn transparency_log(state: &AppState, c: &CacheRow) -> ApiResult<Option<LogInfo>> {
+    let keys = state.db.log_verifier_keys(c.id).await?;
+    let Some((origin, _, _)) = keys.first() else {
+        return Ok(None);
+    };
+    Ok(Some(LogInfo {
+        origin: origin.clone(),
+        url: format!("{}{}/tlog", state.substituter_endpoint(), c.name),
+        verifier_keys: keys
+            .iter()
+            .map(|(_, key, retire_at)| LogKeyInfo {
+                verifier_key: key.clone(),
+                retire_at: *retire_at,
+            })
+            .collect(),
+    }))
 }
 
 pub async fn info(
@@ -181,6 +201,7 @@ pub async fn create(
             retention_period: req.retention_period,
             max_stored_size: req.max_stored_size,
             key: &key,
+            log_origin: &provenix_provenance::tlog::checkpoint::origin(&state.api_endpoint, &cache),
         })
         .await?;
     let c = created.ok_or_else(|| {

@@ -82,6 +82,8 @@ pub struct Metrics {
     pub gc_reclaimed_bytes: Counter,
     pub gc_expired_paths: Counter,
     pub gc_evicted_paths: Counter,
+    pub log_integrated_entries: Counter,
+    pub log_integration_failures: Counter,
     pub internal_errors: Family<Source, Counter>,
     pub db_pool: Family<PoolState, Gauge>,
 }
@@ -114,6 +116,8 @@ impl Metrics {
             gc_reclaimed_bytes: Counter::default(),
             gc_expired_paths: Counter::default(),
             gc_evicted_paths: Counter::default(),
+            log_integrated_entries: Counter::default(),
+            log_integration_failures: Counter::default(),
             internal_errors: Family::default(),
             db_pool: Family::default(),
             registry: Registry::default(),
@@ -193,6 +197,16 @@ impl Metrics {
             "gc_expired_paths",
             "Paths garbage collection removed past their retention",
             m.gc_expired_paths.clone(),
+        );
+        r.register(
+            "log_integrated_entries",
+            "Ledger entries this process integrated into caches' transparency logs",
+            m.log_integrated_entries.clone(),
+        );
+        r.register(
+            "log_integration_failures",
+            "Integration passes that failed (the next pass retries from the ledger)",
+            m.log_integration_failures.clone(),
         );
         r.register(
             "gc_evicted_paths",

@@ -5,3 +5,4 @@ pub mod binary_cache;
 pub mod cache_keys;
 pub mod pack_reads;
 pub mod signed_narinfo;
+pub mod tlog;

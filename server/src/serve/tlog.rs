@@ -1,0 +1,106 @@
+//! A cache's transparency log as c2sp.org/tlog-tiles serves it, under the
+//! prefix `/{cache}/tlog` (Nix's own `log/` holds build logs): the signed
+//! checkpoint, hash tiles and entry bundles. Readable by whoever may pull
+//! from the cache, through the same access decision: a private cache's
+//! log answers as a missing cache does.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use provenix_policy::access::Action;
+use provenix_provenance::tlog::tiles::{self, TileError, TilePath};
+use provenix_provenance::ErrorCode;
+use std::sync::Arc;
+
+use crate::access;
+use crate::error::{ApiError, ApiResult};
+use crate::identity::caller::PullCaller;
+use crate::state::AppState;
+
+/// How long a checkpoint may be cached: a new one follows each commit
+/// within the integration interval.
+const CHECKPOINT_MAX_AGE: u64 = 1;
+/// Full tiles and bundles never change.
+const IMMUTABLE: &str = "max-age=31536000, immutable";
+
+fn no_checkpoint() -> ApiError {
+    ApiError::new(ErrorCode::NotInLog, "the log has no checkpoint yet")
+}
+
+fn cache_control(public: bool, rest: &str) -> HeaderValue {
+    let visibility = if public { "public" } else { "private" };
+    HeaderValue::from_str(&format!("{visibility}, {rest}")).expect("ascii")
+}
+
+pub async fn checkpoint(
+    State(state): State<Arc<AppState>>,
+    PullCaller(caller): PullCaller,
+    Path(cache): Path<String>,
+) -> ApiResult<Response> {
+    let c = access::authorize(&state, &caller, Action::Pull, &cache).await?;
+    let head = state.db.log_head(c.id).await?.ok_or_else(no_checkpoint)?;
+    if head.checkpoint.is_empty() {
+        return Err(no_checkpoint());
+    }
+    let mut resp = (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        head.checkpoint,
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        cache_control(c.is_public, &format!("max-age={CHECKPOINT_MAX_AGE}")),
+    );
+    Ok(resp)
+}
+
+pub async fn tile(
+    State(state): State<Arc<AppState>>,
+    PullCaller(caller): PullCaller,
+    Path((cache, rest)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let c = access::authorize(&state, &caller, Action::Pull, &cache).await?;
+    let path = format!("tile/{rest}");
+    let tile = TilePath::parse(&path)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidTilePath, format!("{path:?}: {e}")))?;
+    let head = state.db.log_head(c.id).await?.ok_or_else(no_checkpoint)?;
+    tile.check_in_tree(head.size as u64)
+        .map_err(|e: TileError| {
+            ApiError::new(
+                ErrorCode::NotInLog,
+                format!("{path}: {e} (the log has {} entries)", head.size),
+            )
+        })?;
+    let body = if tile.is_bundle() {
+        let records = tile.records();
+        let entries = state
+            .db
+            .log_entries(c.id, records.start as i64, records.end as i64)
+            .await?;
+        if entries.len() as u64 != records.end - records.start {
+            return Err(ApiError::internal(format!(
+                "{path}: the log lacks entries it integrated"
+            )));
+        }
+        let entries: Vec<Vec<u8>> = entries.into_iter().map(String::into_bytes).collect();
+        tiles::bundle(&entries)
+    } else {
+        let hashes = state.db.log_hashes(c.id, &tile.hash_indexes()).await?;
+        tile.hash_data(&hashes)
+            .map_err(|e| ApiError::internal(format!("{path}: {e}")))?
+    };
+    let lifetime = if tile.is_full() {
+        IMMUTABLE.to_string()
+    } else {
+        format!("max-age={CHECKPOINT_MAX_AGE}")
+    };
+    let mut resp = (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Bytes::from(body),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, cache_control(c.is_public, &lifetime));
+    Ok(resp)
+}

@@ -1,0 +1,201 @@
+//! The transparency log, in-process (issue 19): ledger entries integrated
+//! into a cache's Merkle tree, served as c2sp.org/tlog-tiles (checkpoint,
+//! hash tiles, entry bundles) and checked here as a client would: the
+//! checkpoint's signature by the log's verifier key, the root recomputed
+//! from the tiles, each entry decoded and its upload statement's signature
+//! verified by the key the log says was certified.
+
+mod harness;
+
+use axum::http::StatusCode;
+use harness::{statement, Harness};
+use provenix_provenance::tlog::checkpoint::{self, VerifiedCheckpoint};
+use provenix_provenance::tlog::entry::Entry;
+use provenix_provenance::tlog::tiles::{self, TilePath};
+use provenix_provenance::tlog::tree::{self, Hashes};
+use provenix_provenance::tlog::Hash;
+use provenix_server::maintenance::integrate;
+
+async fn push(h: &Harness, key: &harness::UploadKey, cache: &str, n: usize) -> String {
+    // n < 10: one nixbase32 digit ends the hash.
+    let store_path = format!("/nix/store/{}{n}-log-{n}", "a".repeat(31));
+    let nar = provenix_provenance::nar::write(&provenix_provenance::nar::Node::Regular {
+        executable: false,
+        contents: format!("contents {n}").into_bytes(),
+    });
+    let mut info = statement(cache, &store_path, &nar, None);
+    key.sign(&mut info);
+    let a = h.upload(&key.session, &info, nar).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    store_path
+}
+
+async fn verified(h: &Harness, cache: &str) -> VerifiedCheckpoint {
+    let a = h
+        .get(&format!("/{cache}/tlog/checkpoint"), Some(&h.root))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let c = h.state.db.cache_by_name(cache).await.unwrap().unwrap();
+    let keys = h.state.db.log_verifier_keys(c.id).await.unwrap();
+    let (origin, vkey, _) = &keys[0];
+    assert_eq!(origin, &checkpoint::origin(&h.state.api_endpoint, cache));
+    checkpoint::verify(&a.bytes, vkey, origin).expect("signed by the log's key")
+}
+
+async fn bytes(h: &Harness, cache: &str, path: &str) -> Vec<u8> {
+    let a = h.get(&format!("/{cache}/tlog/{path}"), Some(&h.root)).await;
+    assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text);
+    a.bytes
+}
+
+/// The root of a tree of `size` < 65536 entries from its level-0 and
+/// level-1 tiles, as a client recomputes it.
+async fn root_from_tiles(h: &Harness, cache: &str, size: u64) -> Hash {
+    let mut leaves = Vec::new();
+    for n in 0..size.div_ceil(256) {
+        let width = (size - n * 256).min(256) as u32;
+        let tile = TilePath::hash_tile(0, n, width);
+        let data = bytes(h, cache, &tile.path()).await;
+        assert_eq!(data.len(), width as usize * 32);
+        leaves.extend(data.chunks(32).map(|c| Hash(c.try_into().unwrap())));
+    }
+    // Level-0 hashes are the leaves: the RFC 6962 root over them.
+    fn mth(hs: &[Hash]) -> Hash {
+        match hs.len() {
+            1 => hs[0],
+            n => {
+                let k = n.next_power_of_two() / 2;
+                tlog_node(mth(&hs[..k]), mth(&hs[k..]))
+            }
+        }
+    }
+    mth(&leaves)
+}
+
+fn tlog_node(l: Hash, r: Hash) -> Hash {
+    use sha2::{Digest, Sha256};
+    Hash(Sha256::digest([&[1u8][..], &l.0, &r.0].concat()).into())
+}
+
+#[tokio::test]
+async fn uploads_and_their_keys_are_logged_and_verify_from_the_tiles_alone() {
+    let h = Harness::new().await;
+    h.create_cache("main", false).await;
+    let key = h.exchange(&h.root, "main").await;
+    let mut pushed = Vec::new();
+    for n in 0..3 {
+        pushed.push(push(&h, &key, "main", n).await);
+    }
+    // Before integration there is no checkpoint.
+    h.get("/main/tlog/checkpoint", Some(&h.root))
+        .await
+        .assert_refused(404, "not-in-log");
+    let n = integrate::integrate_all(&h.state).await.unwrap();
+    assert_eq!(n, 4, "the key and three uploads");
+    let cp = verified(&h, "main").await;
+    assert_eq!(cp.size, 4);
+    assert_eq!(root_from_tiles(&h, "main", 4).await, cp.root);
+
+    let bundle = bytes(&h, "main", "tile/entries/000.p/4").await;
+    let entries = tiles::unbundle(&bundle).unwrap();
+    assert_eq!(entries.len(), 4);
+    let decoded: Vec<Entry> = entries.iter().map(|e| Entry::decode(e).unwrap()).collect();
+    assert_eq!(decoded[0].header.kind, "upload-key");
+    let public_key = decoded[0].header.asserted["public_key"].as_str().unwrap();
+    for (e, store_path) in decoded[1..].iter().zip(&pushed) {
+        assert_eq!(e.header.kind, "upload");
+        assert_eq!(e.header.asserted["store_path"], store_path.as_str());
+        assert_eq!(
+            e.header.asserted["key_id"],
+            decoded[0].header.asserted["key_id"]
+        );
+        // The body is the statement the client signed, verbatim.
+        let signature = e.header.asserted["signature"].as_str().unwrap();
+        let public_key = provenix_provenance::exchange::decode_public_key(public_key).unwrap();
+        provenix_provenance::exchange::verify(&public_key, &e.body, signature)
+            .expect("the upload key signed the logged statement");
+    }
+    // Each entry's leaf is in the tree.
+    for (i, e) in entries.iter().enumerate() {
+        let wanted = tree::indexes_read_by(|hs| tree::prove_inclusion(4, i as u64, hs));
+        let c = h.state.db.cache_by_name("main").await.unwrap().unwrap();
+        let hashes = h.state.db.log_hashes(c.id, &wanted).await.unwrap();
+        let proof = tree::prove_inclusion(4, i as u64, &hashes).unwrap();
+        tree::check_record(&proof, 4, cp.root, i as u64, tree::record_hash(e)).unwrap();
+    }
+
+    // More entries: the new checkpoint is consistent with the old one.
+    push(&h, &key, "main", 3).await;
+    integrate::integrate_all(&h.state).await.unwrap();
+    let later = verified(&h, "main").await;
+    assert_eq!(later.size, 5);
+    let c = h.state.db.cache_by_name("main").await.unwrap().unwrap();
+    let wanted = tree::indexes_read_by(|hs| tree::prove_consistency(5, 4, hs));
+    let hashes: Hashes = h.state.db.log_hashes(c.id, &wanted).await.unwrap();
+    let proof = tree::prove_consistency(5, 4, &hashes).unwrap();
+    tree::check_tree(&proof, 5, later.root, 4, cp.root).unwrap();
+    // Nothing new: no new checkpoint.
+    assert_eq!(integrate::integrate_all(&h.state).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn tiles_the_tree_does_not_have_and_malformed_paths_are_refused() {
+    let h = Harness::new().await;
+    h.create_cache("main", false).await;
+    let key = h.exchange(&h.root, "main").await;
+    push(&h, &key, "main", 0).await;
+    integrate::integrate_all(&h.state).await.unwrap();
+    for (path, status, code) in [
+        ("tile/0/000.p/3", 404, "not-in-log"),
+        ("tile/0/000", 404, "not-in-log"),
+        ("tile/1/000.p/1", 404, "not-in-log"),
+        ("tile/entries/000.p/3", 404, "not-in-log"),
+        ("tile/0/001.p/1", 404, "not-in-log"),
+        ("tile/0/0", 400, "invalid-tile-path"),
+        ("tile/0/000.p/0", 400, "invalid-tile-path"),
+        ("tile/0/000.p/256", 400, "invalid-tile-path"),
+        ("tile/x/000", 400, "invalid-tile-path"),
+        ("tile/entries/x000/001", 400, "invalid-tile-path"),
+        ("tile/0/000.p/1/extra", 400, "invalid-tile-path"),
+    ] {
+        h.get(&format!("/main/tlog/{path}"), Some(&h.root))
+            .await
+            .assert_refused(status, code);
+    }
+    // A narrower partial tile than the edge is served (an older checkpoint's).
+    assert_eq!(bytes(&h, "main", "tile/0/000.p/1").await.len(), 32);
+    assert_eq!(bytes(&h, "main", "tile/0/000.p/2").await.len(), 64);
+}
+
+#[tokio::test]
+async fn a_private_caches_log_answers_as_a_missing_cache_does() {
+    let h = Harness::new().await;
+    h.create_cache("main", false).await;
+    let key = h.exchange(&h.root, "main").await;
+    push(&h, &key, "main", 0).await;
+    integrate::integrate_all(&h.state).await.unwrap();
+    for path in [
+        "checkpoint",
+        "tile/0/000.p/2",
+        "tile/entries/000.p/2",
+        "tile/0/0",
+    ] {
+        let private = h.get(&format!("/main/tlog/{path}"), None).await;
+        let missing = h.get(&format!("/absent/tlog/{path}"), None).await;
+        assert_eq!(private.status, missing.status, "{path}");
+        // The same answer, the cache's name aside.
+        assert_eq!(
+            private.text,
+            missing.text.replace("absent", "main"),
+            "{path}"
+        );
+        assert_ne!(private.status, StatusCode::OK);
+    }
+    // A public cache's log is anyone's.
+    h.create_cache("open", true).await;
+    let key = h.exchange(&h.root, "open").await;
+    push(&h, &key, "open", 1).await;
+    integrate::integrate_all(&h.state).await.unwrap();
+    let a = h.get("/open/tlog/checkpoint", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+}

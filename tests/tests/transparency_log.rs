@@ -1,0 +1,235 @@
+//! The transparency log end to end (issue 19), with real servers: a CI
+//! upload and a revocation through two replicas over PostgreSQL and S3
+//! appear in the cache's log, read as any tlog-tiles client reads it (the
+//! checkpoint verified with the key `cache info` publishes, the root
+//! recomputed from the tiles, the entries decoded and the upload's
+//! statement verified with the key the log itself recorded); and a server
+//! killed between a commit and its integration loses nothing.
+
+use provenix_provenance::tlog::checkpoint::{self, VerifiedCheckpoint};
+use provenix_provenance::tlog::entry::Entry;
+use provenix_provenance::tlog::tiles::{self, TilePath};
+use provenix_provenance::tlog::Hash;
+use provenix_tests::ci::ADD_PUBLISHER;
+use provenix_tests::oidc::OidcIssuer;
+use provenix_tests::{random_bytes, Backend, Client, NixStore, ObjectStorage, TestServer};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+async fn get(url: &str, token: &str) -> (u16, Vec<u8>) {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.bytes().await.expect("body").to_vec())
+}
+
+/// The log's origin and current verifier key, as `cache info` gives them.
+async fn log_identity(base: &str, cache: &str, token: &str) -> (String, String) {
+    let (status, body) = get(&format!("{base}/_api/v1/cache-config/{cache}"), token).await;
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let log = &info["transparency_log"];
+    (
+        log["origin"].as_str().expect("an origin").to_string(),
+        log["verifier_keys"][0]["verifier_key"]
+            .as_str()
+            .expect("a verifier key")
+            .to_string(),
+    )
+}
+
+/// Waits (up to 10 s) for a checkpoint of at least `size` entries,
+/// verified with the published key.
+async fn checkpoint_of(base: &str, cache: &str, token: &str, size: u64) -> VerifiedCheckpoint {
+    let (origin, vkey) = log_identity(base, cache, token).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get(&format!("{base}/{cache}/tlog/checkpoint"), token).await;
+        if status == 200 {
+            let cp = checkpoint::verify(&body, &vkey, &origin).expect("a verified checkpoint");
+            if cp.size >= size {
+                return cp;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint of {size} entries within 10 s (last: {status} {})",
+            String::from_utf8_lossy(&body)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The entries of a log under 256 entries, checked against `cp`: the
+/// root recomputed from the level-0 tile must be the checkpoint's, and
+/// each entry must hash to its leaf.
+async fn entries_of(base: &str, cache: &str, token: &str, cp: &VerifiedCheckpoint) -> Vec<Entry> {
+    assert!(cp.size > 0 && cp.size < 256);
+    let width = cp.size as u32;
+    let tile = TilePath::hash_tile(0, 0, width).path();
+    let (status, leaves) = get(&format!("{base}/{cache}/tlog/{tile}"), token).await;
+    assert_eq!(status, 200, "{tile}");
+    let leaves: Vec<Hash> = leaves
+        .chunks(32)
+        .map(|c| Hash(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        mth(&leaves),
+        cp.root,
+        "the tiles give the checkpoint's root"
+    );
+    let bundle = TilePath::bundle(0, width).path();
+    let (status, data) = get(&format!("{base}/{cache}/tlog/{bundle}"), token).await;
+    assert_eq!(status, 200, "{bundle}");
+    let raw = tiles::unbundle(&data).expect("a well-formed bundle");
+    assert_eq!(raw.len(), leaves.len());
+    raw.iter()
+        .zip(&leaves)
+        .map(|(e, leaf)| {
+            assert_eq!(&provenix_provenance::tlog::tree::record_hash(e), leaf);
+            Entry::decode(e).expect("a version 1 entry")
+        })
+        .collect()
+}
+
+/// RFC 6962's Merkle Tree Hash over leaf hashes.
+fn mth(hs: &[Hash]) -> Hash {
+    match hs.len() {
+        1 => hs[0],
+        n => {
+            let k = n.next_power_of_two() / 2;
+            let (l, r) = (mth(&hs[..k]), mth(&hs[k..]));
+            Hash(Sha256::digest([&[1u8][..], &l.0, &r.0].concat()).into())
+        }
+    }
+}
+
+fn kinds(entries: &[Entry]) -> Vec<&str> {
+    entries.iter().map(|e| e.header.kind.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_ci_upload_and_its_revocation_are_logged_across_two_replicas() {
+    let issuer = OidcIssuer::start();
+    let extra = format!(
+        "{}audience = \"provenix-log-test\"\n",
+        issuer.server_toml("github")
+    );
+    let server = TestServer::start_on(Backend::Postgres, ObjectStorage::S3, &extra);
+    let b_dir = tempfile::tempdir().unwrap();
+    let (mut replica_b, b_url) = provenix_tests::server::spawn_server(
+        &server.config_path,
+        b_dir.path(),
+        &["--mode", "api-server", "--listen", "127.0.0.1:0"],
+    );
+    let admin_token = server.make_token(&[
+        "--sub",
+        "admin",
+        "--validity",
+        "1h",
+        "--pull",
+        "*",
+        "--create-cache",
+        "*",
+        "--configure-cache",
+        "*",
+        "--revoke",
+        "*",
+    ]);
+    let admin = server.client_with_token(&admin_token);
+    admin.ok(&["cache", "create", "main"]);
+    admin.ok(&ADD_PUBLISHER);
+    let info = admin.ok(&["cache", "info", "main"]);
+    assert!(info.contains("Transparency Log: "), "{info}");
+    assert!(info.contains("Log Key: "), "{info}");
+
+    // A CI job pushes through replica B.
+    let store = NixStore::new();
+    let path = store.add_input_addressed("logged", &[("blob", &random_bytes(5, 50_000))], &[]);
+    let ci = Client::new();
+    ci.ok(&["login", "ci", &b_url]);
+    let job = issuer.job_request_url(json!({ "run_id": "777" }));
+    let env = [
+        ("ACTIONS_ID_TOKEN_REQUEST_URL", job.as_str()),
+        (
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+            issuer.request_token.as_str(),
+        ),
+    ];
+    let (ok, _, err) = ci.run_with(&["push", "main", &path, "--store", &store.root()], &env);
+    assert!(ok, "{err}");
+
+    // Either replica serves the log; whichever integrated it.
+    let cp = checkpoint_of(&b_url, "main", &admin_token, 2).await;
+    let entries = entries_of(&server.url, "main", &admin_token, &cp).await;
+    assert_eq!(kinds(&entries), ["upload-key", "upload"]);
+    let key = &entries[0].header.asserted;
+    assert_eq!(key["claims"]["run_id"], "777");
+    assert_eq!(key["key_kind"], "oidc");
+    assert!(entries[0].body.starts_with(b"-----BEGIN CERTIFICATE-----"));
+    let upload = &entries[1];
+    assert_eq!(upload.header.asserted["store_path"], path.as_str());
+    let public_key =
+        provenix_provenance::exchange::decode_public_key(key["public_key"].as_str().unwrap())
+            .unwrap();
+    provenix_provenance::exchange::verify(
+        &public_key,
+        &upload.body,
+        upload.header.asserted["signature"].as_str().unwrap(),
+    )
+    .expect("the logged statement is the one the CI key signed");
+
+    // Revoked through replica A: the revocation and the path it removed.
+    admin.ok(&[
+        "revoke",
+        "--cache",
+        "main",
+        "--run-id",
+        "777",
+        "--reason",
+        "compromised runner",
+    ]);
+    let later = checkpoint_of(&b_url, "main", &admin_token, 3).await;
+    let entries = entries_of(&b_url, "main", &admin_token, &later).await;
+    assert_eq!(kinds(&entries), ["upload-key", "upload", "revocation"]);
+    let revocation = &entries[2];
+    assert_eq!(revocation.header.asserted["reason"], "compromised runner");
+    assert_eq!(revocation.header.asserted["removed_paths"], 1);
+    assert_eq!(revocation.body, format!("{path}\n").into_bytes());
+    // The old checkpoint is a prefix of the new one: its entries unchanged.
+    assert_eq!(later.size, 3);
+    let _ = replica_b.kill();
+    let _ = replica_b.wait();
+}
+
+#[tokio::test]
+async fn a_server_killed_between_commit_and_integration_loses_nothing() {
+    // Integration far away: the push commits, nothing integrates it.
+    let mut server =
+        TestServer::start_with(Backend::Sqlite, "[log]\nintegrate-interval = \"1 hour\"\n");
+    let client = server.client();
+    client.ok(&["cache", "create", "main"]);
+    let store = NixStore::new();
+    let path = store.add_input_addressed("crash", &[("blob", &random_bytes(6, 10_000))], &[]);
+    client.ok(&["push", "main", &path, "--store", &store.root()]);
+    let (status, _) = get(
+        &format!("{}/main/tlog/checkpoint", server.url),
+        &server.root_token,
+    )
+    .await;
+    assert_eq!(status, 404, "nothing integrated yet");
+
+    server.kill9();
+    let config = std::fs::read_to_string(&server.config_path).unwrap();
+    std::fs::write(&server.config_path, config.replace("1 hour", "100ms")).unwrap();
+    server.restart();
+    let cp = checkpoint_of(&server.url, "main", &server.root_token, 2).await;
+    let entries = entries_of(&server.url, "main", &server.root_token, &cp).await;
+    assert_eq!(kinds(&entries), ["upload-key", "upload"]);
+    assert_eq!(entries[1].header.asserted["store_path"], path.as_str());
+}
