@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-all_targets=(nar_validator narinfo store_path upload_statement closure_statement nixbase32 jwt server_toml)
+all_targets=(nar_validator narinfo store_path upload_statement closure_statement nixbase32 jwt server_toml tlog)
 time=600
 targets=()
 

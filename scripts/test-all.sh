@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need (Nix from Debian's nix-bin, PostgreSQL, openssl,
+# Installs what the tests need (Nix from Debian's nix-bin, PostgreSQL, openssl, sqlite3,
 # s3s-fs from crates.io), starts
 # a throwaway PostgreSQL server on loopback, builds the workspace and runs
 # every test. Usage: scripts/test-all.sh [extra nextest/cargo test args]
@@ -15,6 +15,8 @@ command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 # The certificate tests parse and verify with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The transparency log tests rewrite history in a SQLite database directly.
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 # The packaging test verifies the systemd unit with systemd-analyze.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then

@@ -295,6 +295,16 @@ impl ApiClient {
         Ok(check(resp).await?.json().await?)
     }
 
+    /// A file of the cache's transparency log (`checkpoint`, `tile/...`).
+    pub async fn log_file(&self, cache: &str, rel: &str) -> Result<Vec<u8>> {
+        let resp = self
+            .request(Method::GET, &format!("{cache}/tlog/{rel}"))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.endpoint))?;
+        Ok(check(resp).await?.bytes().await?.to_vec())
+    }
+
     pub async fn cache_info(&self, cache: &str) -> Result<CacheInfo> {
         self.json(self.request(Method::GET, &format!("_api/v1/cache-config/{cache}")))
             .await

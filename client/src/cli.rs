@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    audit, cache, check_store, keys, login, pin, provenance, publisher, push, revoke, use_cache,
-    verify_attestation, whoami,
+    audit, cache, check_store, keys, log, login, pin, provenance, publisher, push, revoke,
+    use_cache, verify, verify_attestation, whoami,
 };
 
 #[derive(Parser)]
@@ -36,6 +36,10 @@ enum Command {
     Revoke(revoke::RevokeArgs),
     CheckStore(check_store::CheckStoreArgs),
     VerifyAttestation(verify_attestation::VerifyAttestationArgs),
+    Verify(verify::VerifyArgs),
+    /// Read a cache's transparency log: checkpoint, inclusion and consistency proofs.
+    #[command(subcommand)]
+    Log(log::LogCommand),
     Whoami(whoami::WhoamiArgs),
 }
 
@@ -53,6 +57,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Revoke(args) => revoke::run(args).await,
         Command::CheckStore(args) => check_store::run(args).await,
         Command::VerifyAttestation(args) => verify_attestation::run(args),
+        Command::Verify(args) => verify::run(args).await,
+        Command::Log(command) => log::run(command).await,
         Command::Whoami(args) => whoami::run(args).await,
     }
 }

@@ -13,6 +13,7 @@ mod nar_dump;
 mod nix;
 mod push;
 mod time;
+mod tlog;
 
 use clap::Parser;
 

@@ -25,6 +25,9 @@ pub struct KeyRecord {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<RevocationInfo>,
+    /// The key's entry in the cache's transparency log (its index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<i64>,
 }
 
 /// When, by whom and why a key or record was revoked.
@@ -55,6 +58,9 @@ pub struct UploadRecord {
     /// This record's own revocation (`key.revocation` covers its key's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<RevocationInfo>,
+    /// The record's entry in the cache's transparency log (its index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<i64>,
 }
 
 impl UploadRecord {

@@ -233,3 +233,125 @@ async fn a_server_killed_between_commit_and_integration_loses_nothing() {
     assert_eq!(kinds(&entries), ["upload-key", "upload"]);
     assert_eq!(entries[1].header.asserted["store_path"], path.as_str());
 }
+
+/// The database file of a SQLite test server.
+fn sqlite_file(server: &TestServer) -> std::path::PathBuf {
+    server.dir.path().join("server.db")
+}
+
+fn sqlite(server: &TestServer, sql: &str) {
+    let (ok, _, err) = provenix_tests::run(
+        std::process::Command::new("sqlite3")
+            .arg(sqlite_file(server))
+            .arg(sql),
+    );
+    assert!(ok, "sqlite3: {err}");
+}
+
+#[tokio::test]
+async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_one() {
+    let mut server =
+        TestServer::start_with(Backend::Sqlite, "[log]\nintegrate-interval = \"100ms\"\n");
+    let token = server.make_token(&[
+        "--sub",
+        "alice",
+        "--validity",
+        "1h",
+        "--pull",
+        "*",
+        "--push",
+        "*",
+        "--create-cache",
+        "*",
+        "--audit",
+        "*",
+        "--revoke",
+        "*",
+    ]);
+    let alice = server.client_with_token(&token);
+    alice.ok(&["cache", "create", "main"]);
+    let store = NixStore::new();
+    let first = store.add_input_addressed("first", &[("blob", &random_bytes(7, 20_000))], &[]);
+    alice.ok(&["push", "main", &first, "--store", &store.root()]);
+    checkpoint_of(&server.url, "main", &token, 2).await;
+
+    let out = alice.ok(&["verify", "main", &first]);
+    for line in [
+        "ok    checkpoint of ",
+        "ok    first checkpoint this client saw",
+        "log entry 1, included in the checkpoint",
+        "certified at log entry 0, before the upload",
+        "statement signed by that key",
+        "no later revocation in the log covers it",
+    ] {
+        assert!(out.contains(line), "{line:?} missing from:\n{out}");
+    }
+    let proof = alice.ok(&["log", "proof", "main", "1"]);
+    assert!(proof.contains("Entry 1 of 2: upload"), "{proof}");
+    assert!(
+        proof.contains("Included in the checkpoint of 2 entries"),
+        "{proof}"
+    );
+    assert!(alice
+        .fails(&["log", "proof", "main", "9"])
+        .contains("no entry 9"));
+
+    // The log grows; the client checks the new checkpoint against the one
+    // it remembered.
+    let second = store.add_input_addressed("second", &[("blob", &random_bytes(8, 20_000))], &[]);
+    alice.ok(&["push", "main", &second, "--store", &store.root()]);
+    // Its key (each push exchanges for one) and its upload.
+    checkpoint_of(&server.url, "main", &token, 4).await;
+    let (ok, _, err) = alice.run(&["log", "checkpoint", "main"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("Consistent with the checkpoint of 2 entries"),
+        "{err}"
+    );
+    let consistency = alice.ok(&["log", "consistency", "main", "2"]);
+    assert!(
+        consistency.contains("It is a prefix of the checkpoint of 4 entries"),
+        "{consistency}"
+    );
+
+    // A revocation logged later: verify says so and fails.
+    alice.ok(&[
+        "revoke",
+        "--cache",
+        "main",
+        "--subject",
+        "alice",
+        "--reason",
+        "laptop stolen",
+    ]);
+    checkpoint_of(&server.url, "main", &token, 5).await;
+    let (ok, out, _) = alice.run(&["verify", "main", &first]);
+    assert!(!ok, "a revoked path does not verify:\n{out}");
+    assert!(
+        out.contains("REVOKED") && out.contains("laptop stolen"),
+        "{out}"
+    );
+
+    // The operator rewrites history in the database: the log is rebuilt
+    // from it, signed with the same key. The client, which remembered a
+    // checkpoint, refuses the new one.
+    server.kill9();
+    sqlite(
+        &server,
+        "DELETE FROM log_entries; DELETE FROM log_hashes; DELETE FROM log_heads;
+         UPDATE uploads SET outcome = 'deduplicated' WHERE id = 1;",
+    );
+    server.restart();
+    let alice = {
+        // Same config directory (the remembered checkpoint), new address.
+        let (ok, _, err) = alice.run(&["login", "test", &server.url, &token]);
+        assert!(ok, "{err}");
+        alice
+    };
+    checkpoint_of(&server.url, "main", &token, 5).await;
+    let refused = alice.fails(&["log", "checkpoint", "main"]);
+    assert!(refused.contains("history was rewritten"), "{refused}");
+    let (ok, out, err) = alice.run(&["verify", "main", &second]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("history was rewritten"), "{err}");
+}

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod check_store;
 pub mod identity_flags;
 pub mod keys;
+pub mod log;
 pub mod login;
 pub mod pin;
 pub mod provenance;
@@ -13,6 +14,7 @@ pub mod publisher;
 pub mod push;
 pub mod revoke;
 pub mod use_cache;
+pub mod verify;
 pub mod verify_attestation;
 pub mod whoami;
 

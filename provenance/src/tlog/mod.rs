@@ -16,4 +16,4 @@ pub mod entry;
 pub mod tiles;
 pub mod tree;
 
-pub use tlog_tiles::Hash;
+pub use tlog_tiles::{Hash, Tile};

@@ -163,6 +163,72 @@ pub fn unbundle(mut data: &[u8]) -> Option<Vec<Vec<u8>>> {
     Some(entries)
 }
 
+/// The path of a tile `tlog_tiles` names (a client's tile reads).
+pub fn path_of(tile: &Tile) -> String {
+    TilePath { tile: *tile }.path()
+}
+
+/// A client's view of a tree through its tiles: every hash it reads comes
+/// from a tile authenticated against the tree's root (tlog_tiles'
+/// `TileHashReader`), so a proof built from them cannot hold against a
+/// tampered tile. Two passes, as with the server's stored hashes: learn
+/// which tiles `f` reads ([`tiles_read_by`]), fetch them, run it on them.
+pub fn with_tiles<T>(
+    size: u64,
+    root: tlog_tiles::Hash,
+    tiles: &std::collections::HashMap<Tile, Vec<u8>>,
+    f: impl Fn(&tlog_tiles::TileHashReader<'_>) -> Result<T, tlog_tiles::Error>,
+) -> Result<T, tlog_tiles::Error> {
+    let reader = Fetched {
+        tiles,
+        missing: Default::default(),
+    };
+    f(&tlog_tiles::TileHashReader::new(size, root, &reader))
+}
+
+/// The tiles `f` reads for a tree of `size` records with `root`.
+pub fn tiles_read_by<T>(
+    size: u64,
+    root: tlog_tiles::Hash,
+    f: impl Fn(&tlog_tiles::TileHashReader<'_>) -> Result<T, tlog_tiles::Error>,
+) -> Vec<Tile> {
+    let none = std::collections::HashMap::new();
+    let reader = Fetched {
+        tiles: &none,
+        missing: Default::default(),
+    };
+    let _ = f(&tlog_tiles::TileHashReader::new(size, root, &reader));
+    reader.missing.into_inner()
+}
+
+struct Fetched<'a> {
+    tiles: &'a std::collections::HashMap<Tile, Vec<u8>>,
+    missing: std::cell::RefCell<Vec<Tile>>,
+}
+
+impl tlog_tiles::TileReader for Fetched<'_> {
+    fn height(&self) -> u8 {
+        HEIGHT
+    }
+
+    fn read_tiles(&self, tiles: &[Tile]) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
+        let mut out = Vec::with_capacity(tiles.len());
+        for t in tiles {
+            match self.tiles.get(t) {
+                Some(d) => out.push(d.clone()),
+                None => self.missing.borrow_mut().push(*t),
+            }
+        }
+        if out.len() == tiles.len() {
+            Ok(out)
+        } else {
+            Err(tlog_tiles::Error::IndexesNotInTree)
+        }
+    }
+
+    fn save_tiles(&self, _: &[Tile], _: &[Vec<u8>]) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +314,33 @@ mod tests {
             .unwrap()
             .check_in_tree(0)
             .is_err());
+    }
+
+    /// A client's proof from served tiles holds, and one tampered tile
+    /// makes it fail rather than prove something else.
+    #[test]
+    fn proofs_from_tiles_are_authenticated_by_the_root() {
+        use crate::tlog::tree::{self, Hashes};
+        let entries: Vec<Vec<u8>> = (0..600).map(|i| format!("e{i}").into_bytes()).collect();
+        let out = tree::append(0, &entries, Hashes::default()).unwrap();
+        let table = Hashes::new(out.stored.iter().copied());
+        let serve = |t: &Tile| TilePath { tile: *t }.hash_data(&table).unwrap();
+        let (size, root) = (600, out.root);
+        let prove = |r: &tlog_tiles::TileHashReader<'_>| tlog_tiles::prove_record(size, 517, r);
+        let wanted = tiles_read_by(size, root, prove);
+        assert!(!wanted.is_empty());
+        let mut fetched: std::collections::HashMap<Tile, Vec<u8>> =
+            wanted.iter().map(|t| (*t, serve(t))).collect();
+        let proof = with_tiles(size, root, &fetched, prove).unwrap();
+        let leaf = tree::record_hash(&entries[517]);
+        tree::check_record(&proof, size, root, 517, leaf).unwrap();
+        let old = tiles_read_by(size, root, |r| tlog_tiles::tree_hash(300, r));
+        for t in &old {
+            fetched.entry(*t).or_insert_with(|| serve(t));
+        }
+        let tampered = wanted[0];
+        fetched.get_mut(&tampered).unwrap()[0] ^= 1;
+        assert!(with_tiles(size, root, &fetched, prove).is_err());
     }
 
     #[test]

@@ -44,7 +44,9 @@ pub fn page_size(q: &AuditQuery) -> i64 {
 
 const KEY_COLUMNS: &str = "k.key_id, k.kind, k.issuer, k.subject, k.claims, k.certificate,
     k.not_before, k.not_after, c.name AS cache_name,
-    kr.id AS k_rev_id, kr.created_at AS k_rev_at, kr.actor AS k_rev_actor, kr.reason AS k_rev_reason";
+    kr.id AS k_rev_id, kr.created_at AS k_rev_at, kr.actor AS k_rev_actor, kr.reason AS k_rev_reason,
+    (SELECT kl.seq - 1 FROM ledger kl
+      WHERE kl.cache_id = k.cache_id AND kl.kind = 'upload-key' AND kl.record_id = k.id) AS k_log_index";
 
 /// Joins a key's revocation (alias `kr`) after `signing_keys k`.
 const KEY_REVOCATION: &str = "LEFT JOIN revocations kr ON k.revocation_id = kr.id";
@@ -83,6 +85,7 @@ fn key_from_row(r: &AnyRow, now: i64) -> Result<KeyRecord, sqlx::Error> {
         not_after,
         status: status.into(),
         revocation,
+        log_index: r.try_get("k_log_index")?,
     })
 }
 
@@ -99,6 +102,7 @@ fn upload_from_row(r: &AnyRow, now: i64) -> Result<UploadRecord, sqlx::Error> {
         signature: r.try_get("signature")?,
         key: key_from_row(r, now)?,
         revocation: revocation_from_row(r, "u_rev")?,
+        log_index: r.try_get("u_log_index")?,
     })
 }
 
@@ -128,7 +132,9 @@ impl Db {
             "SELECT u.id, u.store_path, u.nar_hash, u.nar_size, u.outcome, u.created_at,
                     u.statement, u.signature, {KEY_COLUMNS},
                     ur.id AS u_rev_id, ur.created_at AS u_rev_at, ur.actor AS u_rev_actor,
-                    ur.reason AS u_rev_reason
+                    ur.reason AS u_rev_reason,
+                    (SELECT ul.seq - 1 FROM ledger ul WHERE ul.cache_id = u.cache_id
+                      AND ul.kind = 'upload' AND ul.record_id = u.id) AS u_log_index
              FROM uploads u JOIN upload_keys k ON u.upload_key_id = k.id {KEY_REVOCATION}
                   LEFT JOIN revocations ur ON u.revocation_id = ur.id
                   JOIN caches c ON u.cache_id = c.id

@@ -1,0 +1,219 @@
+//! Reading a cache's transparency log as any tlog-tiles client does: the
+//! checkpoint verified with the log's key from `cache info`, checked
+//! consistent with the last one this client saw of that log (kept under
+//! `$XDG_CONFIG_HOME/provenix/tlog/`, like Go's sumdb client), and every
+//! hash read from tiles authenticated against its root.
+
+use anyhow::{bail, Context, Result};
+use provenix_provenance::tlog::checkpoint::{self, VerifiedCheckpoint};
+use provenix_provenance::tlog::tiles::{self, TilePath};
+use provenix_provenance::tlog::{Hash, Tile};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tlog_tiles::TileHashReader;
+
+use crate::api::ApiClient;
+
+pub struct LogReader {
+    api: ApiClient,
+    cache: String,
+    pub origin: String,
+    verifier_key: String,
+}
+
+/// What checking a new checkpoint against the remembered one found.
+pub enum Continuity {
+    /// This client had not seen the log before.
+    First,
+    /// Consistent with the remembered checkpoint of this size.
+    ConsistentWith(u64),
+}
+
+impl LogReader {
+    pub async fn new(api: ApiClient, cache: &str) -> Result<LogReader> {
+        let info = api.cache_info(cache).await?;
+        let log = info.transparency_log.with_context(|| {
+            format!("cache {cache:?} has no transparency log (an older server?)")
+        })?;
+        let verifier_key = log
+            .verifier_keys
+            .first()
+            .context("the log publishes no verifier key")?
+            .verifier_key
+            .clone();
+        Ok(LogReader {
+            api,
+            cache: cache.to_string(),
+            origin: log.origin,
+            verifier_key,
+        })
+    }
+
+    async fn file(&self, rel: &str) -> Result<Vec<u8>> {
+        self.api.log_file(&self.cache, rel).await
+    }
+
+    /// The log's checkpoint, verified and checked consistent with the one
+    /// remembered, which it then replaces. A checkpoint that is not (a
+    /// smaller tree, or a tree whose prefix differs) is refused.
+    pub async fn checkpoint(&self) -> Result<(VerifiedCheckpoint, Continuity)> {
+        let note = self.file("checkpoint").await?;
+        let cp = checkpoint::verify(&note, &self.verifier_key, &self.origin)
+            .context("the log's checkpoint does not verify")?;
+        let remembered = self.remembered()?;
+        let continuity = match remembered {
+            None => Continuity::First,
+            Some(old) => {
+                if cp.size < old.size {
+                    bail!(
+                        "the log {} went back from {} entries (seen before) to {}: a rolled-back or forked log; refusing it",
+                        self.origin, old.size, cp.size
+                    );
+                }
+                let old_root = self
+                    .read(&cp, |r| tlog_tiles::tree_hash(old.size, r))
+                    .await
+                    .context("cannot read the log's tree at the remembered size")?;
+                if old_root != old.root {
+                    bail!(
+                        "the log {} is not consistent with the checkpoint of {} entries seen before: its history was rewritten; refusing it",
+                        self.origin, old.size
+                    );
+                }
+                Continuity::ConsistentWith(old.size)
+            }
+        };
+        self.remember(&cp)?;
+        Ok((cp, continuity))
+    }
+
+    /// Runs `f` over the tree of `cp` with the tiles it needs, fetched.
+    pub async fn read<T>(
+        &self,
+        cp: &VerifiedCheckpoint,
+        f: impl Fn(&TileHashReader<'_>) -> Result<T, tlog_tiles::Error>,
+    ) -> Result<T> {
+        let wanted = tiles::tiles_read_by(cp.size, cp.root, &f);
+        let mut fetched: HashMap<Tile, Vec<u8>> = HashMap::new();
+        for t in wanted {
+            let data = self.file(&tiles::path_of(&t)).await?;
+            fetched.insert(t, data);
+        }
+        tiles::with_tiles(cp.size, cp.root, &fetched, f)
+            .map_err(|e| anyhow::anyhow!("the log's tiles do not match its checkpoint: {e}"))
+    }
+
+    /// Entry `index` (< `cp.size`), checked to be the leaf the tree holds.
+    pub async fn entry(&self, cp: &VerifiedCheckpoint, index: u64) -> Result<Vec<u8>> {
+        if index >= cp.size {
+            bail!("the log has {} entries; there is no entry {index}", cp.size);
+        }
+        let bundle = index / tiles::WIDTH;
+        let width = (cp.size - bundle * tiles::WIDTH).min(tiles::WIDTH) as u32;
+        let path = TilePath::bundle(bundle, width).path();
+        let data = self.file(&path).await?;
+        let entries =
+            tiles::unbundle(&data).with_context(|| format!("{path} is not an entry bundle"))?;
+        let entry = entries
+            .get((index % tiles::WIDTH) as usize)
+            .with_context(|| format!("{path} holds no entry {index}"))?
+            .clone();
+        let proof = self
+            .read(cp, |r| tlog_tiles::prove_record(cp.size, index, r))
+            .await?;
+        tlog_tiles::check_record(
+            &proof,
+            cp.size,
+            cp.root,
+            index,
+            tlog_tiles::record_hash(&entry),
+        )
+        .map_err(|_| anyhow::anyhow!("entry {index} is not the one the log's tree holds"))?;
+        Ok(entry)
+    }
+
+    /// Entries `start..cp.size`, each checked against the tree.
+    pub async fn entries_from(&self, cp: &VerifiedCheckpoint, start: u64) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        let mut bundle = start / tiles::WIDTH;
+        while bundle * tiles::WIDTH < cp.size {
+            let first = bundle * tiles::WIDTH;
+            let width = (cp.size - first).min(tiles::WIDTH) as u32;
+            let path = TilePath::bundle(bundle, width).path();
+            let data = self.file(&path).await?;
+            let entries =
+                tiles::unbundle(&data).with_context(|| format!("{path} is not an entry bundle"))?;
+            // Each entry must hash to its leaf, read from authenticated tiles.
+            let leaves = self
+                .read(cp, |r| {
+                    let idx: Vec<u64> = (first..first + u64::from(width))
+                        .map(|n| tlog_tiles::stored_hash_index(0, n))
+                        .collect();
+                    tlog_tiles::HashReader::read_hashes(r, &idx)
+                })
+                .await?;
+            if entries.len() != width as usize
+                || entries
+                    .iter()
+                    .zip(&leaves)
+                    .any(|(e, h)| tlog_tiles::record_hash(e) != *h)
+            {
+                bail!("{path} does not hold the entries the log's tree does");
+            }
+            for (i, e) in entries.into_iter().enumerate() {
+                if first + i as u64 >= start {
+                    out.push(e);
+                }
+            }
+            bundle += 1;
+        }
+        Ok(out)
+    }
+
+    fn memory(&self) -> Result<PathBuf> {
+        let name: String = self
+            .origin
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Ok(crate::config::config_home()?
+            .join("provenix/tlog")
+            .join(name))
+    }
+
+    fn remembered(&self) -> Result<Option<VerifiedCheckpoint>> {
+        let path = self.memory()?;
+        match std::fs::read(&path) {
+            Ok(note) => checkpoint::verify(&note, &self.verifier_key, &self.origin)
+                .map(Some)
+                .with_context(|| {
+                    format!(
+                        "the remembered checkpoint {} does not verify",
+                        path.display()
+                    )
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    fn remember(&self, cp: &VerifiedCheckpoint) -> Result<()> {
+        let path = self.memory()?;
+        std::fs::create_dir_all(path.parent().expect("a directory"))?;
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, &cp.note)?;
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("cannot remember the checkpoint in {}", path.display()))
+    }
+}
+
+/// A root hash for people: base64, as checkpoints write it.
+pub fn show(root: &Hash) -> String {
+    checkpoint::root_base64(root)
+}
