@@ -42,3 +42,16 @@ CREATE TABLE log_heads (
     checkpoint TEXT NOT NULL,
     updated_at BIGINT NOT NULL
 );
+
+-- Every deletion of paths, for the log: GC's expiry and evictions (one row
+-- per cache per batch) and explicit deletions. paths: JSON list of the
+-- store paths deleted. reason: expired, evicted or deleted.
+CREATE TABLE path_deletions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cache_id BIGINT NOT NULL REFERENCES caches(id) ON DELETE CASCADE,
+    reason TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    paths TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX path_deletions_cache ON path_deletions(cache_id, created_at);

@@ -207,6 +207,26 @@ async fn every_entry_of_a_cache_is_numbered_in_commit_order_without_gaps() {
     assert_eq!(db.pin(&pin).await.unwrap(), PinOutcome::Pinned);
     assert_eq!(db.pin(&pin).await.unwrap(), PinOutcome::Unchanged);
 
+    // A path deleted by a caller; deleting it again finds nothing, unnumbered.
+    assert_eq!(
+        upload_key(&db, a, "k3", None).await,
+        UploadKeyRecorded::Recorded
+    );
+    let k3 = db.upload_key_by_id("k3").await.unwrap().expect("k3").id;
+    let c = path(a, k3, 'c', "sha256:three");
+    assert_eq!(
+        db.commit_upload(&c, "zstd", &[]).await.unwrap(),
+        CommitOutcome::Created
+    );
+    assert!(db
+        .delete_path(a, &c.store_path_hash, "admin")
+        .await
+        .unwrap());
+    assert!(!db
+        .delete_path(a, &c.store_path_hash, "admin")
+        .await
+        .unwrap());
+
     let log = db.ledger_entries(a, 1, 100).await.unwrap();
     assert_eq!(
         kinds(&log),
@@ -216,7 +236,10 @@ async fn every_entry_of_a_cache_is_numbered_in_commit_order_without_gaps() {
             (3, "upload"),
             (4, "divergence"),
             (5, "revocation"),
-            (6, "pin-change")
+            (6, "pin-change"),
+            (7, "upload-key"),
+            (8, "upload"),
+            (9, "path-deletion"),
         ]
     );
     assert_eq!(log[4].record_id, revocation);

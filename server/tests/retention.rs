@@ -261,7 +261,7 @@ async fn retention_spares_a_pinned_closure_until_the_pin_goes() {
     assert_eq!(
         h.state
             .db
-            .delete_unpinned_paths(&[pinned_id])
+            .delete_unpinned_paths(&[pinned_id], "expired")
             .await
             .unwrap(),
         0

@@ -139,6 +139,68 @@ async fn uploads_and_their_keys_are_logged_and_verify_from_the_tiles_alone() {
 }
 
 #[tokio::test]
+async fn deletions_by_a_caller_and_by_gc_are_logged_with_the_paths_they_took() {
+    use axum::http::Method;
+    let h = Harness::new().await;
+    h.create_cache("main", false).await;
+    let key = h.exchange(&h.root, "main").await;
+    let (kept, doomed, old) = (
+        push(&h, &key, "main", 0).await,
+        push(&h, &key, "main", 1).await,
+        push(&h, &key, "main", 2).await,
+    );
+    let hash = &doomed["/nix/store/".len()..][..32];
+    let a = h
+        .call(
+            Method::DELETE,
+            &format!("/_api/v1/cache/main/paths/{hash}"),
+            Some(&h.root),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    // A retention only the old path (last pulled long ago) is past: GC
+    // expires it and keeps the other.
+    let c = h.state.db.cache_by_name("main").await.unwrap().unwrap();
+    let change = provenix_server::db::caches::CacheChange {
+        retention_period: Some(60),
+        ..Default::default()
+    };
+    h.state.db.update_cache(c.id, &change).await.unwrap();
+    let lookup = h
+        .state
+        .db
+        .path_lookup("main", &old["/nix/store/".len()..][..32])
+        .await;
+    let id = lookup.unwrap().unwrap().path.unwrap().id;
+    h.state.db.touch_path(id, 1_000).await.unwrap();
+    provenix_server::maintenance::gc::run_once(&h.state)
+        .await
+        .unwrap();
+    integrate::integrate_all(&h.state).await.unwrap();
+    let cp = verified(&h, "main").await;
+    let bundle = bytes(&h, "main", &TilePath::bundle(0, cp.size as u32).path()).await;
+    let deletions: Vec<Entry> = tiles::unbundle(&bundle)
+        .unwrap()
+        .iter()
+        .map(|e| Entry::decode(e).unwrap())
+        .filter(|e| e.header.kind == "path-deletion")
+        .collect();
+    assert_eq!(deletions.len(), 2, "the caller's and GC's");
+    assert_eq!(deletions[0].header.asserted["reason"], "deleted");
+    assert_eq!(deletions[0].header.asserted["actor"], "root");
+    assert_eq!(deletions[0].body, format!("{doomed}\n").into_bytes());
+    assert_eq!(deletions[1].header.asserted["reason"], "expired");
+    assert_eq!(deletions[1].header.asserted["actor"], "gc");
+    let expired = String::from_utf8(deletions[1].body.clone()).unwrap();
+    assert!(expired.lines().any(|l| l == old), "{expired}");
+    assert!(
+        !expired.lines().any(|l| l == doomed || l == kept),
+        "{expired}"
+    );
+}
+
+#[tokio::test]
 async fn tiles_the_tree_does_not_have_and_malformed_paths_are_refused() {
     let h = Harness::new().await;
     h.create_cache("main", false).await;

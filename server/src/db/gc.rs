@@ -49,23 +49,37 @@ impl Db {
     }
 
     /// Deletes paths by id, except a pinned path itself (pinned since the
-    /// caller looked); returns how many were deleted. One short
-    /// transaction per batch, so readers and writers are never held up
-    /// for long.
-    pub async fn delete_unpinned_paths(&self, ids: &[i64]) -> DbResult<u64> {
+    /// caller looked), and records each cache's deletions (`reason`:
+    /// expired or evicted) in its ledger in the same transaction; returns
+    /// how many were deleted. One short transaction per batch, so readers
+    /// and writers are never held up for long.
+    pub async fn delete_unpinned_paths(&self, ids: &[i64], reason: &str) -> DbResult<u64> {
         let mut deleted = 0;
         for batch in ids.chunks(BATCH) {
             let sql = format!(
                 "DELETE FROM paths WHERE id IN ({})
                  AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.cache_id = paths.cache_id
-                                 AND p.store_path_hash = paths.store_path_hash)",
+                                 AND p.store_path_hash = paths.store_path_hash)
+                 RETURNING cache_id, store_path",
                 placeholders(1, batch.len())
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut tx = self.begin_write().await?;
+            let mut q = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
             for id in batch {
                 q = q.bind(*id);
             }
-            deleted += q.execute(&self.pool).await?.rows_affected();
+            let gone = q.fetch_all(&mut *tx).await?;
+            let mut by_cache: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+            for (cache_id, store_path) in gone {
+                by_cache.entry(cache_id).or_default().push(store_path);
+            }
+            for (cache_id, mut paths) in by_cache {
+                paths.sort();
+                deleted += paths.len() as u64;
+                super::ledger::record_path_deletion(&mut tx, cache_id, reason, "gc", &paths)
+                    .await?;
+            }
+            tx.commit().await?;
         }
         Ok(deleted)
     }

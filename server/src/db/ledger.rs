@@ -33,6 +33,9 @@ pub enum EntryKind {
     ClosureStatement,
     /// A pin set, re-pinned or removed (`pin_changes`).
     PinChange,
+    /// Paths deleted: expired or evicted by GC, or deleted by a caller
+    /// (`path_deletions`).
+    PathDeletion,
 }
 
 impl EntryKind {
@@ -44,6 +47,7 @@ impl EntryKind {
             EntryKind::Revocation => "revocation",
             EntryKind::ClosureStatement => "closure-statement",
             EntryKind::PinChange => "pin-change",
+            EntryKind::PathDeletion => "path-deletion",
         }
     }
 }
@@ -300,6 +304,30 @@ pub(super) async fn record_pin_change(
     .fetch_one(&mut **tx)
     .await?;
     append(tx, change.cache_id, EntryKind::PinChange, id).await?;
+    Ok(id)
+}
+
+/// Records that `store_paths` of `cache_id` were deleted (`reason`:
+/// expired, evicted, deleted) and appends it to the ledger.
+pub(super) async fn record_path_deletion(
+    tx: &mut Transaction<'_, Any>,
+    cache_id: i64,
+    reason: &str,
+    actor: &str,
+    store_paths: &[String],
+) -> DbResult<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO path_deletions (cache_id, reason, actor, paths, created_at)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(cache_id)
+    .bind(reason)
+    .bind(actor)
+    .bind(serde_json::to_string(store_paths).unwrap_or_else(|_| "[]".into()))
+    .bind(crate::clock::now())
+    .fetch_one(&mut **tx)
+    .await?;
+    append(tx, cache_id, EntryKind::PathDeletion, id).await?;
     Ok(id)
 }
 

@@ -168,6 +168,23 @@ pub(super) async fn entry_for(
                 lines(&dropped),
             )
         }
+        "path-deletion" => {
+            let r = sqlx::query("SELECT reason, actor, paths FROM path_deletions WHERE id = $1")
+                .bind(record_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or_else(missing)?;
+            let paths: String = r.try_get("paths")?;
+            let paths: Vec<String> = serde_json::from_str(&paths).unwrap_or_default();
+            (
+                asserted(&[
+                    ("reason", json!(r.try_get::<String, _>("reason")?)),
+                    ("actor", json!(r.try_get::<String, _>("actor")?)),
+                    ("deleted_paths", json!(paths.len())),
+                ]),
+                lines(&paths),
+            )
+        }
         other => {
             return Err(DbError::Corrupt(format!(
                 "ledger entry of unknown kind {other:?}"

@@ -97,12 +97,28 @@ impl Db {
             .map_err(Into::into)
     }
 
-    pub async fn delete_path(&self, cache_id: i64, store_path_hash: &str) -> DbResult<bool> {
-        let r = sqlx::query("DELETE FROM paths WHERE cache_id = $1 AND store_path_hash = $2")
-            .bind(cache_id)
-            .bind(store_path_hash)
-            .execute(&self.pool)
+    /// Deletes one path and records it in the cache's ledger (by `actor`),
+    /// in one transaction; false if the cache does not hold it.
+    pub async fn delete_path(
+        &self,
+        cache_id: i64,
+        store_path_hash: &str,
+        actor: &str,
+    ) -> DbResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let gone: Option<String> = sqlx::query_scalar(
+            "DELETE FROM paths WHERE cache_id = $1 AND store_path_hash = $2 RETURNING store_path",
+        )
+        .bind(cache_id)
+        .bind(store_path_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(store_path) = gone else {
+            return Ok(false);
+        };
+        super::ledger::record_path_deletion(&mut tx, cache_id, "deleted", actor, &[store_path])
             .await?;
-        Ok(r.rows_affected() > 0)
+        tx.commit().await?;
+        Ok(true)
     }
 }

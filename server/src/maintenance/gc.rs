@@ -177,7 +177,7 @@ async fn expire(state: &AppState, retention: i64, now: i64, pinned: &mut Pinned)
         after = *last;
         pinned.refresh(state).await?;
         let doomed: Vec<i64> = ids.into_iter().filter(|id| !pinned.holds(id)).collect();
-        expired += state.db.delete_unpinned_paths(&doomed).await?;
+        expired += state.db.delete_unpinned_paths(&doomed, "expired").await?;
     }
 }
 
@@ -288,7 +288,7 @@ async fn evict(
             })
             .collect();
         let (chosen, freed) = choose_evictions(&candidates, excess);
-        let deleted = state.db.delete_unpinned_paths(&chosen).await?;
+        let deleted = state.db.delete_unpinned_paths(&chosen, "evicted").await?;
         let chosen: HashSet<i64> = chosen.into_iter().collect();
         for p in page.iter().filter(|p| chosen.contains(&p.id)) {
             tracing::info!(

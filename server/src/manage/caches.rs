@@ -359,7 +359,7 @@ pub async fn delete_path(
     let c = access::authorize(&state, &caller, Action::DeletePath, &cache).await?;
     validate_hash_part(&hash)
         .map_err(|e| ApiError::new(ErrorCode::InvalidStorePath, e.to_string()))?;
-    if !state.db.delete_path(c.id, &hash).await? {
+    if !state.db.delete_path(c.id, &hash, caller.subject()).await? {
         return Err(ApiError::new(
             ErrorCode::NoSuchPath,
             format!("{hash} is not in cache {cache:?}"),
