@@ -52,6 +52,24 @@ impl RevokeRequest {
         if self.reason.len() > 2000 {
             return Some("the reason is longer than 2000 characters".into());
         }
+        let id = &self.identity;
+        let fields = [
+            ("cache", self.cache.as_deref()),
+            ("repository", id.repository.as_deref()),
+            ("workflow", id.workflow.as_deref()),
+            ("run_id", id.run_id.as_deref()),
+            ("key", id.key.as_deref()),
+            ("subject", id.subject.as_deref()),
+            ("issuer", id.issuer.as_deref()),
+        ];
+        // A selector is recorded (and logged) as given: bound it, as no
+        // identity, key id or cache name is anywhere near this long.
+        if let Some((name, _)) = fields
+            .iter()
+            .find(|(_, v)| v.is_some_and(|v| v.len() > 500))
+        {
+            return Some(format!("{name} is longer than 500 characters"));
+        }
         if !self.selects_keys() && self.upload.is_none() {
             return Some("name what to revoke: --key, --repository, --workflow, --run-id, --subject, --issued-after/--issued-before, --cache or --upload".into());
         }
@@ -85,6 +103,18 @@ pub struct RevokeResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn selectors_are_bounded() {
+        let mut r = RevokeRequest {
+            reason: "x".into(),
+            ..Default::default()
+        };
+        r.identity.key = Some("k".repeat(501));
+        assert!(r.problem().unwrap().contains("key is longer than 500"));
+        r.identity.key = Some("k".repeat(500));
+        assert_eq!(r.problem(), None);
+    }
 
     #[test]
     fn requests_need_a_reason_and_a_selector() {

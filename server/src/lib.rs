@@ -17,5 +17,6 @@ pub mod router;
 pub mod serve;
 pub mod state;
 pub mod storage;
+pub mod witness;
 
 pub use router::router;

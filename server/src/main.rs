@@ -36,6 +36,9 @@ enum Mode {
     /// Read every stored chunk back and report missing or corrupt ones (JSON);
     /// exits 1 if anything is damaged.
     Verify,
+    /// A tlog-witness for other servers' caches' logs (-f WITNESS.TOML;
+    /// docs/transparency-log.md).
+    Witness,
 }
 
 #[derive(Subcommand)]
@@ -277,6 +280,9 @@ fn tune_malloc() {
 async fn run() -> Result<()> {
     init_logging()?;
     let cli = Cli::parse();
+    if cli.mode == Mode::Witness {
+        return provenix_server::witness::run(cli.config, cli.listen).await;
+    }
     let (mut config, first_run) = load_config(cli.config)?;
     if let Some(listen) = cli.listen {
         config.listen = listen;

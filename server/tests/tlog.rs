@@ -219,6 +219,11 @@ async fn tiles_the_tree_does_not_have_and_malformed_paths_are_refused() {
         ("tile/x/000", 400, "invalid-tile-path"),
         ("tile/entries/x000/001", 400, "invalid-tile-path"),
         ("tile/0/000.p/1/extra", 400, "invalid-tile-path"),
+        // Percent-encoded spellings of served tiles are not those tiles.
+        ("tile/0/000%2Ep%2F1", 400, "invalid-tile-path"),
+        ("tile/0/000.p/%31", 400, "invalid-tile-path"),
+        ("tile/0%2F000.p/1", 400, "invalid-tile-path"),
+        ("tile/%ff", 400, "invalid-tile-path"),
     ] {
         h.get(&format!("/main/tlog/{path}"), Some(&h.root))
             .await

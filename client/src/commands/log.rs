@@ -87,8 +87,8 @@ pub async fn run(command: LogCommand) -> Result<()> {
             } else {
                 match &decoded {
                     Some(e) => println!(
-                        "Entry {index} of {}: {} (record {}) in {}",
-                        cp.size, e.header.kind, e.header.record, e.header.cache
+                        "Entry {index} of {}: {} in {}",
+                        cp.size, e.header.kind, e.header.cache
                     ),
                     None => println!("Entry {index} of {}: not a provenix entry", cp.size),
                 }

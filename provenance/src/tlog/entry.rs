@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! provenix-log-entry-v1
-//! {"kind":"upload","cache":"main","time":1796228812,"record":42,"asserted":{...}}
+//! {"kind":"upload","cache":"main","time":1796228812,"asserted":{...}}
 //! <body>
 //! ```
 //!
@@ -45,8 +45,6 @@ pub struct EntryHeader {
     pub cache: String,
     /// When the server recorded it (Unix seconds).
     pub time: i64,
-    /// Its record's id in the provenance API (an upload's, a key's, ...).
-    pub record: i64,
     /// What the server asserts beside the body: the key id and signature
     /// of a signed body, an upload's outcome, a revocation's actor and
     /// reason, and so on (docs/transparency-log.md lists them per kind).
@@ -55,6 +53,10 @@ pub struct EntryHeader {
     /// Set when the body did not fit: its SHA-256 (hex), the body empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_sha256: Option<String>,
+    /// Set when even the asserted fields did not fit: the SHA-256 (hex) of
+    /// their JSON (as `asserted` would have been written), `asserted` empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asserted_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,8 +82,9 @@ impl Entry {
         Entry { header, body }
     }
 
-    /// The entry's bytes; a body too large for a bundle is replaced by its
-    /// hash.
+    /// The entry's bytes, never more than a bundle holds: a body too large
+    /// is replaced by its hash, and if the asserted fields alone are still
+    /// too large, they are too.
     pub fn encode(&self) -> Vec<u8> {
         let whole = encode_parts(&self.header, &self.body);
         if whole.len() <= MAX_ENTRY {
@@ -89,7 +92,16 @@ impl Entry {
         }
         let mut header = self.header.clone();
         header.body_sha256 = Some(hex::encode(Sha256::digest(&self.body)));
-        encode_parts(&header, &[])
+        let without_body = encode_parts(&header, &[]);
+        if without_body.len() <= MAX_ENTRY {
+            return without_body;
+        }
+        let asserted = serde_json::to_vec(&header.asserted).expect("a map serializes");
+        header.asserted_sha256 = Some(hex::encode(Sha256::digest(asserted)));
+        header.asserted = BTreeMap::new();
+        let small = encode_parts(&header, &[]);
+        assert!(small.len() <= MAX_ENTRY, "kind and cache are short");
+        small
     }
 
     /// Reads an entry back; anything but the one encoding is refused.
@@ -153,9 +165,9 @@ mod tests {
                 kind: "upload".into(),
                 cache: "main".into(),
                 time: 1796228812,
-                record: 42,
                 asserted,
                 body_sha256: None,
+                asserted_sha256: None,
             },
             body,
         )
@@ -168,7 +180,7 @@ mod tests {
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert_eq!(
             text,
-            "provenix-log-entry-v1\n{\"kind\":\"upload\",\"cache\":\"main\",\"time\":1796228812,\"record\":42,\"asserted\":{\"key_id\":\"3f0c\",\"outcome\":\"uploaded\",\"signature\":\"c2ln\"}}\nprovenix-upload-statement-v2\n{\"cache\":\"main\"}"
+            "provenix-log-entry-v1\n{\"kind\":\"upload\",\"cache\":\"main\",\"time\":1796228812,\"asserted\":{\"key_id\":\"3f0c\",\"outcome\":\"uploaded\",\"signature\":\"c2ln\"}}\nprovenix-upload-statement-v2\n{\"cache\":\"main\"}"
         );
         assert_eq!(Entry::decode(&bytes).unwrap(), e);
         // The same header spelled another way is not the entry.
@@ -186,7 +198,7 @@ mod tests {
             Entry::decode(b"provenix-log-entry-v2\n{}\n"),
             Err(EntryError::NotAnEntry)
         );
-        let extra = text.replacen("\"record\":42", "\"record\":42,\"x\":1", 1);
+        let extra = text.replacen("\"time\":1796228812", "\"time\":1796228812,\"x\":1", 1);
         assert!(matches!(
             Entry::decode(extra.as_bytes()),
             Err(EntryError::BadHeader(_))
@@ -205,5 +217,15 @@ mod tests {
         assert!(!back.binds(b"another body"));
         let small = upload(b"small".to_vec());
         assert!(Entry::decode(&small.encode()).unwrap().binds(b"small"));
+        // Asserted fields too large on their own (a selector as given).
+        let mut huge = upload(body);
+        huge.header
+            .asserted
+            .insert("selector".into(), serde_json::json!("k".repeat(70_000)));
+        let bytes = huge.encode();
+        assert!(bytes.len() <= MAX_ENTRY);
+        let back = Entry::decode(&bytes).unwrap();
+        assert!(back.header.asserted.is_empty());
+        assert!(back.header.asserted_sha256.is_some());
     }
 }

@@ -15,5 +15,6 @@ pub mod checkpoint;
 pub mod entry;
 pub mod tiles;
 pub mod tree;
+pub mod witness;
 
 pub use tlog_tiles::{Hash, Tile};

@@ -140,15 +140,17 @@ impl TilePath {
     }
 }
 
-/// An entry bundle: each entry prefixed by its length as a big-endian u16.
-pub fn bundle(entries: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.iter().map(|e| e.len() + 2).sum());
+/// An entry bundle: each entry prefixed by its length as a big-endian u16;
+/// None if an entry is longer than a bundle can hold.
+pub fn bundle<E: AsRef<[u8]>>(entries: &[E]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(entries.iter().map(|e| e.as_ref().len() + 2).sum());
     for e in entries {
-        let len = u16::try_from(e.len()).expect("entries are at most MAX_ENTRY bytes");
+        let e = e.as_ref();
+        let len = u16::try_from(e.len()).ok()?;
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(e);
     }
-    out
+    Some(out)
 }
 
 /// The entries of a bundle; None if it is not well formed.
@@ -346,8 +348,9 @@ mod tests {
     #[test]
     fn bundles_round_trip_and_refuse_garbage() {
         let entries = vec![b"a".to_vec(), vec![], vec![7u8; 300]];
-        let b = bundle(&entries);
+        let b = bundle(&entries).unwrap();
         assert_eq!(&b[..3], &[0, 1, b'a']);
+        assert_eq!(bundle(&[vec![0u8; MAX_ENTRY + 1]]), None);
         assert_eq!(unbundle(&b).unwrap(), entries);
         assert_eq!(unbundle(&b[..b.len() - 1]), None);
         assert_eq!(unbundle(&[0]), None);

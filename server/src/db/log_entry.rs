@@ -196,9 +196,9 @@ pub(super) async fn entry_for(
             kind: kind.to_string(),
             cache: cache.to_string(),
             time: at,
-            record: record_id,
             asserted,
             body_sha256: None,
+            asserted_sha256: None,
         },
         body,
     ))

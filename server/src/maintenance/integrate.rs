@@ -13,13 +13,21 @@ use crate::db::log::INTEGRATE_BATCH;
 use crate::state::AppState;
 
 /// Integrates every log that is behind its ledger; returns the entries
-/// integrated.
+/// integrated. A log that fails (damage, a lost connection) does not stop
+/// the others; the first failure is returned after all were tried.
 pub async fn integrate_all(state: &AppState) -> Result<u64> {
     let mut integrated = 0;
+    let mut failure = None;
     for (cache_id, name) in state.db.logs_behind().await? {
         let origin = origin(&state.api_endpoint, &name);
         loop {
-            let done = state.db.integrate_log(cache_id, &origin).await?;
+            let done = match state.db.integrate_log(cache_id, &origin).await {
+                Ok(done) => done,
+                Err(e) => {
+                    failure.get_or_insert(anyhow::anyhow!("cache {name}'s log: {e}"));
+                    break;
+                }
+            };
             let n = (done.to - done.from) as u64;
             integrated += n;
             state.metrics.log_integrated_entries.inc_by(n);
@@ -28,7 +36,10 @@ pub async fn integrate_all(state: &AppState) -> Result<u64> {
             }
         }
     }
-    Ok(integrated)
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(integrated),
+    }
 }
 
 pub async fn run_forever(state: &AppState) {

@@ -5,8 +5,8 @@
 //! log answers as a missing cache does.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use provenix_policy::access::Action;
 use provenix_provenance::tlog::tiles::{self, TileError, TilePath};
@@ -36,9 +36,10 @@ fn cache_control(public: bool, rest: &str) -> HeaderValue {
 pub async fn checkpoint(
     State(state): State<Arc<AppState>>,
     PullCaller(caller): PullCaller,
-    Path(cache): Path<String>,
+    uri: Uri,
 ) -> ApiResult<Response> {
-    let c = access::authorize(&state, &caller, Action::Pull, &cache).await?;
+    let (cache, _) = raw_parts(&uri);
+    let c = access::authorize(&state, &caller, Action::Pull, cache).await?;
     let head = state.db.log_head(c.id).await?.ok_or_else(no_checkpoint)?;
     if head.checkpoint.is_empty() {
         return Err(no_checkpoint());
@@ -55,15 +56,33 @@ pub async fn checkpoint(
     Ok(resp)
 }
 
+/// Full bundles built at once: each is up to 16 MiB (256 entries of up
+/// to 64 KiB), so this bounds what concurrent requests hold.
+static BUNDLE_BUILDS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// The cache and the rest of the path after `/tlog/`, as the request spelt
+/// them (axum's path parameters are percent-decoded): the specification's
+/// paths hold no `%`, and a decoded one would name a tile under a second
+/// spelling.
+fn raw_parts(uri: &Uri) -> (&str, &str) {
+    let path = uri.path().strip_prefix('/').unwrap_or_default();
+    match path.split_once("/tlog/") {
+        Some((cache, rest)) => (cache, rest),
+        None => ("", ""),
+    }
+}
+
 pub async fn tile(
     State(state): State<Arc<AppState>>,
     PullCaller(caller): PullCaller,
-    Path((cache, rest)): Path<(String, String)>,
+    uri: Uri,
 ) -> ApiResult<Response> {
-    let c = access::authorize(&state, &caller, Action::Pull, &cache).await?;
-    let path = format!("tile/{rest}");
-    let tile = TilePath::parse(&path)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidTilePath, format!("{path:?}: {e}")))?;
+    let (cache, path) = raw_parts(&uri);
+    let c = access::authorize(&state, &caller, Action::Pull, cache).await?;
+    let tile = TilePath::parse(path).map_err(|e| {
+        let shown: String = path.chars().take(80).collect();
+        ApiError::new(ErrorCode::InvalidTilePath, format!("{shown:?}: {e}"))
+    })?;
     let head = state.db.log_head(c.id).await?.ok_or_else(no_checkpoint)?;
     tile.check_in_tree(head.size as u64)
         .map_err(|e: TileError| {
@@ -73,6 +92,7 @@ pub async fn tile(
             )
         })?;
     let body = if tile.is_bundle() {
+        let _turn = BUNDLE_BUILDS.acquire().await.map_err(ApiError::internal)?;
         let records = tile.records();
         let entries = state
             .db
@@ -83,8 +103,9 @@ pub async fn tile(
                 "{path}: the log lacks entries it integrated"
             )));
         }
-        let entries: Vec<Vec<u8>> = entries.into_iter().map(String::into_bytes).collect();
-        tiles::bundle(&entries)
+        tiles::bundle(&entries).ok_or_else(|| {
+            ApiError::internal(format!("{path}: an entry is larger than a bundle holds"))
+        })?
     } else {
         let hashes = state.db.log_hashes(c.id, &tile.hash_indexes()).await?;
         tile.hash_data(&hashes)
