@@ -19,6 +19,9 @@ pub struct LogReader {
     cache: String,
     pub origin: String,
     verifier_key: String,
+    /// Witnesses' cosignature keys, and how many must have cosigned.
+    witnesses: Vec<String>,
+    pub quorum: usize,
 }
 
 /// What checking a new checkpoint against the remembered one found.
@@ -46,6 +49,8 @@ impl LogReader {
             cache: cache.to_string(),
             origin: log.origin,
             verifier_key,
+            witnesses: log.witnesses.into_iter().map(|w| w.verifier_key).collect(),
+            quorum: log.witness_quorum,
         })
     }
 
@@ -60,6 +65,15 @@ impl LogReader {
         let note = self.file("checkpoint").await?;
         let cp = checkpoint::verify(&note, &self.verifier_key, &self.origin)
             .context("the log's checkpoint does not verify")?;
+        let cosigned =
+            provenix_provenance::tlog::witness::count_cosignatures(&note, &self.witnesses)
+                .context("a witness's cosignature on the checkpoint does not verify")?;
+        if cosigned < self.quorum {
+            bail!(
+                "the log's checkpoint has {cosigned} of the {} witness cosignatures it needs",
+                self.quorum
+            );
+        }
         let remembered = self.remembered()?;
         let continuity = match remembered {
             None => Continuity::First,
@@ -85,6 +99,16 @@ impl LogReader {
         };
         self.remember(&cp)?;
         Ok((cp, continuity))
+    }
+
+    /// The witnesses that cosigned `cp`, of those the log names.
+    pub fn cosigned(&self, cp: &VerifiedCheckpoint) -> usize {
+        provenix_provenance::tlog::witness::count_cosignatures(&cp.note, &self.witnesses)
+            .unwrap_or(0)
+    }
+
+    pub fn witness_count(&self) -> usize {
+        self.witnesses.len()
     }
 
     /// Runs `f` over the tree of `cp` with the tiles it needs, fetched.

@@ -36,6 +36,19 @@ pub struct LogInfo {
     /// signed-note verifier keys, newest first, with when each stops
     /// signing (Unix time; null: current).
     pub verifier_keys: Vec<LogKeyInfo>,
+    /// The witnesses asked to cosign its checkpoints, and how many must
+    /// before one is published.
+    #[serde(default)]
+    pub witnesses: Vec<WitnessInfo>,
+    #[serde(default)]
+    pub witness_quorum: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WitnessInfo {
+    pub name: String,
+    /// Its cosignature verifier key.
+    pub verifier_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -34,13 +34,17 @@ CREATE TABLE log_hashes (
     PRIMARY KEY (cache_id, idx)
 ) WITHOUT ROWID;
 
--- How far each log is integrated, and its latest signed checkpoint.
+-- How far each log is integrated, and its latest signed checkpoint; and
+-- the latest published one (with its witnesses' cosignatures: the one
+-- served), which trails it while witnesses are asked.
 CREATE TABLE log_heads (
     cache_id BIGINT PRIMARY KEY REFERENCES caches(id) ON DELETE CASCADE,
     size BIGINT NOT NULL,
     root TEXT NOT NULL,
     checkpoint TEXT NOT NULL,
-    updated_at BIGINT NOT NULL
+    updated_at BIGINT NOT NULL,
+    published TEXT NOT NULL,
+    published_size BIGINT NOT NULL
 );
 
 -- Every deletion of paths, for the log: GC's expiry and evictions (one row

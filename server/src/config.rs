@@ -79,6 +79,33 @@ pub struct LogConfig {
         with = "humantime_serde_compat"
     )]
     pub integrate_interval: Duration,
+    /// Witnesses asked to cosign each new checkpoint (tlog-witness).
+    #[serde(default)]
+    pub witnesses: Vec<WitnessConfig>,
+    /// How many witnesses' cosignatures a checkpoint needs before it is
+    /// published; default: all configured witnesses.
+    #[serde(default)]
+    pub witness_quorum: Option<usize>,
+}
+
+/// `[[log.witnesses]]`: a witness of every cache's log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WitnessConfig {
+    pub name: String,
+    /// Its submission prefix: `<url>/add-checkpoint` is posted to.
+    pub url: String,
+    /// Its cosignature verifier key (`<name>+<id>+<base64(0x04 || key)>`).
+    pub verifier_key: String,
+}
+
+impl LogConfig {
+    /// The cosignatures a checkpoint needs before it is published.
+    pub fn quorum(&self) -> usize {
+        self.witness_quorum
+            .unwrap_or(self.witnesses.len())
+            .min(self.witnesses.len())
+    }
 }
 
 fn default_integrate_interval() -> Duration {
@@ -89,6 +116,8 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             integrate_interval: default_integrate_interval(),
+            witnesses: Vec::new(),
+            witness_quorum: None,
         }
     }
 }

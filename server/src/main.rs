@@ -374,6 +374,12 @@ async fn run() -> Result<()> {
     tokio::spawn(
         async move { provenix_server::maintenance::integrate::run_forever(&log_state).await },
     );
+    if !state.config.log.witnesses.is_empty() {
+        let publish_state = state.clone();
+        tokio::spawn(async move {
+            provenix_server::maintenance::publish::run_forever(&publish_state).await
+        });
+    }
     // The signing CA is created (first run) or read now rather than by the
     // first key exchange, which otherwise waits ~25 ms for it. A failure
     // here (a database not migrated yet) is retried by that exchange.

@@ -355,3 +355,154 @@ async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_o
     assert!(!ok, "{out}");
     assert!(err.contains("history was rewritten"), "{err}");
 }
+
+/// A `provenixd --mode witness` of its own, on `port`, following `logs`
+/// (origin, verifier key).
+struct WitnessProcess {
+    child: std::process::Child,
+    config: std::path::PathBuf,
+    port: u16,
+}
+
+impl WitnessProcess {
+    fn start(dir: &std::path::Path, port: u16, seed: [u8; 32], logs: &[(String, String)]) -> Self {
+        std::fs::write(dir.join("key"), hex::encode(seed)).unwrap();
+        let mut config = format!(
+            "listen = \"127.0.0.1:{port}\"\nname = \"witness.example/w1\"\nkey-file = \"{}\"\nstate-dir = \"{}\"\n",
+            dir.join("key").display(),
+            dir.join("state").display()
+        );
+        for (origin, vkey) in logs {
+            config.push_str(&format!(
+                "[[logs]]\norigin = \"{origin}\"\nverifier-key = \"{vkey}\"\n"
+            ));
+        }
+        let path = dir.join("witness.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut w = WitnessProcess {
+            child: std::process::Command::new("true").spawn().unwrap(),
+            config: path,
+            port,
+        };
+        w.restart();
+        w
+    }
+
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut cmd = std::process::Command::new(provenix_tests::bin("provenixd"));
+        cmd.args(["--mode", "witness", "-f"]).arg(&self.config);
+        let started =
+            provenix_tests::server::start_listening(&mut cmd).expect("the witness starts");
+        assert!(started.url.ends_with(&format!(":{}", self.port)));
+        self.child = started.child;
+    }
+}
+
+impl Drop for WitnessProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_are_published_once_a_witness_cosigns_and_a_rewritten_log_is_not() {
+    use provenix_provenance::tlog::witness::{count_cosignatures, Cosigner};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let seed = [21u8; 32];
+    let witness_key = Cosigner::new(
+        "witness.example/w1",
+        ed25519_dalek::SigningKey::from_bytes(&seed),
+    )
+    .unwrap()
+    .verifier_key();
+    let mut server = TestServer::start_with(
+        Backend::Sqlite,
+        &format!(
+            "[log]\nintegrate-interval = \"100ms\"\n[[log.witnesses]]\nname = \"witness.example/w1\"\nurl = \"http://127.0.0.1:{port}\"\nverifier-key = \"{witness_key}\"\n"
+        ),
+    );
+    let token = server.make_token(&[
+        "--sub",
+        "alice",
+        "--validity",
+        "1h",
+        "--pull",
+        "*",
+        "--push",
+        "*",
+        "--create-cache",
+        "*",
+        "--audit",
+        "*",
+    ]);
+    let alice = server.client_with_token(&token);
+    alice.ok(&["cache", "create", "main"]);
+    let store = NixStore::new();
+    let first = store.add_input_addressed("w-first", &[("blob", &random_bytes(9, 9_000))], &[]);
+    // The witness is down: the push is not held up, nothing is published.
+    alice.ok(&["push", "main", &first, "--store", &store.root()]);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (status, _) = get(&format!("{}/main/tlog/checkpoint", server.url), &token).await;
+    assert_eq!(status, 404, "not published without the witness");
+    let (_, metrics) = get(&format!("{}/metrics", server.url), &token).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("provenix_log_unpublished_entries 2"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("unpublished"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // The witness comes up, following this cache's log.
+    let (origin, log_key) = log_identity(&server.url, "main", &token).await;
+    let wdir = tempfile::tempdir().unwrap();
+    let mut witness = WitnessProcess::start(wdir.path(), port, seed, &[(origin.clone(), log_key)]);
+    let cp = checkpoint_of(&server.url, "main", &token, 2).await;
+    assert_eq!(
+        count_cosignatures(&cp.note, std::slice::from_ref(&witness_key)).unwrap(),
+        1
+    );
+    let out = alice.ok(&["verify", "main", &first]);
+    assert!(
+        out.contains("cosigned by 1 of 1 witnesses (quorum 1)"),
+        "{out}"
+    );
+
+    // Growth is cosigned with a consistency proof, across a witness restart.
+    witness.restart();
+    let second = store.add_input_addressed("w-second", &[("blob", &random_bytes(10, 9_000))], &[]);
+    alice.ok(&["push", "main", &second, "--store", &store.root()]);
+    let later = checkpoint_of(&server.url, "main", &token, 4).await;
+    assert_eq!(
+        count_cosignatures(&later.note, std::slice::from_ref(&witness_key)).unwrap(),
+        1
+    );
+
+    // History rewritten in the database: the witness refuses the new tree,
+    // so it is never published.
+    server.kill9();
+    sqlite(
+        &server,
+        "DELETE FROM log_entries; DELETE FROM log_hashes; DELETE FROM log_heads;
+         UPDATE uploads SET outcome = 'deduplicated' WHERE id = 1;",
+    );
+    server.restart();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, body) = get(&format!("{}/main/tlog/checkpoint", server.url), &token).await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    let log = server.log();
+    assert!(
+        log.contains("waits for witnesses: 0 of 1 cosigned") && log.contains("422"),
+        "{log}"
+    );
+}

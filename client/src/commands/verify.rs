@@ -51,6 +51,14 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
         cp.size,
         show(&cp.root)
     ));
+    if log.witness_count() > 0 {
+        ok(&format!(
+            "cosigned by {} of {} witnesses (quorum {})",
+            log.cosigned(&cp),
+            log.witness_count(),
+            log.quorum
+        ));
+    }
     match continuity {
         Continuity::First => ok("first checkpoint this client saw of the log (remembered)"),
         Continuity::ConsistentWith(n) => ok(&format!(

@@ -31,6 +31,10 @@ pub struct LogHead {
     /// The latest signed checkpoint (empty before the first integration).
     pub checkpoint: String,
     pub updated_at: i64,
+    /// The latest published checkpoint, with cosignatures (empty before
+    /// the first publication), and its size.
+    pub published: String,
+    pub published_size: i64,
 }
 
 /// What one integration pass did to one log.
@@ -72,13 +76,20 @@ impl Db {
 
     /// Integrates up to [`INTEGRATE_BATCH`] ledger entries of the cache's
     /// log, signs the new checkpoint with the cache's log key (made on
-    /// first use, named `origin`) and commits it all at once.
-    pub async fn integrate_log(&self, cache_id: i64, origin: &str) -> DbResult<Integrated> {
+    /// first use, named `origin`) and commits it all at once; with
+    /// `publish`, it is published too (no witnesses to wait for).
+    pub async fn integrate_log(
+        &self,
+        cache_id: i64,
+        origin: &str,
+        publish: bool,
+    ) -> DbResult<Integrated> {
         let now = crate::clock::now();
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO log_heads (cache_id, size, root, checkpoint, updated_at)
-             VALUES ($1, 0, $2, '', $3) ON CONFLICT (cache_id) DO NOTHING",
+            "INSERT INTO log_heads (cache_id, size, root, checkpoint, updated_at, published,
+                                    published_size)
+             VALUES ($1, 0, $2, '', $3, '', 0) ON CONFLICT (cache_id) DO NOTHING",
         )
         .bind(cache_id)
         .bind(hex::encode(tlog_tiles_empty().0))
@@ -157,14 +168,21 @@ impl Db {
         }
         let key = current_log_key(&mut tx, cache_id, origin, now).await?;
         let checkpoint = key.sign(appended.size, appended.root);
+        let checkpoint = String::from_utf8(checkpoint).expect("a checkpoint is text");
         sqlx::query(
-            "UPDATE log_heads SET size = $1, root = $2, checkpoint = $3, updated_at = $4
-             WHERE cache_id = $5",
+            "UPDATE log_heads SET size = $1, root = $2, checkpoint = $3, updated_at = $4,
+                published = CASE WHEN $5 = 1 THEN $6 ELSE published END,
+                published_size = CASE WHEN $7 = 1 THEN $8 ELSE published_size END
+             WHERE cache_id = $9",
         )
         .bind(appended.size as i64)
         .bind(hex::encode(appended.root.0))
-        .bind(String::from_utf8(checkpoint).expect("a checkpoint is text"))
+        .bind(&checkpoint)
         .bind(now)
+        .bind(publish as i64)
+        .bind(&checkpoint)
+        .bind(publish as i64)
+        .bind(appended.size as i64)
         .bind(cache_id)
         .execute(&mut *tx)
         .await?;
@@ -178,7 +196,8 @@ impl Db {
     /// The log's head; None before its first integration.
     pub async fn log_head(&self, cache_id: i64) -> DbResult<Option<LogHead>> {
         let row = sqlx::query(
-            "SELECT size, root, checkpoint, updated_at FROM log_heads WHERE cache_id = $1",
+            "SELECT size, root, checkpoint, updated_at, published, published_size
+             FROM log_heads WHERE cache_id = $1",
         )
         .bind(cache_id)
         .fetch_optional(&self.pool)
@@ -189,9 +208,47 @@ impl Db {
                 root: hash_from_hex(&r.try_get::<String, _>("root")?)?,
                 checkpoint: r.try_get("checkpoint")?,
                 updated_at: r.try_get("updated_at")?,
+                published: r.try_get("published")?,
+                published_size: r.try_get("published_size")?,
             })
         })
         .transpose()
+    }
+
+    /// Logs whose latest checkpoint is not published yet: (cache id, head).
+    pub async fn logs_unpublished(&self) -> DbResult<Vec<(i64, LogHead)>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT cache_id FROM log_heads WHERE size > published_size ORDER BY cache_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(head) = self.log_head(id).await? {
+                out.push((id, head));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Publishes `checkpoint` (of `size` entries) unless a larger one was.
+    pub async fn publish_checkpoint(
+        &self,
+        cache_id: i64,
+        size: i64,
+        checkpoint: &str,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE log_heads SET published = $1, published_size = $2
+             WHERE cache_id = $3 AND published_size < $4",
+        )
+        .bind(checkpoint)
+        .bind(size)
+        .bind(cache_id)
+        .bind(size)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Stored hashes by index (those the log has).

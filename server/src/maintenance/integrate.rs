@@ -18,10 +18,11 @@ use crate::state::AppState;
 pub async fn integrate_all(state: &AppState) -> Result<u64> {
     let mut integrated = 0;
     let mut failure = None;
+    let publish = state.config.log.quorum() == 0;
     for (cache_id, name) in state.db.logs_behind().await? {
         let origin = origin(&state.api_endpoint, &name);
         loop {
-            let done = match state.db.integrate_log(cache_id, &origin).await {
+            let done = match state.db.integrate_log(cache_id, &origin, publish).await {
                 Ok(done) => done,
                 Err(e) => {
                     failure.get_or_insert(anyhow::anyhow!("cache {name}'s log: {e}"));

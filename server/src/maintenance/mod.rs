@@ -2,4 +2,5 @@
 
 pub mod gc;
 pub mod integrate;
+pub mod publish;
 pub mod verify;

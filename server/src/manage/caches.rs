@@ -4,7 +4,9 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use provenix_policy::{limits, Action};
-use provenix_provenance::cache_info::{CacheInfo, LogInfo, LogKeyInfo, SigningKeyInfo};
+use provenix_provenance::cache_info::{
+    CacheInfo, LogInfo, LogKeyInfo, SigningKeyInfo, WitnessInfo,
+};
 use provenix_provenance::store_path::{validate_hash_part, validate_store_dir};
 use provenix_provenance::{ErrorCode, PublicKey, SecretKey, DEFAULT_STORE_DIR};
 use serde::Deserialize;
@@ -160,6 +162,17 @@ async fn transparency_log(state: &AppState, c: &CacheRow) -> ApiResult<Option<Lo
                 retire_at: *retire_at,
             })
             .collect(),
+        witnesses: state
+            .config
+            .log
+            .witnesses
+            .iter()
+            .map(|w| WitnessInfo {
+                name: w.name.clone(),
+                verifier_key: w.verifier_key.clone(),
+            })
+            .collect(),
+        witness_quorum: state.config.log.quorum(),
     }))
 }
 

@@ -84,6 +84,7 @@ pub struct Metrics {
     pub gc_evicted_paths: Counter,
     pub log_integrated_entries: Counter,
     pub log_integration_failures: Counter,
+    pub log_unpublished_entries: Gauge,
     pub internal_errors: Family<Source, Counter>,
     pub db_pool: Family<PoolState, Gauge>,
 }
@@ -118,6 +119,7 @@ impl Metrics {
             gc_evicted_paths: Counter::default(),
             log_integrated_entries: Counter::default(),
             log_integration_failures: Counter::default(),
+            log_unpublished_entries: Gauge::default(),
             internal_errors: Family::default(),
             db_pool: Family::default(),
             registry: Registry::default(),
@@ -207,6 +209,11 @@ impl Metrics {
             "log_integration_failures",
             "Integration passes that failed (the next pass retries from the ledger)",
             m.log_integration_failures.clone(),
+        );
+        r.register(
+            "log_unpublished_entries",
+            "Entries integrated but not yet in a published checkpoint, over all logs: publication waits for the witness quorum",
+            m.log_unpublished_entries.clone(),
         );
         r.register(
             "gc_evicted_paths",

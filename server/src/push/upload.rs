@@ -225,6 +225,11 @@ pub async fn upload_path(
                 "the upload took longer than 12 hours",
             ))
         }
+        // A database out of reach mid-ingest is 503 database-unavailable, as
+        // at commit (the fault test found a chunk lookup's reset connection
+        // answered 500).
+        Ok(Err(IngestError::Db(db))) => return Err(db.into()),
+        Ok(Err(IngestError::DbRead(read))) => return Err(read.into()),
         Ok(Err(e)) => {
             let code = match &e {
                 IngestError::Nar(_) => ErrorCode::MalformedNar,

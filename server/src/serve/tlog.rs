@@ -25,7 +25,10 @@ const CHECKPOINT_MAX_AGE: u64 = 1;
 const IMMUTABLE: &str = "max-age=31536000, immutable";
 
 fn no_checkpoint() -> ApiError {
-    ApiError::new(ErrorCode::NotInLog, "the log has no checkpoint yet")
+    ApiError::new(
+        ErrorCode::NotInLog,
+        "the log has no published checkpoint yet",
+    )
 }
 
 fn cache_control(public: bool, rest: &str) -> HeaderValue {
@@ -41,12 +44,14 @@ pub async fn checkpoint(
     let (cache, _) = raw_parts(&uri);
     let c = access::authorize(&state, &caller, Action::Pull, cache).await?;
     let head = state.db.log_head(c.id).await?.ok_or_else(no_checkpoint)?;
-    if head.checkpoint.is_empty() {
+    if head.published.is_empty() {
         return Err(no_checkpoint());
     }
+    // The published checkpoint: with its witnesses' cosignatures, once
+    // enough of them cosigned.
     let mut resp = (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        head.checkpoint,
+        head.published,
     )
         .into_response();
     resp.headers_mut().insert(
