@@ -218,6 +218,18 @@ url = "{db_url}"
         out.lines().last().expect("a token").trim().to_string()
     }
 
+    /// A token for `sub`, valid a day, holding each of `permissions`
+    /// (`make-token` flag names without `--`: `pull`, `revoke`, ...) on
+    /// every cache.
+    pub fn token_with(&self, sub: &str, permissions: &[&str]) -> String {
+        let flags: Vec<String> = permissions.iter().map(|p| format!("--{p}")).collect();
+        let mut args = vec!["--sub", sub, "--validity", "1 day"];
+        for f in &flags {
+            args.extend([f.as_str(), "*"]);
+        }
+        self.make_token(&args)
+    }
+
     /// A token for `sub` that may push to and pull from `cache`, for an hour.
     pub fn push_token(&self, sub: &str, cache: &str) -> String {
         self.make_token(&[

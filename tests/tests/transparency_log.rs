@@ -127,20 +127,10 @@ async fn a_ci_upload_and_its_revocation_are_logged_across_two_replicas() {
         b_dir.path(),
         &["--mode", "api-server", "--listen", "127.0.0.1:0"],
     );
-    let admin_token = server.make_token(&[
-        "--sub",
+    let admin_token = server.token_with(
         "admin",
-        "--validity",
-        "1h",
-        "--pull",
-        "*",
-        "--create-cache",
-        "*",
-        "--configure-cache",
-        "*",
-        "--revoke",
-        "*",
-    ]);
+        &["pull", "create-cache", "configure-cache", "revoke"],
+    );
     let admin = server.client_with_token(&admin_token);
     admin.ok(&["cache", "create", "main"]);
     admin.ok(&ADD_PUBLISHER);
@@ -252,22 +242,10 @@ fn sqlite(server: &TestServer, sql: &str) {
 async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_one() {
     let mut server =
         TestServer::start_with(Backend::Sqlite, "[log]\nintegrate-interval = \"100ms\"\n");
-    let token = server.make_token(&[
-        "--sub",
+    let token = server.token_with(
         "alice",
-        "--validity",
-        "1h",
-        "--pull",
-        "*",
-        "--push",
-        "*",
-        "--create-cache",
-        "*",
-        "--audit",
-        "*",
-        "--revoke",
-        "*",
-    ]);
+        &["pull", "push", "create-cache", "audit", "revoke"],
+    );
     let alice = server.client_with_token(&token);
     alice.ok(&["cache", "create", "main"]);
     let store = NixStore::new();
@@ -428,20 +406,7 @@ async fn checkpoints_are_published_once_a_witness_cosigns_and_a_rewritten_log_is
             "[log]\nintegrate-interval = \"100ms\"\n[[log.witnesses]]\nname = \"witness.example/w1\"\nurl = \"http://127.0.0.1:{port}\"\nverifier-key = \"{witness_key}\"\n"
         ),
     );
-    let token = server.make_token(&[
-        "--sub",
-        "alice",
-        "--validity",
-        "1h",
-        "--pull",
-        "*",
-        "--push",
-        "*",
-        "--create-cache",
-        "*",
-        "--audit",
-        "*",
-    ]);
+    let token = server.token_with("alice", &["pull", "push", "create-cache", "audit"]);
     let alice = server.client_with_token(&token);
     alice.ok(&["cache", "create", "main"]);
     let store = NixStore::new();

@@ -99,28 +99,19 @@ async fn soak(args: Args) -> Result<bool> {
     );
     let replica_b = KillOnDrop(replica_b);
     eprintln!("==> replica A {}, replica B {b_url}", server.url);
-    let admin_token = server.make_token(&[
-        "--sub",
+    let admin_token = server.token_with(
         "soak-admin",
-        "--validity",
-        "1 day",
-        "--pull",
-        "*",
-        "--push",
-        "*",
-        "--delete",
-        "*",
-        "--create-cache",
-        "*",
-        "--configure-cache",
-        "*",
-        "--configure-cache-retention",
-        "*",
-        "--revoke",
-        "*",
-        "--audit",
-        "*",
-    ]);
+        &[
+            "pull",
+            "push",
+            "delete",
+            "create-cache",
+            "configure-cache",
+            "configure-cache-retention",
+            "revoke",
+            "audit",
+        ],
+    );
     let admin = server.client_with_token(&admin_token);
     for cache in [MAIN, SCRATCH] {
         admin.ok(&["cache", "create", cache]);
