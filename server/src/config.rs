@@ -636,6 +636,23 @@ impl Config {
         if self.max_upload_duration < Duration::from_secs(1) {
             bail!("max-upload-duration must be at least 1 second");
         }
+        let witnesses = &self.log.witnesses;
+        for (i, w) in witnesses.iter().enumerate() {
+            if witnesses[..i]
+                .iter()
+                .any(|o| o.name == w.name || o.verifier_key == w.verifier_key)
+            {
+                bail!("[[log.witnesses]]: {:?} is listed twice", w.name);
+            }
+            provenix_provenance::tlog::witness::CosignatureVerifier::new(&w.verifier_key)
+                .map_err(|e| anyhow::anyhow!("[[log.witnesses]] {:?}: {e}", w.name))?;
+        }
+        if self.log.witness_quorum.is_some_and(|q| q > witnesses.len()) {
+            bail!(
+                "[log] witness-quorum is more than the {} witnesses listed",
+                witnesses.len()
+            );
+        }
         let lifetime = self.signing_keys.lifetime;
         if lifetime > MAX_KEY_LIFETIME || lifetime < Duration::from_secs(1) {
             bail!("[signing-keys] lifetime must be between 1 second and 15 minutes");
@@ -909,6 +926,36 @@ default-retention-period = "6 months"
         let c = Config::parse(text).unwrap();
         assert!(matches!(c.storage, StorageConfig::S3 { .. }));
         assert!(c.garbage_collection.default_retention_period > Duration::from_secs(86400 * 150));
+    }
+
+    #[test]
+    fn witnesses_are_listed_once_and_the_quorum_is_reachable() {
+        let key = provenix_provenance::tlog::witness::Cosigner::new(
+            "w.example/1",
+            ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+        )
+        .unwrap()
+        .verifier_key();
+        let base = default_config_text(Path::new("/tmp/x"));
+        let with = |extra: &str| Config::parse(&format!("{base}\n{extra}"));
+        let one = format!(
+            "[log]\nwitness-quorum = 1\n[[log.witnesses]]\nname = \"w.example/1\"\nurl = \"http://w\"\nverifier-key = \"{key}\"\n"
+        );
+        assert_eq!(with(&one).unwrap().log.quorum(), 1);
+        let twice = format!(
+            "{one}[[log.witnesses]]\nname = \"w.example/2\"\nurl = \"http://w\"\nverifier-key = \"{key}\"\n"
+        );
+        assert!(with(&twice)
+            .unwrap_err()
+            .to_string()
+            .contains("listed twice"));
+        let too_many = one.replace("witness-quorum = 1", "witness-quorum = 2");
+        assert!(with(&too_many)
+            .unwrap_err()
+            .to_string()
+            .contains("witness-quorum"));
+        let bad_key = one.replace(&key, "w.example/1+00000000+AAAA");
+        assert!(with(&bad_key).is_err());
     }
 
     #[test]

@@ -135,7 +135,13 @@ impl Verifier for CosignatureVerifier {
             return false;
         };
         let time = u64::from_be_bytes(*time);
-        time <= i64::MAX as u64 && self.key.verify(&cosigned_message(msg, time), &sig).is_ok()
+        // Zero is forbidden; a time more than a day ahead is no cosigner's
+        // clock (tlog-cosignature: verifiers may reject future times).
+        let latest = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 86_400;
+        time != 0 && time <= latest && self.key.verify(&cosigned_message(msg, time), &sig).is_ok()
     }
 }
 
@@ -277,6 +283,9 @@ pub fn check_add(
             WitnessError::UnknownLog(found)
         }
         super::checkpoint::CheckpointError::NotANote(m) => WitnessError::BadRequest(m),
+        super::checkpoint::CheckpointError::NotACheckpoint => {
+            WitnessError::BadRequest("the note is not a checkpoint".into())
+        }
         _ => WitnessError::NotSigned,
     })?;
     if req.old_size > cp.size {
@@ -296,7 +305,9 @@ pub fn check_add(
         ));
     }
     match last {
-        None => {
+        // Never cosigned, or cosigned only the empty tree: consistent with
+        // anything, so no proof.
+        None | Some(Witnessed { size: 0, .. }) => {
             if !req.proof.is_empty() {
                 return Err(WitnessError::Inconsistent(
                     "a proof from the empty tree".into(),
@@ -307,6 +318,11 @@ pub fn check_add(
             if w.root != cp.root {
                 return Err(WitnessError::Inconsistent(
                     "the same size with another root".into(),
+                ));
+            }
+            if !req.proof.is_empty() {
+                return Err(WitnessError::Inconsistent(
+                    "a proof between equal sizes".into(),
                 ));
             }
         }
@@ -413,6 +429,30 @@ mod tests {
                 .status(),
             404
         );
+        // After cosigning the empty tree, the next checkpoint needs no proof.
+        let empty = tree::root(0, &Hashes::default()).unwrap();
+        let zero = AddCheckpoint {
+            old_size: 0,
+            proof: vec![],
+            checkpoint: log.sign(0, empty),
+        };
+        let (w0, _) = check_add(&zero, ORIGIN, &vkey, None).unwrap();
+        assert_eq!(
+            check_add(&first, ORIGIN, &vkey, Some(w0)).unwrap().0.size,
+            5
+        );
+        // The same checkpoint again: no proof may come with it.
+        let again = AddCheckpoint {
+            old_size: 5,
+            proof: vec![Hash([1; 32])],
+            checkpoint: first.checkpoint.clone(),
+        };
+        assert_eq!(
+            check_add(&again, ORIGIN, &vkey, Some(w5))
+                .unwrap_err()
+                .status(),
+            422
+        );
         let backwards = AddCheckpoint {
             old_size: 9,
             ..next.clone()
@@ -478,5 +518,12 @@ mod tests {
             CosignatureVerifier::new(&log.verifier_key()).is_err(),
             "a 0x01 key is not a cosigner's"
         );
+        // A zero or far-future time is no cosignature.
+        for time in [0, u64::MAX / 2] {
+            let mut stamped = note.clone();
+            stamped.extend_from_slice(w1.cosign(&text, time).as_bytes());
+            let got = count_cosignatures(&stamped, &keys);
+            assert!(got.is_err(), "time {time}: {got:?}");
+        }
     }
 }

@@ -39,6 +39,22 @@ impl WitnessSizes {
     }
 }
 
+/// What a witness may answer, at most: a few signature lines or a size.
+const MAX_ANSWER: usize = 4096;
+
+/// The answer's first [`MAX_ANSWER`] bytes: a witness cannot make the log
+/// hold (or log) more.
+async fn read_limited(mut resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_ANSWER {
+        match resp.chunk().await {
+            Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(MAX_ANSWER - body.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// Asks `w` to cosign `checkpoint` (size `size`); its cosignature line.
 async fn cosign(
     state: &AppState,
@@ -78,7 +94,7 @@ async fn cosign(
             .await
             .with_context(|| format!("cannot reach {url}"))?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
+        let text = read_limited(resp).await;
         match status {
             200 => {
                 let line = text
@@ -99,9 +115,14 @@ async fn cosign(
                     .trim()
                     .parse()
                     .with_context(|| format!("a 409 without a size: {text:?}"))?;
+                // A size beyond this log's is never remembered: it would
+                // stop every later round before it asks.
+                if theirs > size {
+                    bail!("it says it cosigned {theirs} entries, more than this log's {size}");
+                }
                 sizes.set(&w.name, cache_id, theirs);
             }
-            s => bail!("it answered {s}: {}", text.trim()),
+            s => bail!("it answered {s}: {text:?}"),
         }
     }
     bail!("its size kept changing")
@@ -118,28 +139,36 @@ pub async fn publish_all(
     let quorum = state.config.log.quorum();
     let mut waiting = 0;
     for (cache_id, head) in state.db.logs_unpublished().await? {
+        // All witnesses at once; publication needs only the quorum's.
+        let (size, checkpoint) = (head.size as u64, head.checkpoint.as_str());
+        let mut asked: futures::stream::FuturesUnordered<_> = witnesses
+            .iter()
+            .map(|w| async move {
+                let answer = tokio::time::timeout(
+                    WITNESS_TIMEOUT * 2,
+                    cosign(state, http, sizes, w, cache_id, size, checkpoint),
+                )
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in time")));
+                (w, answer)
+            })
+            .collect();
         let mut lines = String::new();
         let mut got = 0;
         let mut refusals = Vec::new();
-        for w in witnesses {
-            match cosign(
-                state,
-                http,
-                sizes,
-                w,
-                cache_id,
-                head.size as u64,
-                &head.checkpoint,
-            )
-            .await
-            {
+        while let Some((w, answer)) = futures::StreamExt::next(&mut asked).await {
+            match answer {
                 Ok(line) => {
                     lines.push_str(&line);
                     got += 1;
+                    if got >= quorum {
+                        break;
+                    }
                 }
                 Err(e) => refusals.push(format!("{}: {e:#}", w.name)),
             }
         }
+        drop(asked);
         if got >= quorum {
             let published = format!("{}{lines}", head.checkpoint);
             state
@@ -161,7 +190,12 @@ pub async fn publish_all(
 }
 
 pub async fn run_forever(state: &AppState) {
-    let http = reqwest::Client::new();
+    // A witness's redirect is not followed: it could point the log at
+    // services behind it.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client");
     let sizes = WitnessSizes::default();
     let interval = state
         .config
