@@ -225,9 +225,19 @@ pub async fn run(config: Option<PathBuf>, listen: Option<String>) -> Result<()> 
         state_dir: config.state_dir,
         lock: tokio::sync::Mutex::new(()),
     });
+    // The server's own connection limits and timeouts (headers, idle
+    // connections, a minimum body rate): a stranger cannot hold
+    // connections open by never finishing a request.
+    let http = crate::config::HttpConfig::default();
+    let (min_rate, grace) = (http.min_body_rate, http.body_rate_grace);
     let app = Router::new()
         .route("/add-checkpoint", post(add_checkpoint))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_request(
+            move |req: axum::extract::Request| async move {
+                crate::http::body_rate::limit(req, min_rate, grace)
+            },
+        ))
         .with_state(witness.clone());
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -239,6 +249,12 @@ pub async fn run(config: Option<PathBuf>, listen: Option<String>) -> Result<()> 
         witness.cosigner.verifier_key()
     );
     println!("provenixd listening on http://{addr}");
-    axum::serve(listener, app).await?;
-    Ok(())
+    let traffic = crate::http::Traffic {
+        received: Default::default(),
+        sent: Default::default(),
+    };
+    crate::http::serve(listener, app, &http, traffic, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
 }
