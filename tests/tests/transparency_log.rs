@@ -238,6 +238,19 @@ fn sqlite(server: &TestServer, sql: &str) {
     assert!(ok, "sqlite3: {err}");
 }
 
+/// What a dishonest operator would do: stop the server, change a record
+/// (upload 1's outcome), drop the log so it is rebuilt from the changed
+/// history with the same key, and start again.
+fn rewrite_history(server: &mut TestServer) {
+    server.kill9();
+    sqlite(
+        server,
+        "DELETE FROM log_entries; DELETE FROM log_hashes; DELETE FROM log_heads;
+         UPDATE uploads SET outcome = 'deduplicated' WHERE id = 1;",
+    );
+    server.restart();
+}
+
 #[tokio::test]
 async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_one() {
     let mut server =
@@ -313,13 +326,7 @@ async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_o
     // The operator rewrites history in the database: the log is rebuilt
     // from it, signed with the same key. The client, which remembered a
     // checkpoint, refuses the new one.
-    server.kill9();
-    sqlite(
-        &server,
-        "DELETE FROM log_entries; DELETE FROM log_hashes; DELETE FROM log_heads;
-         UPDATE uploads SET outcome = 'deduplicated' WHERE id = 1;",
-    );
-    server.restart();
+    rewrite_history(&mut server);
     let alice = {
         // Same config directory (the remembered checkpoint), new address.
         let (ok, _, err) = alice.run(&["login", "test", &server.url, &token]);
@@ -455,13 +462,7 @@ async fn checkpoints_are_published_once_a_witness_cosigns_and_a_rewritten_log_is
 
     // History rewritten in the database: the witness refuses the new tree,
     // so it is never published.
-    server.kill9();
-    sqlite(
-        &server,
-        "DELETE FROM log_entries; DELETE FROM log_hashes; DELETE FROM log_heads;
-         UPDATE uploads SET outcome = 'deduplicated' WHERE id = 1;",
-    );
-    server.restart();
+    rewrite_history(&mut server);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (status, body) = get(&format!("{}/main/tlog/checkpoint", server.url), &token).await;
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));

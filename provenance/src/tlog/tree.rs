@@ -97,6 +97,11 @@ pub fn append(size: u64, entries: &[Vec<u8>], mut edge: Hashes) -> Result<Append
     Ok(Appended { stored, size, root })
 }
 
+/// The root of the empty tree (RFC 6962: the hash of nothing).
+pub fn empty_root() -> Hash {
+    tlog_tiles::EMPTY_HASH
+}
+
 /// The root of a tree of `size` records, from its stored hashes.
 pub fn root(size: u64, hashes: &Hashes) -> Result<Hash, Error> {
     tlog_tiles::tree_hash(size, hashes)

@@ -298,8 +298,7 @@ pub fn check_add(
     if req.old_size != known {
         return Err(WitnessError::Conflict(known));
     }
-    let empty = tlog_tiles::tree_hash(0, &super::tree::Hashes::default()).expect("empty root");
-    if cp.size == 0 && cp.root != empty {
+    if cp.size == 0 && cp.root != super::tree::empty_root() {
         return Err(WitnessError::Inconsistent(
             "an empty tree with another root".into(),
         ));

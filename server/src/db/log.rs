@@ -92,7 +92,7 @@ impl Db {
              VALUES ($1, 0, $2, '', $3, '', 0) ON CONFLICT (cache_id) DO NOTHING",
         )
         .bind(cache_id)
-        .bind(hex::encode(tlog_tiles_empty().0))
+        .bind(hex::encode(tree::empty_root().0))
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -284,10 +284,6 @@ impl Db {
         .fetch_all(&self.pool)
         .await?)
     }
-}
-
-fn tlog_tiles_empty() -> Hash {
-    tree::root(0, &Hashes::default()).expect("the empty tree has a root")
 }
 
 async fn read_hashes(
