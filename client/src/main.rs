@@ -23,6 +23,22 @@ async fn main() {
     if let Err(e) = cli::run(cli).await {
         // One line: the cause chain joined, as scripts and people read it.
         eprintln!("provenix: error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(exit_code(&e));
+    }
+}
+
+/// 3 when a transparency log failed a check, 2 when `log monitor
+/// --unexpected` found entries, 1 otherwise: cron jobs and CI scripts tell
+/// tampering from an unreachable server.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    if tlog::is_tampered(e) {
+        3
+    } else if e
+        .chain()
+        .any(|c| c.is::<commands::log_monitor::UnexpectedEntries>())
+    {
+        2
+    } else {
+        1
     }
 }

@@ -14,6 +14,31 @@ use tlog_tiles::TileHashReader;
 
 use crate::api::ApiClient;
 
+/// The log failed a check: a signature, a proof, or consistency with what
+/// this client saw before. Not a network failure: the command exits 3
+/// (docs/transparency-log.md), so cron jobs tell the two apart.
+#[derive(Debug)]
+pub struct Tampered(pub String);
+
+impl std::fmt::Display for Tampered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Tampered {}
+
+/// Whether `e` is, or was caused by, a failed check of the log.
+pub fn is_tampered(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Tampered>())
+}
+
+macro_rules! tampered {
+    ($($arg:tt)*) => {
+        return Err(Tampered(format!($($arg)*)).into())
+    };
+}
+
 pub struct LogReader {
     api: ApiClient,
     cache: String,
@@ -64,12 +89,16 @@ impl LogReader {
     pub async fn checkpoint(&self) -> Result<(VerifiedCheckpoint, Continuity)> {
         let note = self.file("checkpoint").await?;
         let cp = checkpoint::verify(&note, &self.verifier_key, &self.origin)
-            .context("the log's checkpoint does not verify")?;
+            .map_err(|e| Tampered(format!("the log's checkpoint does not verify: {e}")))?;
         let cosigned =
             provenix_provenance::tlog::witness::count_cosignatures(&note, &self.witnesses)
-                .context("a witness's cosignature on the checkpoint does not verify")?;
+                .map_err(|e| {
+                    Tampered(format!(
+                        "a witness's cosignature on the checkpoint does not verify: {e}"
+                    ))
+                })?;
         if cosigned < self.quorum {
-            bail!(
+            tampered!(
                 "the log's checkpoint has {cosigned} of the {} witness cosignatures it needs",
                 self.quorum
             );
@@ -79,7 +108,7 @@ impl LogReader {
             None => Continuity::First,
             Some(old) => {
                 if cp.size < old.size {
-                    bail!(
+                    tampered!(
                         "the log {} went back from {} entries (seen before) to {}: a rolled-back or forked log; refusing it",
                         self.origin, old.size, cp.size
                     );
@@ -89,7 +118,7 @@ impl LogReader {
                     .await
                     .context("cannot read the log's tree at the remembered size")?;
                 if old_root != old.root {
-                    bail!(
+                    tampered!(
                         "the log {} is not consistent with the checkpoint of {} entries seen before: its history was rewritten; refusing it",
                         self.origin, old.size
                     );
@@ -123,8 +152,9 @@ impl LogReader {
             let data = self.file(&tiles::path_of(&t)).await?;
             fetched.insert(t, data);
         }
-        tiles::with_tiles(cp.size, cp.root, &fetched, f)
-            .map_err(|e| anyhow::anyhow!("the log's tiles do not match its checkpoint: {e}"))
+        tiles::with_tiles(cp.size, cp.root, &fetched, f).map_err(|e| {
+            Tampered(format!("the log's tiles do not match its checkpoint: {e}")).into()
+        })
     }
 
     /// Entry `index` (< `cp.size`), checked to be the leaf the tree holds.
@@ -136,11 +166,11 @@ impl LogReader {
         let width = (cp.size - bundle * tiles::WIDTH).min(tiles::WIDTH) as u32;
         let path = TilePath::bundle(bundle, width).path();
         let data = self.file(&path).await?;
-        let entries =
-            tiles::unbundle(&data).with_context(|| format!("{path} is not an entry bundle"))?;
+        let entries = tiles::unbundle(&data)
+            .ok_or_else(|| Tampered(format!("{path} is not an entry bundle")))?;
         let entry = entries
             .get((index % tiles::WIDTH) as usize)
-            .with_context(|| format!("{path} holds no entry {index}"))?
+            .ok_or_else(|| Tampered(format!("{path} holds no entry {index}")))?
             .clone();
         let proof = self
             .read(cp, |r| tlog_tiles::prove_record(cp.size, index, r))
@@ -152,46 +182,71 @@ impl LogReader {
             index,
             tlog_tiles::record_hash(&entry),
         )
-        .map_err(|_| anyhow::anyhow!("entry {index} is not the one the log's tree holds"))?;
+        .map_err(|_| Tampered(format!("entry {index} is not the one the log's tree holds")))?;
         Ok(entry)
+    }
+
+    /// The entries of bundle `n` as far as `cp` covers it, each checked
+    /// to be the leaf the tree holds; the first is entry `n * 256`.
+    pub async fn bundle(&self, cp: &VerifiedCheckpoint, n: u64) -> Result<Vec<Vec<u8>>> {
+        let first = n * tiles::WIDTH;
+        if first >= cp.size {
+            bail!("the log has {} entries; there is no bundle {n}", cp.size);
+        }
+        let width = (cp.size - first).min(tiles::WIDTH) as u32;
+        let path = TilePath::bundle(n, width).path();
+        let data = self.file(&path).await?;
+        let entries = tiles::unbundle(&data)
+            .ok_or_else(|| Tampered(format!("{path} is not an entry bundle")))?;
+        // Each entry must hash to its leaf, read from authenticated tiles.
+        let leaves = self
+            .read(cp, |r| {
+                let idx: Vec<u64> = (first..first + u64::from(width))
+                    .map(|n| tlog_tiles::stored_hash_index(0, n))
+                    .collect();
+                tlog_tiles::HashReader::read_hashes(r, &idx)
+            })
+            .await?;
+        if entries.len() != width as usize
+            || entries
+                .iter()
+                .zip(&leaves)
+                .any(|(e, h)| tlog_tiles::record_hash(e) != *h)
+        {
+            tampered!("{path} does not hold the entries the log's tree does");
+        }
+        Ok(entries)
     }
 
     /// Entries `start..cp.size`, each checked against the tree.
     pub async fn entries_from(&self, cp: &VerifiedCheckpoint, start: u64) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();
-        let mut bundle = start / tiles::WIDTH;
-        while bundle * tiles::WIDTH < cp.size {
-            let first = bundle * tiles::WIDTH;
-            let width = (cp.size - first).min(tiles::WIDTH) as u32;
-            let path = TilePath::bundle(bundle, width).path();
-            let data = self.file(&path).await?;
-            let entries =
-                tiles::unbundle(&data).with_context(|| format!("{path} is not an entry bundle"))?;
-            // Each entry must hash to its leaf, read from authenticated tiles.
-            let leaves = self
-                .read(cp, |r| {
-                    let idx: Vec<u64> = (first..first + u64::from(width))
-                        .map(|n| tlog_tiles::stored_hash_index(0, n))
-                        .collect();
-                    tlog_tiles::HashReader::read_hashes(r, &idx)
-                })
-                .await?;
-            if entries.len() != width as usize
-                || entries
-                    .iter()
-                    .zip(&leaves)
-                    .any(|(e, h)| tlog_tiles::record_hash(e) != *h)
-            {
-                bail!("{path} does not hold the entries the log's tree does");
-            }
-            for (i, e) in entries.into_iter().enumerate() {
+        let mut n = start / tiles::WIDTH;
+        while n * tiles::WIDTH < cp.size {
+            let first = n * tiles::WIDTH;
+            for (i, e) in self.bundle(cp, n).await?.into_iter().enumerate() {
                 if first + i as u64 >= start {
                     out.push(e);
                 }
             }
-            bundle += 1;
+            n += 1;
         }
         Ok(out)
+    }
+
+    /// Where this client keeps what it remembers of the log: `{kind}`
+    /// `suffix` names
+    /// the file: empty for the checkpoint, or a monitor's state.
+    pub fn memory_file(&self, suffix: &str) -> Result<PathBuf> {
+        let base = self.memory()?;
+        Ok(if suffix.is_empty() {
+            base
+        } else {
+            base.with_file_name(format!(
+                "{}.{suffix}",
+                base.file_name().expect("a name").to_string_lossy()
+            ))
+        })
     }
 
     fn memory(&self) -> Result<PathBuf> {

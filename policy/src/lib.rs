@@ -4,6 +4,7 @@
 pub mod access;
 pub mod cache_name;
 pub mod limits;
+pub mod log_monitor;
 pub mod permissions;
 pub mod publisher;
 pub mod retention;

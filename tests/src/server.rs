@@ -475,6 +475,16 @@ impl Client {
         run(c.args(args))
     }
 
+    /// Runs; returns the exit code, stdout and stderr.
+    pub fn status(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.command().args(args).output().expect("runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.run(args);

@@ -10,7 +10,7 @@ use provenix_provenance::tlog::checkpoint::{self, VerifiedCheckpoint};
 use provenix_provenance::tlog::entry::Entry;
 use provenix_provenance::tlog::tiles::{self, TilePath};
 use provenix_provenance::tlog::Hash;
-use provenix_tests::ci::ADD_PUBLISHER;
+use provenix_tests::ci::{ADD_PUBLISHER, REPO_ID};
 use provenix_tests::oidc::OidcIssuer;
 use provenix_tests::{random_bytes, Backend, Client, NixStore, ObjectStorage, TestServer};
 use serde_json::json;
@@ -470,5 +470,147 @@ async fn checkpoints_are_published_once_a_witness_cosigns_and_a_rewritten_log_is
     assert!(
         log.contains("waits for witnesses: 0 of 1 cosigned") && log.contains("422"),
         "{log}"
+    );
+}
+
+#[tokio::test]
+async fn log_monitor_reports_entries_by_identity_and_catches_a_rewritten_log() {
+    let mut world = provenix_tests::ci::world("[log]\nintegrate-interval = \"100ms\"\n");
+    let root = world.server.root_token.clone();
+    // A CI job of the watched repository pushes, and so does alice from
+    // her machine.
+    let store = NixStore::new();
+    let by_ci = store.add_input_addressed("by-ci", &[("blob", &random_bytes(11, 9_000))], &[]);
+    let by_alice =
+        store.add_input_addressed("by-alice", &[("blob", &random_bytes(12, 9_000))], &[]);
+    let (ci, env) = world.ci_client();
+    let (ok, _, err) = provenix_tests::ci::run_ci(
+        &ci,
+        &env,
+        &["push", "main", &by_ci, "--store", &store.root()],
+    );
+    assert!(ok, "{err}");
+    let alice_token = world.server.token_with("alice", &["pull", "push"]);
+    let alice = world.server.client_with_token(&alice_token);
+    alice.ok(&["push", "main", &by_alice, "--store", &store.root()]);
+    checkpoint_of(&world.server.url, "main", &root, 4).await;
+
+    let auditor = world.server.client();
+    let watched = [
+        "log",
+        "monitor",
+        "main",
+        "--repository",
+        "octo-org/octo-repo",
+    ];
+    let (code, out, err) = auditor.status(&watched);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("0 ") && lines[0].contains("upload-key key "),
+        "{out}"
+    );
+    assert!(lines[0].contains("[repo:octo-org/octo-repo:"), "{out}");
+    assert!(
+        lines[1].starts_with("1 ") && lines[1].contains(&by_ci),
+        "{out}"
+    );
+    assert!(!out.contains(&by_alice), "{out}");
+    assert!(err.contains("Read entries 0 to 4"), "{err}");
+    // Run again: nothing new, nothing reported.
+    let (code, out, err) = auditor.status(&watched);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(err.contains("Read entries 4 to 4"), "{err}");
+
+    // Everyone else's entries, as JSON lines, with their own state: exit 2.
+    let state = auditor.config_home().join("unexpected.json");
+    let unexpected = [
+        "log",
+        "monitor",
+        "main",
+        "--repository",
+        REPO_ID,
+        "--unexpected",
+        "--json",
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    let (code, out, err) = auditor.status(&unexpected);
+    assert_eq!(code, 2, "{out}{err}");
+    let reports: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(reports.len(), 2, "{out}");
+    assert_eq!(reports[0]["kind"], "upload-key");
+    assert_eq!(reports[0]["identity"]["subject"], "alice");
+    assert_eq!(reports[1]["kind"], "upload");
+    assert_eq!(reports[1]["store_path"], by_alice.as_str());
+    assert_eq!(reports[1]["expected"], false);
+    assert!(err.contains("2 entries of identities not watched"), "{err}");
+    // Nothing new since: a cron job stays quiet.
+    assert_eq!(auditor.status(&unexpected).0, 0);
+
+    // A revocation of alice is reported to whoever watches her.
+    let revoker = world.server.token_with("admin", &["pull", "revoke"]);
+    world.server.client_with_token(&revoker).ok(&[
+        "revoke",
+        "--cache",
+        "main",
+        "--subject",
+        "alice",
+        "--reason",
+        "laptop stolen",
+    ]);
+    checkpoint_of(&world.server.url, "main", &root, 5).await;
+    let (code, out, err) = auditor.status(&[
+        "log",
+        "monitor",
+        "main",
+        "--identity",
+        "ali*",
+        "--state",
+        auditor.config_home().join("alice.json").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("revocation") && out.contains("laptop stolen"),
+        "{out}"
+    );
+    assert!(out.contains(&by_alice) && !out.contains(&by_ci), "{out}");
+
+    // An entry edited where the server keeps it: its bundle no longer
+    // hashes to the tree's leaf. A monitor reading it anew exits 3, and so
+    // does verify.
+    sqlite(
+        &world.server,
+        "UPDATE log_entries SET entry = replace(entry, 'alice', 'alicf') WHERE idx = 2",
+    );
+    let fresh = world.server.client();
+    let (code, out, err) = fresh.status(&["log", "monitor", "main"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("does not hold the entries the log's tree does"),
+        "{err}"
+    );
+    let (code, _, err) = fresh.status(&["verify", "main", &by_ci]);
+    assert_eq!(code, 3, "{err}");
+
+    // The operator rewrites history: the monitor exits 3, through the
+    // remembered checkpoint, and through its own state alone (another
+    // machine that only has the state file).
+    rewrite_history(&mut world.server);
+    checkpoint_of(&world.server.url, "main", &root, 5).await;
+    auditor.ok(&["login", "test", &world.server.url, &root]);
+    let (code, out, err) = auditor.status(&watched);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("history was rewritten"), "{err}");
+    let elsewhere = world.server.client();
+    let (code, _, err) = elsewhere.status(&unexpected);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("not consistent with the tree of 4 entries this monitor read"),
+        "{err}"
     );
 }

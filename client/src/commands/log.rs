@@ -11,6 +11,9 @@ use crate::tlog::{show, Continuity, LogReader};
 
 #[derive(Subcommand)]
 pub enum LogCommand {
+    /// Follow the log from where the last run stopped and report entries
+    /// by identity (exit codes for cron: docs/transparency-log.md).
+    Monitor(super::log_monitor::MonitorArgs),
     /// The log's current checkpoint, verified with its key and checked
     /// consistent with the last one this client saw.
     Checkpoint {
@@ -47,6 +50,7 @@ fn say_continuity(origin: &str, c: &Continuity) {
 
 pub async fn run(command: LogCommand) -> Result<()> {
     match command {
+        LogCommand::Monitor(args) => return super::log_monitor::run(args).await,
         LogCommand::Checkpoint { cache, json } => {
             let (api, _, cache) = client_for(&cache)?;
             let log = LogReader::new(api, &cache).await?;

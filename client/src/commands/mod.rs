@@ -7,6 +7,7 @@ pub mod check_store;
 pub mod identity_flags;
 pub mod keys;
 pub mod log;
+pub mod log_monitor;
 pub mod login;
 pub mod pin;
 pub mod provenance;
