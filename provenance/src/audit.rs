@@ -28,6 +28,11 @@ pub struct KeyRecord {
     /// The key's entry in the cache's transparency log (its index).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_index: Option<i64>,
+    /// Its c2sp.org/tlog-proof in the published checkpoint, the entry in
+    /// its `extra` line (`provenix verify --offline`); set in a path's
+    /// provenance once the entry is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlog_proof: Option<String>,
 }
 
 /// When, by whom and why a key or record was revoked.
@@ -61,6 +66,9 @@ pub struct UploadRecord {
     /// The record's entry in the cache's transparency log (its index).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_index: Option<i64>,
+    /// Its c2sp.org/tlog-proof, as the key's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlog_proof: Option<String>,
 }
 
 impl UploadRecord {

@@ -6,6 +6,7 @@
 pub mod attestation;
 pub mod audit;
 pub mod cache_info;
+pub mod certificate_chain;
 pub mod certificate_identity;
 pub mod closure;
 pub mod error_code;

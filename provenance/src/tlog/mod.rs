@@ -13,8 +13,10 @@
 
 pub mod checkpoint;
 pub mod entry;
+pub mod proof;
 pub mod tiles;
 pub mod tree;
+pub mod upload_check;
 pub mod witness;
 
 pub use tlog_tiles::{Hash, Tile};

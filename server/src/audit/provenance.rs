@@ -13,6 +13,7 @@ use provenix_provenance::audit::{
 };
 use provenix_provenance::store_path::validate_hash_part;
 use provenix_provenance::{ErrorCode, NarHash, SecretKey};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::access;
@@ -42,10 +43,11 @@ async fn provenance_of(state: &AppState, c: &CacheRow, hash: &str) -> ApiResult<
         limit: Some(provenix_provenance::audit::MAX_PAGE),
         ..AuditQuery::default()
     };
-    let uploads = state
+    let mut uploads = state
         .db
         .upload_records(c.id, Some(hash), &all, true)
         .await?;
+    add_log_proofs(state, c, &mut uploads).await?;
     let divergences = state.db.divergence_records(c.id, Some(hash), &all).await?;
     let (closures, more_closures) = state.db.closure_records(c.id, Some(hash), &all).await?;
     let store_path = uploads
@@ -59,6 +61,29 @@ async fn provenance_of(state: &AppState, c: &CacheRow, hash: &str) -> ApiResult<
         closures,
         more_closures,
     })
+}
+
+/// Each record's and its key's tlog-proof in the published checkpoint, so
+/// the answer (and the in-toto export made of it) verifies offline.
+async fn add_log_proofs(state: &AppState, c: &CacheRow, uploads: &mut [UploadRecord]) -> ApiResult<()> {
+    let Some(head) = state.db.log_head(c.id).await? else {
+        return Ok(());
+    };
+    let mut made: HashMap<i64, Option<String>> = HashMap::new();
+    for u in uploads.iter_mut() {
+        for (index, slot) in [
+            (u.log_index, &mut u.tlog_proof),
+            (u.key.log_index, &mut u.key.tlog_proof),
+        ] {
+            let Some(index) = index else { continue };
+            if !made.contains_key(&index) {
+                let proof = state.db.log_proof(c.id, &head, index).await?;
+                made.insert(index, proof);
+            }
+            *slot = made[&index].clone();
+        }
+    }
+    Ok(())
 }
 
 pub async fn provenance(

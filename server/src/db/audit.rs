@@ -86,6 +86,7 @@ fn key_from_row(r: &AnyRow, now: i64) -> Result<KeyRecord, sqlx::Error> {
         status: status.into(),
         revocation,
         log_index: r.try_get("k_log_index")?,
+        tlog_proof: None,
     })
 }
 
@@ -103,6 +104,7 @@ fn upload_from_row(r: &AnyRow, now: i64) -> Result<UploadRecord, sqlx::Error> {
         key: key_from_row(r, now)?,
         revocation: revocation_from_row(r, "u_rev")?,
         log_index: r.try_get("u_log_index")?,
+        tlog_proof: None,
     })
 }
 

@@ -11,6 +11,7 @@
 //! from the ledger.
 
 use provenix_provenance::tlog::checkpoint::LogKey;
+use provenix_provenance::tlog::proof::TlogProof;
 use provenix_provenance::tlog::tree::{self, Hashes};
 use provenix_provenance::tlog::Hash;
 use sqlx::Row;
@@ -255,6 +256,39 @@ impl Db {
     pub async fn log_hashes(&self, cache_id: i64, indexes: &[u64]) -> DbResult<Hashes> {
         let mut conn = self.pool.acquire().await?;
         read_hashes(&mut conn, cache_id, indexes).await
+    }
+
+    /// The c2sp.org/tlog-proof of entry `index` in the log's published
+    /// checkpoint `head` (the entry in its `extra` line), or none while
+    /// the entry is not yet published.
+    pub async fn log_proof(
+        &self,
+        cache_id: i64,
+        head: &LogHead,
+        index: i64,
+    ) -> DbResult<Option<String>> {
+        if head.published.is_empty() || index < 0 || index >= head.published_size {
+            return Ok(None);
+        }
+        let (size, at) = (head.published_size as u64, index as u64);
+        let wanted = tree::indexes_read_by(|h| tree::prove_inclusion(size, at, h));
+        let hashes = self.log_hashes(cache_id, &wanted).await?;
+        let proof = tree::prove_inclusion(size, at, &hashes)
+            .map_err(|e| DbError::Corrupt(format!("log of cache {cache_id}: {e}")))?;
+        let entry = self
+            .log_entries(cache_id, index, index + 1)
+            .await?
+            .pop()
+            .ok_or_else(|| DbError::Corrupt(format!("log of cache {cache_id}: no entry {index}")))?;
+        Ok(Some(
+            TlogProof {
+                extra: Some(entry.into_bytes()),
+                index: at,
+                proof,
+                checkpoint: head.published.clone().into_bytes(),
+            }
+            .encode(),
+        ))
     }
 
     /// Entries `start..end` of the log, in order.

@@ -143,4 +143,48 @@ mod tests {
         assert_eq!(&der[..4], &[0x0c, 0x82, 0x01, 0x2c]);
         assert_eq!(der.len(), 304);
     }
+
+    async fn ca() -> (CertificateAuthority, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!(
+            "sqlite://{}/db.sqlite?mode=rwc",
+            dir.path().display()
+        ))
+        .await
+        .unwrap();
+        db.migrate().await.unwrap();
+        (CertificateAuthority::load_or_create(&db).await.unwrap(), dir)
+    }
+
+    /// What clients check offline (provenance::certificate_chain) holds
+    /// for the certificates this CA issues, and only for them.
+    #[tokio::test]
+    async fn issued_certificates_chain_to_this_ca_and_no_other() {
+        use provenix_provenance::certificate_chain::{check_chain, ChainError};
+        let ((ours, _a), (theirs, _b)) = (ca().await, ca().await);
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
+        let identity = CertificateIdentity {
+            san_uri: "https://github.com/acme/app/.github/workflows/build.yml@refs/heads/main"
+                .into(),
+            extensions: vec![],
+        };
+        let now = crate::clock::now();
+        let cert = ours
+            .issue(key.to_bytes(), now, now + 900, &identity)
+            .unwrap();
+        let certified = check_chain(cert.as_bytes(), ours.cert_pem.as_bytes()).unwrap();
+        assert_eq!(certified, key);
+        assert_eq!(
+            check_chain(cert.as_bytes(), theirs.cert_pem.as_bytes()).unwrap_err(),
+            ChainError::BadSignature
+        );
+        let mut tampered = cert.clone().into_bytes();
+        let mid = tampered.len() / 2;
+        tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
+        assert!(check_chain(&tampered, ours.cert_pem.as_bytes()).is_err());
+        assert_eq!(
+            check_chain(b"not a certificate", ours.cert_pem.as_bytes()).unwrap_err(),
+            ChainError::NotACertificate("certificate")
+        );
+    }
 }

@@ -1,0 +1,156 @@
+//! What an upload's two log entries prove together, checked the same way
+//! online (`provenix verify CACHE PATH`) and offline (`--offline FILE`):
+//! the upload entry holds the statement, the key entry certifies the key
+//! that signed it, the key was logged first, and the signature verifies
+//! with the logged public key.
+
+use thiserror::Error;
+
+use super::entry::Entry;
+use crate::exchange;
+
+/// An upload the log vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedUpload {
+    pub store_path: String,
+    pub key_id: String,
+    /// Who the key was certified for, as its entry says.
+    pub subject: String,
+    /// The key's certificate (PEM), to be chained to the cache's CA.
+    pub certificate: Vec<u8>,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum UploadCheckError {
+    #[error("log entry {0} is not an upload")]
+    NotAnUpload(u64),
+    #[error("log entry {0} does not hold this statement")]
+    OtherStatement(u64),
+    #[error("log entry {0} is not the key that signed the upload")]
+    OtherKey(u64),
+    #[error("the key was logged (entry {key}) after the upload (entry {upload})")]
+    KeyAfterUpload { key: u64, upload: u64 },
+    #[error("the logged key's public key does not parse")]
+    BadPublicKey,
+    #[error("the statement's signature does not verify with the logged key")]
+    BadSignature,
+}
+
+fn text<'a>(e: &'a Entry, k: &str) -> &'a str {
+    e.header
+        .asserted
+        .get(k)
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+}
+
+/// Checks upload entry `upload` (at `upload_index`) against the statement
+/// the record says was signed, and key entry `key` (at `key_index`).
+/// `statement` is the upload entry's body unless it was too large for the
+/// entry, in which case the entry binds it by hash.
+pub fn check_upload(
+    (upload_index, upload): (u64, &Entry),
+    (key_index, key): (u64, &Entry),
+    statement: &[u8],
+) -> Result<CheckedUpload, UploadCheckError> {
+    use UploadCheckError::*;
+    if upload.header.kind != "upload" {
+        return Err(NotAnUpload(upload_index));
+    }
+    if !upload.binds(statement) {
+        return Err(OtherStatement(upload_index));
+    }
+    let key_id = text(upload, "key_id");
+    if key.header.kind != "upload-key" || text(key, "key_id") != key_id || key_id.is_empty() {
+        return Err(OtherKey(key_index));
+    }
+    if key_index >= upload_index {
+        return Err(KeyAfterUpload {
+            key: key_index,
+            upload: upload_index,
+        });
+    }
+    let public_key =
+        exchange::decode_public_key(text(key, "public_key")).map_err(|_| BadPublicKey)?;
+    exchange::verify(&public_key, statement, text(upload, "signature"))
+        .map_err(|_| BadSignature)?;
+    Ok(CheckedUpload {
+        store_path: text(upload, "store_path").to_string(),
+        key_id: key_id.to_string(),
+        subject: text(key, "subject").to_string(),
+        certificate: key.body.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlog::entry::EntryHeader;
+    use base64::Engine;
+    use ed25519_dalek::{Signer, SigningKey};
+    use serde_json::{json, Value};
+
+    fn entry(kind: &str, asserted: Value, body: &[u8]) -> Entry {
+        Entry::new(
+            EntryHeader {
+                kind: kind.into(),
+                cache: "main".into(),
+                time: 1,
+                asserted: asserted
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                body_sha256: None,
+                asserted_sha256: None,
+            },
+            body.to_vec(),
+        )
+    }
+
+    #[test]
+    fn an_upload_checks_against_its_key_and_tampering_does_not() {
+        let sk = SigningKey::from_bytes(&[3; 32]);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let public = exchange::encode_public_key(&sk.verifying_key());
+        let statement = b"provenix-upload-v1\nstore_path /nix/store/x-a\n".to_vec();
+        let signature = b64.encode(sk.sign(&statement).to_bytes());
+        let key = entry(
+            "upload-key",
+            json!({"key_id": "k1", "public_key": public, "subject": "repo:acme/app"}),
+            b"-----BEGIN CERTIFICATE-----",
+        );
+        let upload = entry(
+            "upload",
+            json!({"key_id": "k1", "signature": signature, "store_path": "/nix/store/x-a"}),
+            &statement,
+        );
+        let checked = check_upload((5, &upload), (2, &key), &statement).unwrap();
+        assert_eq!(checked.subject, "repo:acme/app");
+        assert_eq!(checked.store_path, "/nix/store/x-a");
+
+        let other_key = entry(
+            "upload-key",
+            json!({"key_id": "k1", "public_key": exchange::encode_public_key(&SigningKey::from_bytes(&[4; 32]).verifying_key())}),
+            b"",
+        );
+        let renamed = entry("upload-key", json!({"key_id": "k2", "public_key": public}), b"");
+        use UploadCheckError::*;
+        for (u, k, st, want) in [
+            ((5, &upload), (2, &key), &b"other"[..], OtherStatement(5)),
+            ((5, &key), (2, &key), &statement[..], NotAnUpload(5)),
+            ((5, &upload), (2, &renamed), &statement[..], OtherKey(2)),
+            ((5, &upload), (2, &upload), &statement[..], OtherKey(2)),
+            (
+                (5, &upload),
+                (6, &key),
+                &statement[..],
+                KeyAfterUpload { key: 6, upload: 5 },
+            ),
+            ((5, &upload), (2, &other_key), &statement[..], BadSignature),
+        ] {
+            assert_eq!(check_upload(u, k, st).unwrap_err(), want);
+        }
+    }
+}
