@@ -49,6 +49,66 @@ pub struct LogReader {
     pub quorum: usize,
 }
 
+/// The keys a client trusts for one log, remembered when it read the log
+/// online so that `provenix verify --offline` can check a bundle later
+/// (and flags override them).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Trust {
+    pub origin: String,
+    pub verifier_key: String,
+    pub witnesses: Vec<String>,
+    pub quorum: usize,
+    /// The server's CA certificate (PEM), once `verify` fetched it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+}
+
+/// The trust remembered for `origin`, if this client read that log.
+pub fn remembered_trust(origin: &str) -> Result<Option<Trust>> {
+    let path = sibling(&memory_path(origin)?, "trust");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("{} is not a remembered trust file", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn memory_path(origin: &str) -> Result<PathBuf> {
+    let name: String = origin
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok(crate::config::config_home()?
+        .join("provenix/tlog")
+        .join(name))
+}
+
+/// `path` with `.suffix` appended (origins hold dots, so not
+/// `with_extension`, which would cut the name at its last one).
+pub fn sibling(path: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().expect("a file name").to_os_string();
+    name.push(".");
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = sibling(path, "new");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// What checking a new checkpoint against the remembered one found.
 pub enum Continuity {
     /// This client had not seen the log before.
@@ -234,36 +294,44 @@ impl LogReader {
         Ok(out)
     }
 
-    /// Where this client keeps what it remembers of the log: `{kind}`
-    /// `suffix` names
-    /// the file: empty for the checkpoint, or a monitor's state.
+    /// Where this client keeps what it remembers of the log: the
+    /// checkpoint's file with `.suffix` (a monitor's state, the trust).
     pub fn memory_file(&self, suffix: &str) -> Result<PathBuf> {
-        let base = self.memory()?;
-        Ok(if suffix.is_empty() {
-            base
-        } else {
-            base.with_file_name(format!(
-                "{}.{suffix}",
-                base.file_name().expect("a name").to_string_lossy()
-            ))
-        })
+        Ok(sibling(&self.memory()?, suffix))
     }
 
     fn memory(&self) -> Result<PathBuf> {
-        let name: String = self
-            .origin
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        Ok(crate::config::config_home()?
-            .join("provenix/tlog")
-            .join(name))
+        memory_path(&self.origin)
+    }
+
+    /// Witnesses the user pins (`--witness`), in place of those the server
+    /// names in `cache info`: a server cannot then drop a witness that
+    /// would refuse its checkpoints.
+    pub fn pin_witnesses(&mut self, keys: Vec<String>, quorum: Option<usize>) {
+        if !keys.is_empty() {
+            self.quorum = quorum.unwrap_or(keys.len());
+            self.witnesses = keys;
+        } else if let Some(q) = quorum {
+            self.quorum = q;
+        }
+    }
+
+    /// Remembers the keys this log was checked with (and the CA, when
+    /// given) for `verify --offline`.
+    pub fn remember_trust(&self, ca_pem: Option<String>) -> Result<()> {
+        let path = sibling(&self.memory()?, "trust");
+        let ca_pem = match ca_pem {
+            Some(p) => Some(p),
+            None => remembered_trust(&self.origin)?.and_then(|t| t.ca_pem),
+        };
+        let trust = Trust {
+            origin: self.origin.clone(),
+            verifier_key: self.verifier_key.clone(),
+            witnesses: self.witnesses.clone(),
+            quorum: self.quorum,
+            ca_pem,
+        };
+        write_atomically(&path, &serde_json::to_vec_pretty(&trust)?)
     }
 
     fn remembered(&self) -> Result<Option<VerifiedCheckpoint>> {
@@ -283,12 +351,8 @@ impl LogReader {
     }
 
     fn remember(&self, cp: &VerifiedCheckpoint) -> Result<()> {
-        let path = self.memory()?;
-        std::fs::create_dir_all(path.parent().expect("a directory"))?;
-        let tmp = path.with_extension("new");
-        std::fs::write(&tmp, &cp.note)?;
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("cannot remember the checkpoint in {}", path.display()))
+        write_atomically(&self.memory()?, &cp.note)?;
+        self.remember_trust(None)
     }
 }
 

@@ -277,6 +277,96 @@ async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_o
     ] {
         assert!(out.contains(line), "{line:?} missing from:\n{out}");
     }
+    assert!(
+        out.contains("its certificate was issued by the server's CA for that key"),
+        "{out}"
+    );
+
+    // Saved, the provenance verifies offline: its tlog-proofs against the
+    // keys this client remembered, or against keys given by hand.
+    let files = tempfile::tempdir().unwrap();
+    let saved = files.path().join("first.json");
+    std::fs::write(&saved, alice.ok(&["provenance", "main", &first, "--json"])).unwrap();
+    let offline = ["verify", "--offline", saved.to_str().unwrap()];
+    let out = alice.ok(&offline);
+    for line in [
+        "ok    checkpoint of ",
+        "log entry 1, included in the checkpoint of 2 entries",
+        "certified at log entry 0, before the upload",
+        "its certificate was issued by the server's CA for that key",
+        "statement signed by that key",
+        "note  revocations logged after the checkpoint of 2 entries",
+    ] {
+        assert!(out.contains(line), "{line:?} missing from:\n{out}");
+    }
+    let stranger = Client::new();
+    let (code, _, err) = stranger.status(&offline);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("give --log-key"), "{err}");
+    let info: serde_json::Value =
+        serde_json::from_str(&alice.ok(&["cache", "info", "main", "--json"])).unwrap();
+    let log_key = info["transparency_log"]["verifier_keys"][0]["verifier_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ca = files.path().join("ca.pem");
+    let (_, ca_pem) = get(
+        &format!("{}/.well-known/provenix/ca.pem", server.url),
+        &token,
+    )
+    .await;
+    std::fs::write(&ca, ca_pem).unwrap();
+    let by_hand = [
+        "verify",
+        "--offline",
+        saved.to_str().unwrap(),
+        "--log-key",
+        &log_key,
+        "--ca",
+        ca.to_str().unwrap(),
+    ];
+    stranger.ok(&by_hand);
+    // Another server's CA, a required witness that never cosigned, or a
+    // record whose statement was edited: exit 3.
+    let other = TestServer::start(Backend::Sqlite);
+    let (_, other_ca) = get(&format!("{}/.well-known/provenix/ca.pem", other.url), "").await;
+    std::fs::write(&ca, other_ca).unwrap();
+    let (code, out, _) = stranger.status(&by_hand);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("the CA's signature on the certificate does not verify"),
+        "{out}"
+    );
+    let witness = provenix_provenance::tlog::witness::Cosigner::new(
+        "witness.example/w9",
+        ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+    )
+    .unwrap()
+    .verifier_key();
+    let (code, out, _) = alice.status(&[&offline[..], &["--witness", &witness]].concat());
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("0 of the 1 witness cosignatures required"),
+        "{out}"
+    );
+    let mut edited: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    let statement = edited["uploads"][0]["statement"].as_str().unwrap();
+    edited["uploads"][0]["statement"] = json!(statement.replace("first", "frist"));
+    let edited = serde_json::to_string(&edited).unwrap();
+    let tampered = files.path().join("tampered.json");
+    std::fs::write(&tampered, edited).unwrap();
+    let (code, out, _) = alice.status(&["verify", "--offline", tampered.to_str().unwrap()]);
+    assert_eq!(code, 3, "{out}");
+    // The in-toto export carries the same proofs.
+    let exported = files.path().join("first.intoto.json");
+    std::fs::write(
+        &exported,
+        alice.ok(&["provenance", "main", &first, "--in-toto"]),
+    )
+    .unwrap();
+    alice.ok(&["verify", "--offline", exported.to_str().unwrap()]);
+
     let proof = alice.ok(&["log", "proof", "main", "1"]);
     assert!(proof.contains("Entry 1 of 2: upload"), "{proof}");
     assert!(

@@ -174,7 +174,7 @@ pub async fn run(args: MonitorArgs) -> Result<()> {
     Ok(())
 }
 
-fn load(path: &PathBuf, origin: &str) -> Result<SavedState> {
+fn load(path: &std::path::Path, origin: &str) -> Result<SavedState> {
     match std::fs::read(path) {
         Ok(bytes) => {
             let saved: SavedState = serde_json::from_slice(&bytes)
@@ -198,13 +198,8 @@ fn load(path: &PathBuf, origin: &str) -> Result<SavedState> {
     }
 }
 
-fn save(path: &PathBuf, saved: &SavedState) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, serde_json::to_vec(saved)?)?;
-    std::fs::rename(&tmp, path)
+fn save(path: &std::path::Path, saved: &SavedState) -> Result<()> {
+    crate::tlog::write_atomically(path, &serde_json::to_vec(saved)?)
         .with_context(|| format!("cannot save the monitor's state in {}", path.display()))
 }
 

@@ -100,9 +100,13 @@ impl TlogProof {
             || !index.bytes().all(|b| b.is_ascii_digit())
             || (index.len() > 1 && index.starts_with('0'))
         {
-            return Err(Malformed("the index is not a decimal without leading zeroes"));
+            return Err(Malformed(
+                "the index is not a decimal without leading zeroes",
+            ));
         }
-        let index: u64 = index.parse().map_err(|_| Malformed("the index is too large"))?;
+        let index: u64 = index
+            .parse()
+            .map_err(|_| Malformed("the index is too large"))?;
         let mut proof = Vec::new();
         for l in lines {
             let b = B64
@@ -185,11 +189,7 @@ mod tests {
         // The cosignature is over the note's text: up to its blank line.
         let text_end = note.windows(2).position(|w| w == b"\n\n").unwrap() + 1;
         let mut cosigned = note.clone();
-        cosigned.extend_from_slice(
-            witness
-                .cosign(&note[..text_end], 1_790_000_000)
-                .as_bytes(),
-        );
+        cosigned.extend_from_slice(witness.cosign(&note[..text_end], 1_790_000_000).as_bytes());
         (
             TlogProof {
                 extra: Some(entries[index as usize].clone()),
@@ -210,7 +210,9 @@ mod tests {
             assert!(text.starts_with("c2sp.org/tlog-proof@v1\nextra "));
             let back = TlogProof::parse(&text).unwrap();
             assert_eq!(back, p);
-            let (cp, entry) = back.verify(&vkey, ORIGIN, &[wkey.clone()], 1).unwrap();
+            let (cp, entry) = back
+                .verify(&vkey, ORIGIN, std::slice::from_ref(&wkey), 1)
+                .unwrap();
             assert_eq!(cp.size, n);
             assert_eq!(entry, format!("entry {index}").as_bytes());
         }
@@ -238,7 +240,13 @@ mod tests {
             (&beyond, &vkey, ORIGIN, 1, not_included(7)),
             (&short, &vkey, ORIGIN, 1, not_included(3)),
             (&no_entry, &vkey, ORIGIN, 1, ProofError::NoEntry),
-            (&p, &vkey, ORIGIN, 2, ProofError::Quorum { have: 1, need: 2 }),
+            (
+                &p,
+                &vkey,
+                ORIGIN,
+                2,
+                ProofError::Quorum { have: 1, need: 2 },
+            ),
         ] {
             assert_eq!(proof.verify(key, origin, &w, quorum).unwrap_err(), want);
         }

@@ -135,7 +135,11 @@ mod tests {
             json!({"key_id": "k1", "public_key": exchange::encode_public_key(&SigningKey::from_bytes(&[4; 32]).verifying_key())}),
             b"",
         );
-        let renamed = entry("upload-key", json!({"key_id": "k2", "public_key": public}), b"");
+        let renamed = entry(
+            "upload-key",
+            json!({"key_id": "k2", "public_key": public}),
+            b"",
+        );
         use UploadCheckError::*;
         for (u, k, st, want) in [
             ((5, &upload), (2, &key), &b"other"[..], OtherStatement(5)),

@@ -65,7 +65,11 @@ async fn provenance_of(state: &AppState, c: &CacheRow, hash: &str) -> ApiResult<
 
 /// Each record's and its key's tlog-proof in the published checkpoint, so
 /// the answer (and the in-toto export made of it) verifies offline.
-async fn add_log_proofs(state: &AppState, c: &CacheRow, uploads: &mut [UploadRecord]) -> ApiResult<()> {
+async fn add_log_proofs(
+    state: &AppState,
+    c: &CacheRow,
+    uploads: &mut [UploadRecord],
+) -> ApiResult<()> {
     let Some(head) = state.db.log_head(c.id).await? else {
         return Ok(());
     };
@@ -76,11 +80,15 @@ async fn add_log_proofs(state: &AppState, c: &CacheRow, uploads: &mut [UploadRec
             (u.key.log_index, &mut u.key.tlog_proof),
         ] {
             let Some(index) = index else { continue };
-            if !made.contains_key(&index) {
-                let proof = state.db.log_proof(c.id, &head, index).await?;
-                made.insert(index, proof);
-            }
-            *slot = made[&index].clone();
+            let proof = match made.get(&index) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = state.db.log_proof(c.id, &head, index).await?;
+                    made.insert(index, p.clone());
+                    p
+                }
+            };
+            *slot = proof;
         }
     }
     Ok(())

@@ -279,7 +279,9 @@ impl Db {
             .log_entries(cache_id, index, index + 1)
             .await?
             .pop()
-            .ok_or_else(|| DbError::Corrupt(format!("log of cache {cache_id}: no entry {index}")))?;
+            .ok_or_else(|| {
+                DbError::Corrupt(format!("log of cache {cache_id}: no entry {index}"))
+            })?;
         Ok(Some(
             TlogProof {
                 extra: Some(entry.into_bytes()),

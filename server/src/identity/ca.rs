@@ -153,7 +153,10 @@ mod tests {
         .await
         .unwrap();
         db.migrate().await.unwrap();
-        (CertificateAuthority::load_or_create(&db).await.unwrap(), dir)
+        (
+            CertificateAuthority::load_or_create(&db).await.unwrap(),
+            dir,
+        )
     }
 
     /// What clients check offline (provenance::certificate_chain) holds
