@@ -351,8 +351,13 @@ async fn run() -> Result<()> {
             let report = provenix_server::maintenance::verify::run(&state).await?;
             println!("{}", serde_json::to_string(&report)?);
             if !report.is_clean() {
+                let logs = report
+                    .logs
+                    .iter()
+                    .filter(|l| !l.problems.is_empty())
+                    .count();
                 anyhow::bail!(
-                    "{} damaged chunks in {} missing and {} corrupt objects; {} paths affected",
+                    "{} damaged chunks in {} missing and {} corrupt objects; {} paths affected; {logs} damaged transparency logs",
                     report.damaged_chunks,
                     report.missing.len(),
                     report.corrupt.len(),

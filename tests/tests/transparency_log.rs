@@ -704,3 +704,74 @@ async fn log_monitor_reports_entries_by_identity_and_catches_a_rewritten_log() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn provenixd_verify_rebuilds_each_log_and_finds_what_was_edited() {
+    let server = TestServer::start_with(Backend::Sqlite, "[log]\nintegrate-interval = \"100ms\"\n");
+    let token = server.token_with("alice", &["pull", "push", "create-cache"]);
+    let alice = server.client_with_token(&token);
+    alice.ok(&["cache", "create", "main"]);
+    let store = NixStore::new();
+    let path = store.add_input_addressed("verified", &[("blob", &random_bytes(21, 9_000))], &[]);
+    alice.ok(&["push", "main", &path, "--store", &store.root()]);
+    checkpoint_of(&server.url, "main", &token, 2).await;
+    let (ok, out, err) = server.run_mode("verify");
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(r#""logs":[{"cache":"main","size":2,"problems":[]}]"#),
+        "{out}"
+    );
+
+    // Each edit is found, and named; undone, the log is clean again.
+    for (edit, undo, found) in [
+        (
+            "UPDATE uploads SET outcome = 'deduplicated' WHERE id = 1",
+            "UPDATE uploads SET outcome = 'uploaded' WHERE id = 1",
+            "entry 1 is not the entry its record (upload 1) makes",
+        ),
+        (
+            "UPDATE log_entries SET entry = replace(entry, 'uploaded', 'deduplicated') WHERE idx = 1",
+            "UPDATE log_entries SET entry = replace(entry, 'deduplicated', 'uploaded') WHERE idx = 1",
+            "stored hashes differ from the entries'",
+        ),
+        (
+            "UPDATE log_hashes SET hash = printf('%064d', 0) WHERE idx = 0",
+            "",
+            "stored hashes differ from the entries'",
+        ),
+        (
+            "UPDATE log_hashes SET hash = 'not hex' WHERE idx = 0",
+            "",
+            "stored hashes: ",
+        ),
+        (
+            "UPDATE log_heads SET published = replace(published, 'main/tlog', 'main/tlag')",
+            "UPDATE log_heads SET published = replace(published, 'main/tlag', 'main/tlog')",
+            "the published checkpoint is not signed by any of the log's keys",
+        ),
+    ] {
+        let before: String = {
+            let (_, out, _) = provenix_tests::run(
+                std::process::Command::new("sqlite3")
+                    .arg(sqlite_file(&server))
+                    .arg("SELECT hash FROM log_hashes WHERE idx = 0"),
+            );
+            out.trim().to_string()
+        };
+        sqlite(&server, edit);
+        let (ok, out, err) = server.run_mode("verify");
+        assert!(!ok, "verify missed {edit:?}: {out}");
+        assert!(out.contains(found), "{edit:?}: {out}");
+        assert!(err.contains("1 damaged transparency logs"), "{err}");
+        if undo.is_empty() {
+            sqlite(
+                &server,
+                &format!("UPDATE log_hashes SET hash = '{before}' WHERE idx = 0"),
+            );
+        } else {
+            sqlite(&server, undo);
+        }
+        let (ok, out, err) = server.run_mode("verify");
+        assert!(ok, "after undoing {edit:?}: {out}{err}");
+    }
+}

@@ -29,6 +29,10 @@ impl Hashes {
         }
     }
 
+    pub fn get(&self, index: u64) -> Option<Hash> {
+        self.known.get(&index).copied()
+    }
+
     pub fn insert(&mut self, index: u64, hash: Hash) {
         self.known.insert(index, hash);
     }
@@ -117,10 +121,53 @@ pub fn prove_consistency(size: u64, old: u64, hashes: &Hashes) -> Result<TreePro
     tlog_tiles::prove_tree(size, old, hashes)
 }
 
+/// A tree rebuilt from its entries alone, batch by batch, holding only
+/// its right edge (what the next append reads): how `provenixd --mode
+/// verify` recomputes a log in bounded memory and compares what it makes
+/// with what the server stored.
+#[derive(Default)]
+pub struct Rebuild {
+    pub size: u64,
+    edge: HashMap<u64, Hash>,
+}
+
+impl Rebuild {
+    /// Appends `entries`; returns the stored hashes they make and the root.
+    pub fn append(&mut self, entries: &[Vec<u8>]) -> Result<Appended, Error> {
+        let edge = Hashes::new(self.edge.iter().map(|(i, h)| (*i, *h)));
+        let out = append(self.size, entries, edge)?;
+        let mut known = std::mem::take(&mut self.edge);
+        known.extend(out.stored.iter().copied());
+        self.edge = edge_indexes(out.size)
+            .into_iter()
+            .filter_map(|i| known.get(&i).map(|h| (i, *h)))
+            .collect();
+        self.size = out.size;
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
+
+    #[test]
+    fn a_rebuild_keeps_only_the_edge_and_makes_the_same_tree() {
+        let all = entries(600);
+        let (table, root) = grow(&all, &[600]);
+        let mut rebuild = Rebuild::default();
+        let mut stored = HashMap::new();
+        let mut last = tlog_tiles::EMPTY_HASH;
+        for batch in all.chunks(256) {
+            let out = rebuild.append(batch).unwrap();
+            assert!(rebuild.edge.len() <= 64);
+            stored.extend(out.stored);
+            last = out.root;
+        }
+        assert_eq!((rebuild.size, last), (600, root));
+        assert_eq!(stored, table);
+    }
 
     /// RFC 6962's Merkle Tree Hash, written out as the RFC defines it.
     fn mth(leaves: &[Vec<u8>]) -> [u8; 32] {

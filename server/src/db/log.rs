@@ -322,7 +322,7 @@ impl Db {
     }
 }
 
-async fn read_hashes(
+pub(super) async fn read_hashes(
     conn: &mut sqlx::AnyConnection,
     cache_id: i64,
     indexes: &[u64],

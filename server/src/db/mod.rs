@@ -17,6 +17,7 @@ pub mod commit;
 pub mod gc;
 pub mod ledger;
 pub mod log;
+pub mod log_check;
 mod log_entry;
 pub mod nars;
 pub mod paths;

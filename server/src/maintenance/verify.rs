@@ -1,7 +1,9 @@
 //! `provenixd --mode verify`: reads every stored chunk back (its range of
 //! the pack it is stored in), checks it is there and hashes to its recorded
 //! hash (`chunk_hash.rs`) and size, and names the paths a damaged chunk
-//! would break. Exits non-zero when anything is damaged.
+//! would break; and rebuilds every cache's transparency log from its
+//! entries and compares it with what is stored and served
+//! (`db/log_check.rs`). Exits non-zero when anything is damaged.
 
 use anyhow::Result;
 use futures::StreamExt;
@@ -21,11 +23,15 @@ pub struct VerifyReport {
     pub corrupt: Vec<String>,
     /// `cache: store path` of every path whose NAR uses a damaged chunk.
     pub damaged_paths: Vec<String>,
+    /// Each log checked, with what was found wrong in it.
+    pub logs: Vec<crate::db::log_check::LogCheck>,
 }
 
 impl VerifyReport {
     pub fn is_clean(&self) -> bool {
-        self.missing.is_empty() && self.corrupt.is_empty()
+        self.missing.is_empty()
+            && self.corrupt.is_empty()
+            && self.logs.iter().all(|l| l.problems.is_empty())
     }
 }
 
@@ -103,5 +109,13 @@ pub async fn run(state: &AppState) -> Result<VerifyReport> {
     report.corrupt.sort();
     report.corrupt.dedup();
     report.damaged_paths = state.db.paths_using_chunks(&damaged_ids).await?;
+    for c in state.db.all_caches().await? {
+        if let Some(check) = state.db.check_log(c.id, &c.name).await? {
+            for p in &check.problems {
+                tracing::error!(cache = %c.name, "transparency log: {p}");
+            }
+            report.logs.push(check);
+        }
+    }
     Ok(report)
 }
