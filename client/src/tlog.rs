@@ -43,7 +43,12 @@ pub struct LogReader {
     api: ApiClient,
     cache: String,
     pub origin: String,
+    /// The key this client trusts for the log: the one it remembered, or
+    /// on first sight the newest `cache info` lists.
     verifier_key: String,
+    /// The newest key `cache info` lists: taken on once a checkpoint
+    /// signed by the trusted key carries its signature too.
+    newest_key: String,
     /// Witnesses' cosignature keys, and how many must have cosigned.
     witnesses: Vec<String>,
     pub quorum: usize,
@@ -123,17 +128,22 @@ impl LogReader {
         let log = info.transparency_log.with_context(|| {
             format!("cache {cache:?} has no transparency log (an older server?)")
         })?;
-        let verifier_key = log
+        let newest_key = log
             .verifier_keys
             .first()
             .context("the log publishes no verifier key")?
             .verifier_key
             .clone();
+        let verifier_key = match remembered_trust(&log.origin)? {
+            Some(t) => t.verifier_key,
+            None => newest_key.clone(),
+        };
         Ok(LogReader {
             api,
             cache: cache.to_string(),
             origin: log.origin,
             verifier_key,
+            newest_key,
             witnesses: log.witnesses.into_iter().map(|w| w.verifier_key).collect(),
             quorum: log.witness_quorum,
         })
@@ -146,10 +156,25 @@ impl LogReader {
     /// The log's checkpoint, verified and checked consistent with the one
     /// remembered, which it then replaces. A checkpoint that is not (a
     /// smaller tree, or a tree whose prefix differs) is refused.
-    pub async fn checkpoint(&self) -> Result<(VerifiedCheckpoint, Continuity)> {
+    pub async fn checkpoint(&mut self) -> Result<(VerifiedCheckpoint, Continuity)> {
         let note = self.file("checkpoint").await?;
-        let cp = checkpoint::verify(&note, &self.verifier_key, &self.origin)
-            .map_err(|e| Tampered(format!("the log's checkpoint does not verify: {e}")))?;
+        let cp = checkpoint::verify(&note, &self.verifier_key, &self.origin).map_err(|e| {
+            let hint = if self.newest_key != self.verifier_key {
+                format!(
+                    "; the server now names the key {} (a rotation whose overlap this client missed?): check it out of band, then remove {} to trust it",
+                    self.newest_key,
+                    self.memory_file("trust")
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )
+            } else {
+                String::new()
+            };
+            Tampered(format!(
+                "the log's checkpoint is not signed by the key this client trusts ({}): {e}{hint}",
+                self.verifier_key
+            ))
+        })?;
         let cosigned =
             provenix_provenance::tlog::witness::count_cosignatures(&note, &self.witnesses)
                 .map_err(|e| {
@@ -186,6 +211,17 @@ impl LogReader {
                 Continuity::ConsistentWith(old.size)
             }
         };
+        if self.newest_key != self.verifier_key
+            && checkpoint::verify(&note, &self.newest_key, &self.origin).is_ok()
+        {
+            // Signed by the key trusted and by its successor: the log's
+            // key was rotated, and the old key vouches for the new one.
+            eprintln!(
+                "The log {} is now signed by a new key, {}, beside the one trusted before; trusting it from now on.",
+                self.origin, self.newest_key
+            );
+            self.verifier_key = self.newest_key.clone();
+        }
         self.remember(&cp)?;
         Ok((cp, continuity))
     }

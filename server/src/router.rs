@@ -125,6 +125,10 @@ fn api() -> Router<Arc<AppState>> {
             "/.well-known/provenix/ca.pem",
             get(exchange::ca_certificate),
         )
+        .route(
+            "/.well-known/provenix/tlog/{cache}",
+            get(tlog::verifier_keys),
+        )
         .route("/_api/v1/get-missing-paths", post(upload::missing_paths))
         .route("/_api/v1/upload-path", put(upload::upload_path))
         .route(

@@ -34,6 +34,12 @@ fn endpoints() -> Vec<Endpoint> {
         e(Action::Pull, Method::GET, "/{c}/{h}.narinfo", None),
         e(Action::Pull, Method::GET, "/{c}/nar/{h}.nar.zst", None),
         e(Action::Pull, Method::GET, "/{c}/tlog/checkpoint", None),
+        e(
+            Action::Pull,
+            Method::GET,
+            "/.well-known/provenix/tlog/{c}",
+            None,
+        ),
         e(Action::Pull, Method::GET, "/{c}/tlog/tile/0/000.p/1", None),
         e(
             Action::Pull,

@@ -94,6 +94,19 @@ async fn uploads_and_their_keys_are_logged_and_verify_from_the_tiles_alone() {
     assert_eq!(n, 4, "the key and three uploads");
     let cp = verified(&h, "main").await;
     assert_eq!(cp.size, 4);
+    // The well-known file names the origin and the key that signed it.
+    let known = h
+        .get("/.well-known/provenix/tlog/main", Some(&h.root))
+        .await;
+    assert_eq!(known.status, StatusCode::OK, "{}", known.text);
+    let mut lines = known.text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("# origin {}", cp.origin).as_str())
+    );
+    let vkey = lines.next().expect("a verifier key");
+    checkpoint::verify(&cp.note, vkey, &cp.origin).expect("the listed key signed it");
+    assert_eq!(lines.next(), None);
     assert_eq!(root_from_tiles(&h, "main", 4).await, cp.root);
 
     let bundle = bytes(&h, "main", "tile/entries/000.p/4").await;

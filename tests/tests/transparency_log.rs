@@ -775,3 +775,78 @@ async fn provenixd_verify_rebuilds_each_log_and_finds_what_was_edited() {
         assert!(ok, "after undoing {edit:?}: {out}{err}");
     }
 }
+
+#[tokio::test]
+async fn a_rotated_log_key_is_taken_on_through_its_overlap_and_refused_without_one() {
+    let server = TestServer::start_with(Backend::Sqlite, "[log]\nintegrate-interval = \"100ms\"\n");
+    let token = server.token_with(
+        "alice",
+        &["pull", "push", "create-cache", "configure-cache"],
+    );
+    let alice = server.client_with_token(&token);
+    alice.ok(&["cache", "create", "main"]);
+    let store = NixStore::new();
+    let push = |name: &str, seed: u64| {
+        let p = store.add_input_addressed(name, &[("blob", &random_bytes(seed, 5_000))], &[]);
+        alice.ok(&["push", "main", &p, "--store", &store.root()]);
+    };
+    push("one", 31);
+    checkpoint_of(&server.url, "main", &token, 2).await;
+    alice.ok(&["log", "checkpoint", "main"]);
+    let (_, first_key) = log_identity(&server.url, "main", &token).await;
+
+    // Rotated with an overlap: checkpoints carry both signatures, and the
+    // client, which trusted the first key, takes the second on.
+    let out = alice.ok(&[
+        "cache",
+        "configure",
+        "main",
+        "--rotate-log-key",
+        "--key-overlap",
+        "1h",
+    ]);
+    assert_eq!(out.matches("Log Key: ").count(), 2, "{out}");
+    let (_, second_key) = log_identity(&server.url, "main", &token).await;
+    assert_ne!(first_key, second_key);
+    push("two", 32);
+    let cp = checkpoint_of(&server.url, "main", &token, 4).await;
+    for key in [&first_key, &second_key] {
+        checkpoint::verify(&cp.note, key, &cp.origin).expect("signed by both keys");
+    }
+    let (ok, _, err) = alice.run(&["log", "checkpoint", "main"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("now signed by a new key"), "{err}");
+
+    // Rotated at once: a client that never saw the overlap refuses the
+    // new key (exit 3), a client already on the second key does too, and
+    // a new client takes the newest.
+    let bob = server.client_with_token(&token);
+    bob.ok(&["log", "checkpoint", "main"]);
+    alice.ok(&[
+        "cache",
+        "configure",
+        "main",
+        "--rotate-log-key",
+        "--key-overlap",
+        "0s",
+    ]);
+    push("three", 33);
+    let cp = checkpoint_of(&server.url, "main", &token, 6).await;
+    let (_, third_key) = log_identity(&server.url, "main", &token).await;
+    assert!(checkpoint::verify(&cp.note, &second_key, &cp.origin).is_err());
+    let (code, _, err) = alice.status(&["log", "checkpoint", "main"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("not signed by the key this client trusts"),
+        "{err}"
+    );
+    assert!(err.contains(&third_key), "{err}");
+    assert_eq!(bob.status(&["log", "checkpoint", "main"]).0, 3);
+    server
+        .client_with_token(&token)
+        .ok(&["log", "checkpoint", "main"]);
+    // The rebuilt log still verifies: each checkpoint by the keys that
+    // were live.
+    let (ok, out, err) = server.run_mode("verify");
+    assert!(ok, "{out}{err}");
+}

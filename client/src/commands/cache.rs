@@ -35,8 +35,13 @@ pub enum CacheCommand {
         /// Start signing with a new key; the old one keeps signing for --key-overlap.
         #[arg(long)]
         rotate_keypair: bool,
-        /// How long the previous key keeps signing after --rotate-keypair.
-        #[arg(long, default_value = "7 days", requires = "rotate_keypair")]
+        /// Start signing the transparency log's checkpoints with a new log
+        /// key; the old one keeps signing beside it for --key-overlap.
+        #[arg(long)]
+        rotate_log_key: bool,
+        /// How long the previous key keeps signing after --rotate-keypair
+        /// or --rotate-log-key.
+        #[arg(long, default_value = "7 days")]
         key_overlap: String,
         /// Replace the key at once (Attic's behaviour: clients must re-trust).
         #[arg(long, conflicts_with = "rotate_keypair")]
@@ -192,6 +197,7 @@ pub async fn run(command: CacheCommand) -> Result<()> {
             reset_retention_period,
             reset_max_stored_size,
             rotate_keypair,
+            rotate_log_key,
             key_overlap,
             regenerate_keypair,
             keypair_path,
@@ -217,6 +223,10 @@ pub async fn run(command: CacheCommand) -> Result<()> {
                 body.insert("rotate_keypair".into(), rotate);
             } else if keypair_path.is_some() {
                 bail!("--keypair-path goes with --rotate-keypair or --regenerate-keypair");
+            }
+            if rotate_log_key {
+                let overlap = parse_duration(&key_overlap)?.as_secs();
+                body.insert("rotate_log_key".into(), json!({ "overlap": overlap }));
             }
             if body.is_empty() {
                 bail!("nothing to change: give at least one setting");

@@ -53,7 +53,7 @@ pub async fn run(command: LogCommand) -> Result<()> {
         LogCommand::Monitor(args) => return super::log_monitor::run(args).await,
         LogCommand::Checkpoint { cache, json } => {
             let (api, _, cache) = client_for(&cache)?;
-            let log = LogReader::new(api, &cache).await?;
+            let mut log = LogReader::new(api, &cache).await?;
             let (cp, continuity) = log.checkpoint().await?;
             if json {
                 let out = json!({
@@ -70,7 +70,7 @@ pub async fn run(command: LogCommand) -> Result<()> {
         }
         LogCommand::Proof { cache, index, json } => {
             let (api, _, cache) = client_for(&cache)?;
-            let log = LogReader::new(api, &cache).await?;
+            let mut log = LogReader::new(api, &cache).await?;
             let (cp, continuity) = log.checkpoint().await?;
             let entry = log.entry(&cp, index).await?;
             let proof = log
@@ -110,7 +110,7 @@ pub async fn run(command: LogCommand) -> Result<()> {
         }
         LogCommand::Consistency { cache, old, json } => {
             let (api, _, cache) = client_for(&cache)?;
-            let log = LogReader::new(api, &cache).await?;
+            let mut log = LogReader::new(api, &cache).await?;
             let (cp, continuity) = log.checkpoint().await?;
             if old == 0 || old > cp.size {
                 bail!("OLD must be from 1 to the log's size ({})", cp.size);

@@ -92,7 +92,7 @@ pub async fn run(args: MonitorArgs) -> Result<()> {
         Reporting::Expected
     };
     let (api, _, cache) = client_for(&args.cache)?;
-    let log = LogReader::new(api, &cache).await?;
+    let mut log = LogReader::new(api, &cache).await?;
     let state_file = match args.state {
         Some(p) => p,
         None => log.memory_file("monitor")?,

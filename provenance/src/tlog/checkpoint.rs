@@ -64,13 +64,22 @@ impl LogKey {
 
     /// The signed checkpoint of the tree of `size` records with `root`.
     pub fn sign(&self, size: u64, root: Hash) -> Vec<u8> {
-        let text = Checkpoint::new(&self.origin, size, root, "")
-            .expect("a valid origin")
-            .to_bytes();
-        let mut note = Note::new(&text, &[]).expect("a checkpoint is a valid note text");
-        note.add_sigs(&[self]).expect("a valid key name");
-        note.to_bytes()
+        sign_with(&[self], size, root)
     }
+}
+
+/// The checkpoint signed by each of `keys` (of one origin): while a
+/// rotated-out key overlaps its successor, checkpoints carry both
+/// signatures, so clients and witnesses that trust either verify them.
+pub fn sign_with(keys: &[&LogKey], size: u64, root: Hash) -> Vec<u8> {
+    let origin = &keys.first().expect("at least one key").origin;
+    let text = Checkpoint::new(origin, size, root, "")
+        .expect("a valid origin")
+        .to_bytes();
+    let mut note = Note::new(&text, &[]).expect("a checkpoint is a valid note text");
+    let signers: Vec<&dyn Signer> = keys.iter().map(|k| *k as &dyn Signer).collect();
+    note.add_sigs(&signers).expect("a valid key name");
+    note.to_bytes()
 }
 
 impl Signer for LogKey {
@@ -139,6 +148,20 @@ pub fn root_base64(root: &Hash) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_signed_by_two_keys_verifies_with_either() {
+        let origin = "cache.example.org/main/tlog";
+        let old = LogKey::new(origin, SigningKey::from_bytes(&[1; 32])).unwrap();
+        let new = LogKey::new(origin, SigningKey::from_bytes(&[2; 32])).unwrap();
+        let third = LogKey::new(origin, SigningKey::from_bytes(&[3; 32])).unwrap();
+        let note = sign_with(&[&new, &old], 5, Hash([9; 32]));
+        for k in [&old, &new] {
+            let cp = verify(&note, &k.verifier_key(), origin).unwrap();
+            assert_eq!((cp.size, cp.root), (5, Hash([9; 32])));
+        }
+        assert!(verify(&note, &third.verifier_key(), origin).is_err());
+    }
 
     fn key(seed: u8) -> LogKey {
         LogKey::new(

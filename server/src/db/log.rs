@@ -10,7 +10,7 @@
 //! leaves the head where the last commit put it: the next pass resumes
 //! from the ledger.
 
-use provenix_provenance::tlog::checkpoint::LogKey;
+use provenix_provenance::tlog::checkpoint::{self, LogKey};
 use provenix_provenance::tlog::proof::TlogProof;
 use provenix_provenance::tlog::tree::{self, Hashes};
 use provenix_provenance::tlog::Hash;
@@ -167,8 +167,9 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         }
-        let key = current_log_key(&mut tx, cache_id, origin, now).await?;
-        let checkpoint = key.sign(appended.size, appended.root);
+        let keys = live_log_keys(&mut tx, cache_id, origin, now).await?;
+        let keys: Vec<&LogKey> = keys.iter().collect();
+        let checkpoint = checkpoint::sign_with(&keys, appended.size, appended.root);
         let checkpoint = String::from_utf8(checkpoint).expect("a checkpoint is text");
         sqlx::query(
             "UPDATE log_heads SET size = $1, root = $2, checkpoint = $3, updated_at = $4,
@@ -347,6 +348,73 @@ pub(super) async fn read_hashes(
 /// The key signing the cache's checkpoints now, with the log's origin;
 /// made for `origin` if the cache has none (at its creation, or for a
 /// cache made before logs existed, at its first integration).
+/// The keys signing the cache's checkpoints now, newest first: the current
+/// one and any rotated out whose overlap has not ended.
+async fn live_log_keys(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    cache_id: i64,
+    origin: &str,
+    now: i64,
+) -> DbResult<Vec<LogKey>> {
+    let newest = current_log_key(tx, cache_id, origin, now).await?;
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT origin, secret FROM log_keys
+         WHERE cache_id = $1 AND (retire_at IS NULL OR retire_at > $2)
+         ORDER BY id DESC",
+    )
+    .bind(cache_id)
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut keys = vec![newest];
+    for (origin, secret) in rows.iter().skip(1) {
+        keys.push(log_key_from(origin, secret)?);
+    }
+    Ok(keys)
+}
+
+impl Db {
+    /// Starts signing the cache's checkpoints with a new log key (same
+    /// origin); the keys signing now keep signing beside it until
+    /// `now + overlap` (zero: at once).
+    pub async fn rotate_log_key(&self, cache_id: i64, overlap: i64) -> DbResult<String> {
+        let now = crate::clock::now();
+        let mut tx = self.begin_write().await?;
+        let origin: Option<String> = sqlx::query_scalar(
+            "SELECT origin FROM log_keys WHERE cache_id = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(cache_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let origin =
+            origin.ok_or_else(|| DbError::Corrupt(format!("cache {cache_id} has no log key")))?;
+        sqlx::query(
+            "UPDATE log_keys SET retire_at = $1
+             WHERE cache_id = $2 AND (retire_at IS NULL OR retire_at > $3)",
+        )
+        .bind(now + overlap)
+        .bind(cache_id)
+        .bind(now + overlap)
+        .execute(&mut *tx)
+        .await?;
+        let seed: [u8; 32] = rand::random();
+        let key = log_key_from(&origin, &hex::encode(seed))?;
+        sqlx::query(
+            "INSERT INTO log_keys (cache_id, origin, secret, verifier_key, created_at, retire_at)
+             VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(cache_id)
+        .bind(&origin)
+        .bind(hex::encode(seed))
+        .bind(key.verifier_key())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(key.verifier_key())
+    }
+}
+
 pub(super) async fn current_log_key(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     cache_id: i64,

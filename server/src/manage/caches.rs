@@ -60,6 +60,17 @@ pub struct ConfigureCache {
     #[serde(default)]
     pub reset_max_stored_size: bool,
     pub rotate_keypair: Option<RotateKeypair>,
+    pub rotate_log_key: Option<RotateLogKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateLogKey {
+    /// Seconds the previous log key keeps signing checkpoints beside the
+    /// new one: clients and witnesses that trust it see both signatures
+    /// and may take the new key on.
+    #[serde(default)]
+    pub overlap: i64,
 }
 
 #[derive(Deserialize)]
@@ -237,7 +248,8 @@ pub async fn configure(
         || req.priority.is_some()
         || req.store_dir.is_some()
         || req.upstream_cache_key_names.is_some()
-        || req.rotate_keypair.is_some();
+        || req.rotate_keypair.is_some()
+        || req.rotate_log_key.is_some();
     let touches_retention = req.retention_period.is_some()
         || req.reset_retention_period
         || req.max_stored_size.is_some()
@@ -339,7 +351,23 @@ pub async fn configure(
         }
         None => None,
     };
+    if let Some(r) = &req.rotate_log_key {
+        limits::check_key_overlap(r.overlap).map_err(|e| ApiError::new(e.code, e.message))?;
+        let now = crate::clock::now();
+        let live = state
+            .db
+            .log_verifier_keys(c.id)
+            .await?
+            .iter()
+            .filter(|(_, _, retire_at)| retire_at.is_none_or(|t| t > now))
+            .count();
+        limits::check_live_keys(live, r.overlap).map_err(|e| ApiError::new(e.code, e.message))?;
+    }
     state.db.update_cache(c.id, &change).await?;
+    if let Some(r) = &req.rotate_log_key {
+        let vkey = state.db.rotate_log_key(c.id, r.overlap).await?;
+        tracing::info!(cache = %cache, by = caller.subject(), key = %vkey, overlap = r.overlap, "log key rotated");
+    }
     if let Some((key, overlap)) = new_key {
         state.db.rotate_key(c.id, &key, overlap).await?;
         tracing::info!(cache = %cache, by = caller.subject(), key = key.name(), overlap, "cache key rotated");

@@ -61,6 +61,36 @@ pub async fn checkpoint(
     Ok(resp)
 }
 
+/// `GET /.well-known/provenix/tlog/{cache}`: the log's origin and the
+/// verifier keys signing its checkpoints now, newest first, one per line
+/// (`# origin <origin>` first): what a witness operator or a client pins,
+/// fetched without an API token where the cache is public.
+pub async fn verifier_keys(
+    State(state): State<Arc<AppState>>,
+    PullCaller(caller): PullCaller,
+    axum::extract::Path(cache): axum::extract::Path<String>,
+) -> ApiResult<Response> {
+    let c = access::authorize(&state, &caller, Action::Pull, &cache).await?;
+    let now = crate::clock::now();
+    let keys = state.db.log_verifier_keys(c.id).await?;
+    let Some((origin, _, _)) = keys.first() else {
+        return Err(no_checkpoint());
+    };
+    let mut body = format!("# origin {origin}\n");
+    for (_, key, retire_at) in &keys {
+        if retire_at.is_none_or(|t| t > now) {
+            body.push_str(key);
+            body.push('\n');
+        }
+    }
+    let mut resp = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        cache_control(c.is_public, &format!("max-age={CHECKPOINT_MAX_AGE}")),
+    );
+    Ok(resp)
+}
+
 /// Full bundles built at once: each is up to 16 MiB (256 entries of up
 /// to 64 KiB), so this bounds what concurrent requests hold.
 static BUNDLE_BUILDS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
