@@ -5,14 +5,11 @@
 //! `nix copy --to file://` and that file cache served by nginx.
 
 use anyhow::{Context, Result};
-use provenix_provenance::nar::{self, Node};
-use provenix_provenance::nixbase32;
+pub use provenix_tests::nix::Closure;
 use provenix_tests::{Backend, Client, NixStore, ObjectStorage, TestServer};
 use rand::{Rng, SeedableRng};
-use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use crate::server::Provenixd;
@@ -38,13 +35,6 @@ const WORDS: [&str; 16] = [
     "R_X86_64",
     "errno",
 ];
-
-pub struct Closure {
-    /// The path that references every other (pushing it pushes them all).
-    pub top: String,
-    pub paths: usize,
-    pub nar_bytes: u64,
-}
 
 /// A file's bytes: 4 KiB blocks, a third of them random, the rest words.
 fn contents(rng: &mut rand::rngs::StdRng, size: usize) -> Vec<u8> {
@@ -78,79 +68,23 @@ fn size(rng: &mut rand::rngs::StdRng) -> usize {
     (lo * (hi / lo).powf(rng.gen::<f64>())) as usize
 }
 
-/// Makes `count` paths in `store` (each a regular file; path i references
-/// up to four earlier ones, the top references every path nothing else
-/// references) and registers them with one `nix-store --load-db`.
+/// The closure of the bench: [`NixStore::add_closure`] with sizes and
+/// contents shaped like a real closure's, deterministic from `seed`.
 pub fn build(store: &NixStore, count: usize, seed: u64) -> Result<Closure> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut paths: Vec<String> = Vec::with_capacity(count + 1);
-    let mut referenced = vec![false; count];
-    let mut registration = String::new();
-    let mut nar_bytes = 0u64;
-    for i in 0..=count {
-        let refs: Vec<usize> = if i == count {
-            (0..count).filter(|&j| !referenced[j]).collect()
-        } else if i == 0 {
-            vec![]
-        } else {
-            let n = rng.gen_range(0..=4.min(i));
-            let mut r: Vec<usize> = (0..n).map(|_| rng.gen_range(0..i)).collect();
-            r.sort_unstable();
-            r.dedup();
-            r
-        };
-        for &j in &refs {
-            referenced[j] = true;
-        }
-        let name = if i == count {
-            "closure-top".to_string()
-        } else {
-            format!("closure-{i:04}")
-        };
-        let digest = Sha256::digest(format!("provenix-bench-closure {seed} {i}"));
-        let path = format!("/nix/store/{}-{name}", nixbase32::encode(&digest[..20]));
-        let bytes = if i == count { 512 } else { size(&mut rng) };
-        let data = contents(&mut rng, bytes);
-        let nar = nar::write(&Node::Regular {
-            executable: false,
-            contents: data.clone(),
-        });
-        nar_bytes += nar.len() as u64;
-        let physical = store.physical(&path);
-        std::fs::create_dir_all(physical.parent().context("store dir")?)?;
-        std::fs::write(&physical, &data)?;
-        registration.push_str(&format!(
-            "{path}\nsha256:{}\n{}\n\n{}\n",
-            hex::encode(Sha256::digest(&nar)),
-            nar.len(),
-            refs.len()
-        ));
-        for &j in &refs {
-            registration.push_str(&paths[j]);
-            registration.push('\n');
-        }
-        paths.push(path);
-    }
-    let mut load = store
-        .nix("nix-store")
-        .args(["--store", &store.root(), "--load-db"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .context("cannot run nix-store --load-db")?;
-    load.stdin
-        .take()
-        .context("stdin")?
-        .write_all(registration.as_bytes())?;
-    anyhow::ensure!(load.wait()?.success(), "nix-store --load-db failed");
-    Ok(Closure {
-        top: paths.pop().context("a top path")?,
-        paths: count + 1,
-        nar_bytes,
-    })
+    store.add_closure(
+        count,
+        &format!("provenix-bench-closure {seed}"),
+        &mut rng,
+        |rng, top| {
+            let bytes = if top { 512 } else { size(rng) };
+            contents(rng, bytes)
+        },
+    )
 }
 
 /// `provenix push CACHE TOP` (the whole closure); seconds.
-fn push_closure(client: &Client, store: &NixStore, cache: &str, top: &str) -> Result<f64> {
+pub fn push_closure(client: &Client, store: &NixStore, cache: &str, top: &str) -> Result<f64> {
     crate::timed(store.isolate(&mut client.command()).args([
         "push",
         cache,

@@ -5,6 +5,7 @@
 //! Markdown, to paste into that file.
 
 mod closure;
+mod log;
 mod nginx;
 mod nix_store;
 mod probe;
@@ -42,7 +43,9 @@ struct Plan {
 }
 
 /// The bench's sections, in run order; `--only` takes one of these.
-const SECTIONS: [&str; 6] = ["push", "pull", "narinfo", "closure", "memory", "scaling"];
+const SECTIONS: [&str; 7] = [
+    "push", "pull", "narinfo", "closure", "log", "memory", "scaling",
+];
 
 impl Plan {
     /// Whether `section` runs: all do by default; with `--only`, the chosen
@@ -208,6 +211,9 @@ fn run(plan: &Plan, work: &Path) -> Result<Vec<Target>> {
     }
     if plan.runs("closure") {
         closure::section(&r, large_nar_push, &mut targets)?;
+    }
+    if plan.runs("log") {
+        log::section(&r, &mut targets)?;
     }
     if plan.runs("memory") {
         memory(&r, &mut targets)?;

@@ -36,6 +36,23 @@ impl Provenixd {
         })
     }
 
+    /// Stops the server, adds `toml` to the config its first run wrote,
+    /// and starts it again (a new port; the same data and root token).
+    pub fn restart_with(&mut self, bin_dir: &Path, toml: &str) -> Result<()> {
+        let _ = self.server.child.kill();
+        let _ = self.server.child.wait();
+        let config = self.home.join(".config/provenix/server.toml");
+        let mut text = std::fs::read_to_string(&config)?;
+        text.push('\n');
+        text.push_str(toml);
+        std::fs::write(&config, text)?;
+        self.server = FirstRun::start(&bin_dir.join("provenixd"), &self.home, |c| {
+            c.env("PROVENIX_LOG", "warn").stderr(Stdio::inherit());
+        });
+        self.url = self.server.url.clone();
+        Ok(())
+    }
+
     /// The SQLite database the default config put under HOME.
     pub fn database(&self) -> Result<PathBuf> {
         let config = std::fs::read_to_string(self.home.join(".config/provenix/server.toml"))?;

@@ -199,6 +199,19 @@ impl Storage {
         .await?
     }
 
+    /// The whole object, or none if there is no such object.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        match self.store.get(&ObjectPath::from(key)).await {
+            Ok(got) => Ok(Some(
+                got.bytes()
+                    .await
+                    .with_context(|| format!("reading {key}"))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {key}")),
+        }
+    }
+
     pub async fn delete(&self, key: &str) -> Result<()> {
         match self.store.delete(&ObjectPath::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -851,3 +851,121 @@ async fn a_rotated_log_key_is_taken_on_through_its_overlap_and_refused_without_o
     let (ok, out, err) = server.run_mode("verify");
     assert!(ok, "{out}{err}");
 }
+
+provenix_tests::backend_tests! {
+    for _local_disk(Backend::Sqlite, ObjectStorage::Local),
+        _s3(Backend::Postgres, ObjectStorage::S3);
+    async fn full_tiles_are_served_from_storage_and_a_tampered_one_is_caught =>
+        full_tiles_are_served_from_storage_and_a_tampered_one_is_caught;
+}
+
+/// A closure of 300 paths fills the first tile and bundle: both are kept
+/// in storage once asked for, served from there by another replica, and
+/// an edit to the stored copy is refused by clients and named by
+/// `--mode verify`; deleted, it is rebuilt from the database.
+async fn full_tiles_are_served_from_storage_and_a_tampered_one_is_caught(
+    backend: Backend,
+    storage: ObjectStorage,
+) {
+    use rand::{Rng, SeedableRng};
+    let server = TestServer::start_on(backend, storage, "[log]\nintegrate-interval = \"100ms\"\n");
+    let token = server.token_with("alice", &["pull", "push", "create-cache"]);
+    let alice = server.client_with_token(&token);
+    alice.ok(&["cache", "create", "main"]);
+    let store = NixStore::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    let closure = store
+        .add_closure(300, "stored tiles", &mut rng, |rng, _| {
+            (0..200).map(|_| rng.gen::<u8>()).collect()
+        })
+        .unwrap();
+    alice.ok(&["push", "main", &closure.top, "--store", &store.root()]);
+    let cp = checkpoint_of(&server.url, "main", &token, 301).await;
+    let stored = |tile: &str| {
+        let dir = server.storage_dir().join("tlog");
+        let logs: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(logs.len() <= 1, "one log: {logs:?}");
+        logs.first().map(|l| l.join(tile))
+    };
+    assert_eq!(stored("tile/0/000"), None, "stored only once asked for");
+
+    // Served, complete and the log's own: each entry hashes to its leaf.
+    let (status, leaves) = get(&format!("{}/main/tlog/tile/0/000", server.url), &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(leaves.len(), 256 * 32);
+    let (status, bundle) = get(
+        &format!("{}/main/tlog/tile/entries/000", server.url),
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let entries = tiles::unbundle(&bundle).expect("a well-formed bundle");
+    assert_eq!(entries.len(), 256);
+    for (entry, leaf) in entries.iter().zip(leaves.chunks(32)) {
+        assert_eq!(
+            &provenix_provenance::tlog::tree::record_hash(entry).0[..],
+            leaf
+        );
+    }
+    let hash_tile = stored("tile/0/000").expect("a stored tile");
+    let bundle_file = stored("tile/entries/000").expect("a stored bundle");
+    assert_eq!(std::fs::read(&hash_tile).unwrap(), leaves);
+    assert_eq!(std::fs::read(&bundle_file).unwrap(), bundle);
+    let (ok, out, err) = server.run_mode("verify");
+    assert!(ok, "{out}{err}");
+
+    // Another replica serves the same bytes.
+    let b_dir = tempfile::tempdir().unwrap();
+    let replica = (backend == Backend::Postgres).then(|| {
+        provenix_tests::server::spawn_server(
+            &server.config_path,
+            b_dir.path(),
+            &["--mode", "api-server", "--listen", "127.0.0.1:0"],
+        )
+    });
+    let b_url = replica.as_ref().map_or(&server.url, |(_, url)| url);
+    let (status, from_b) = get(&format!("{b_url}/main/tlog/tile/0/000"), &token).await;
+    assert_eq!((status, &from_b), (200, &leaves));
+
+    // An edit to the stored bundle: a client reading that entry refuses
+    // the log, and --mode verify names the object.
+    let mut edited = bundle.clone();
+    let at = edited.len() - 10;
+    edited[at] ^= 1;
+    std::fs::write(&bundle_file, &edited).unwrap();
+    let fresh = server.client_with_token(&token);
+    let (code, _, err) = fresh.status(&["log", "proof", "main", "255"]);
+    assert_eq!(code, 3, "{err}");
+    let (ok, out, _) = server.run_mode("verify");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("stored tile tlog/") && out.contains("/tile/entries/000: differs"),
+        "{out}"
+    );
+    // An edit to the stored hash tile: the tree no longer gives the
+    // checkpoint's root.
+    std::fs::write(&bundle_file, &bundle).unwrap();
+    let mut edited = leaves.clone();
+    edited[0] ^= 1;
+    std::fs::write(&hash_tile, &edited).unwrap();
+    let (code, _, err) = server
+        .client_with_token(&token)
+        .status(&["log", "proof", "main", "3"]);
+    assert_eq!(code, 3, "{err}");
+    let (ok, out, _) = server.run_mode("verify");
+    assert!(!ok && out.contains("/tile/0/000: differs"), "{out}");
+
+    // Deleted, it is rebuilt from the database, and all is well again.
+    std::fs::remove_file(&hash_tile).unwrap();
+    let out = fresh.ok(&["log", "proof", "main", "3", "--json"]);
+    assert!(out.contains(&format!("\"size\": {}", cp.size)), "{out}");
+    assert_eq!(std::fs::read(&hash_tile).unwrap(), leaves);
+    let (ok, out, err) = server.run_mode("verify");
+    assert!(ok, "{out}{err}");
+    if let Some((mut child, _)) = replica {
+        child.kill().ok();
+        child.wait().ok();
+    }
+}

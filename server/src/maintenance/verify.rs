@@ -3,13 +3,19 @@
 //! hash (`chunk_hash.rs`) and size, and names the paths a damaged chunk
 //! would break; and rebuilds every cache's transparency log from its
 //! entries and compares it with what is stored and served
-//! (`db/log_check.rs`). Exits non-zero when anything is damaged.
+//! (`db/log_check.rs`), and each full tile kept in storage with what the
+//! database rebuilds (`serve/stored_tiles.rs`). Exits non-zero when
+//! anything is damaged.
 
 use anyhow::Result;
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::serve::stored_tiles;
 use crate::state::AppState;
+
+/// Problems reported per log at most, stored tiles included.
+const LOG_TILE_PROBLEMS: usize = 20;
 
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyReport {
@@ -110,7 +116,11 @@ pub async fn run(state: &AppState) -> Result<VerifyReport> {
     report.corrupt.dedup();
     report.damaged_paths = state.db.paths_using_chunks(&damaged_ids).await?;
     for c in state.db.all_caches().await? {
-        if let Some(check) = state.db.check_log(c.id, &c.name).await? {
+        if let Some(mut check) = state.db.check_log(c.id, &c.name).await? {
+            let room = LOG_TILE_PROBLEMS.saturating_sub(check.problems.len());
+            for (key, wrong) in stored_tiles::damaged(state, c.id, check.size as u64, room).await? {
+                check.problems.push(format!("stored tile {key}: {wrong}"));
+            }
             for p in &check.problems {
                 tracing::error!(cache = %c.name, "transparency log: {p}");
             }

@@ -388,6 +388,11 @@ pub async fn destroy(
 ) -> ApiResult<Json<serde_json::Value>> {
     let c = access::authorize(&state, &caller, Action::Destroy, &cache).await?;
     state.db.destroy_cache(c.id).await?;
+    // The log went with the cache; its stored tiles are reclaimed here
+    // (a failure leaves only unreachable objects: the id is never reused).
+    if let Err(e) = crate::serve::stored_tiles::remove_all(&state, c.id).await {
+        tracing::warn!(cache = %cache, "stored log tiles not removed: {e:#}");
+    }
     tracing::info!(cache = %cache, by = caller.subject(), "cache destroyed");
     Ok(Json(serde_json::json!({ "destroyed": cache })))
 }

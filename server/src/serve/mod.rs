@@ -5,4 +5,5 @@ pub mod binary_cache;
 pub mod cache_keys;
 pub mod pack_reads;
 pub mod signed_narinfo;
+pub mod stored_tiles;
 pub mod tlog;

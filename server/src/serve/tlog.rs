@@ -4,18 +4,18 @@
 //! from the cache, through the same access decision: a private cache's
 //! log answers as a missing cache does.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use provenix_policy::access::Action;
-use provenix_provenance::tlog::tiles::{self, TileError, TilePath};
+use provenix_provenance::tlog::tiles::{TileError, TilePath};
 use provenix_provenance::ErrorCode;
 use std::sync::Arc;
 
 use crate::access;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::caller::PullCaller;
+use crate::serve::stored_tiles;
 use crate::state::AppState;
 
 /// How long a checkpoint may be cached: a new one follows each commit
@@ -91,10 +91,6 @@ pub async fn verifier_keys(
     Ok(resp)
 }
 
-/// Full bundles built at once: each is up to 16 MiB (256 entries of up
-/// to 64 KiB), so this bounds what concurrent requests hold.
-static BUNDLE_BUILDS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
-
 /// The cache and the rest of the path after `/tlog/`, as the request spelt
 /// them (axum's path parameters are percent-decoded): the specification's
 /// paths hold no `%`, and a decoded one would name a tile under a second
@@ -126,36 +122,13 @@ pub async fn tile(
                 format!("{path}: {e} (the log has {} entries)", head.size),
             )
         })?;
-    let body = if tile.is_bundle() {
-        let _turn = BUNDLE_BUILDS.acquire().await.map_err(ApiError::internal)?;
-        let records = tile.records();
-        let entries = state
-            .db
-            .log_entries(c.id, records.start as i64, records.end as i64)
-            .await?;
-        if entries.len() as u64 != records.end - records.start {
-            return Err(ApiError::internal(format!(
-                "{path}: the log lacks entries it integrated"
-            )));
-        }
-        tiles::bundle(&entries).ok_or_else(|| {
-            ApiError::internal(format!("{path}: an entry is larger than a bundle holds"))
-        })?
-    } else {
-        let hashes = state.db.log_hashes(c.id, &tile.hash_indexes()).await?;
-        tile.hash_data(&hashes)
-            .map_err(|e| ApiError::internal(format!("{path}: {e}")))?
-    };
+    let body = stored_tiles::tile_bytes(&state, c.id, &tile).await?;
     let lifetime = if tile.is_full() {
         IMMUTABLE.to_string()
     } else {
         format!("max-age={CHECKPOINT_MAX_AGE}")
     };
-    let mut resp = (
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        Bytes::from(body),
-    )
-        .into_response();
+    let mut resp = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, cache_control(c.is_public, &lifetime));
     Ok(resp)
