@@ -85,6 +85,20 @@ pub async fn authorize(
     check(state, caller, action, name, cache)
 }
 
+/// [`authorize`] on the cache's row as read in the last second (see
+/// `db::recent_caches`): for the log's tiles, which any proxy may keep a
+/// year; the decision itself is the same one.
+pub async fn authorize_recent(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+    name: &str,
+) -> ApiResult<CacheRow> {
+    check_name(action, name)?;
+    let cache = state.db.recent_cache_by_name(name).await?;
+    check(state, caller, action, name, cache)
+}
+
 /// Whether `caller` may create a cache named `name` (the name unread:
 /// whether it is taken is the create's own answer).
 pub fn authorize_create(state: &AppState, caller: &Caller, name: &str) -> ApiResult<()> {

@@ -22,6 +22,7 @@ pub struct AppState {
     pub oidc: OidcVerifier,
     pub key_ring: crate::serve::cache_keys::CacheKeyRing,
     pub signed_narinfos: crate::serve::signed_narinfo::SignedNarinfos,
+    pub tile_memo: crate::serve::tile_memo::TileMemo,
     pub metrics: crate::operate::metrics::Metrics,
     /// Loaded when a serving mode starts (in the background) or else on
     /// first use: the database may not be migrated when the state is built
@@ -65,6 +66,7 @@ impl AppState {
             oidc,
             key_ring: Default::default(),
             signed_narinfos: Default::default(),
+            tile_memo: Default::default(),
             ca: tokio::sync::OnceCell::new(),
             metrics: crate::operate::metrics::Metrics::new(),
         }))

@@ -551,6 +551,29 @@ async fn checkpoints_are_published_once_a_witness_cosigns_and_a_rewritten_log_is
         1
     );
 
+    // A reader may require witnesses of its own choosing on every log
+    // command: one that never cosigned fails the read, the real one passes.
+    let stranger = Cosigner::new(
+        "witness.example/stranger",
+        ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+    )
+    .unwrap()
+    .verifier_key();
+    for command in [
+        &["log", "checkpoint", "main"][..],
+        &["log", "proof", "main", "1"],
+        &["log", "consistency", "main", "1"],
+        &["log", "monitor", "main", "--identity", "*"],
+    ] {
+        let err = alice.fails(&[command, &["--witness", &stranger]].concat());
+        assert!(
+            err.contains("has 0 of the 1 witness cosignatures it needs"),
+            "{command:?}: {err}"
+        );
+        let out = alice.ok(&[command, &["--witness", &witness_key]].concat());
+        assert!(!out.is_empty(), "{command:?}");
+    }
+
     // History rewritten in the database: the witness refuses the new tree,
     // so it is never published.
     rewrite_history(&mut server);
@@ -868,7 +891,8 @@ async fn full_tiles_are_served_from_storage_and_a_tampered_one_is_caught(
     storage: ObjectStorage,
 ) {
     use rand::{Rng, SeedableRng};
-    let server = TestServer::start_on(backend, storage, "[log]\nintegrate-interval = \"100ms\"\n");
+    let mut server =
+        TestServer::start_on(backend, storage, "[log]\nintegrate-interval = \"100ms\"\n");
     let token = server.token_with("alice", &["pull", "push", "create-cache"]);
     let alice = server.client_with_token(&token);
     alice.ok(&["cache", "create", "main"]);
@@ -929,12 +953,25 @@ async fn full_tiles_are_served_from_storage_and_a_tampered_one_is_caught(
     let (status, from_b) = get(&format!("{b_url}/main/tlog/tile/0/000"), &token).await;
     assert_eq!((status, &from_b), (200, &leaves));
 
-    // An edit to the stored bundle: a client reading that entry refuses
-    // the log, and --mode verify names the object.
+    // An edit to the stored bundle: a server that read it before keeps
+    // serving what it read; one that has not (restarted here, or another
+    // replica) serves the edit, a client reading that entry refuses the
+    // log, and --mode verify names the object.
     let mut edited = bundle.clone();
     let at = edited.len() - 10;
     edited[at] ^= 1;
     std::fs::write(&bundle_file, &edited).unwrap();
+    let (status, served) = get(
+        &format!("{}/main/tlog/tile/entries/000", server.url),
+        &token,
+    )
+    .await;
+    assert_eq!((status, &served), (200, &bundle), "kept in memory");
+    if let Some((mut child, _)) = replica {
+        child.kill().ok();
+        child.wait().ok();
+    }
+    server.restart();
     let fresh = server.client_with_token(&token);
     let (code, _, err) = fresh.status(&["log", "proof", "main", "255"]);
     assert_eq!(code, 3, "{err}");
@@ -950,6 +987,7 @@ async fn full_tiles_are_served_from_storage_and_a_tampered_one_is_caught(
     let mut edited = leaves.clone();
     edited[0] ^= 1;
     std::fs::write(&hash_tile, &edited).unwrap();
+    server.restart();
     let (code, _, err) = server
         .client_with_token(&token)
         .status(&["log", "proof", "main", "3"]);
@@ -959,13 +997,11 @@ async fn full_tiles_are_served_from_storage_and_a_tampered_one_is_caught(
 
     // Deleted, it is rebuilt from the database, and all is well again.
     std::fs::remove_file(&hash_tile).unwrap();
+    server.restart();
+    let fresh = server.client_with_token(&token);
     let out = fresh.ok(&["log", "proof", "main", "3", "--json"]);
     assert!(out.contains(&format!("\"size\": {}", cp.size)), "{out}");
     assert_eq!(std::fs::read(&hash_tile).unwrap(), leaves);
     let (ok, out, err) = server.run_mode("verify");
     assert!(ok, "{out}{err}");
-    if let Some((mut child, _)) = replica {
-        child.kill().ok();
-        child.wait().ok();
-    }
 }

@@ -2,12 +2,36 @@
 //! read and checked as any tlog-tiles client would (client/src/tlog.rs).
 
 use anyhow::{bail, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use provenix_provenance::tlog::entry::Entry;
 use serde_json::json;
 
 use super::client_for;
 use crate::tlog::{show, Continuity, LogReader};
+
+/// Witnesses the user requires, in place of those the server names in
+/// `cache info`: a server cannot then drop a witness that would refuse a
+/// forked checkpoint.
+#[derive(Args, Clone, Default)]
+pub struct WitnessPins {
+    /// A witness's verifier key to require cosignatures from, in place of
+    /// those the server names. Repeatable.
+    #[arg(long = "witness", value_name = "VKEY")]
+    pub witnesses: Vec<String>,
+    /// How many of the witnesses must have cosigned (default: all given
+    /// with --witness, or the server's policy).
+    #[arg(long)]
+    pub quorum: Option<usize>,
+}
+
+impl WitnessPins {
+    /// The log read with these witnesses required.
+    pub async fn reader(&self, api: crate::api::ApiClient, cache: &str) -> Result<LogReader> {
+        let mut log = LogReader::new(api, cache).await?;
+        log.pin_witnesses(self.witnesses.clone(), self.quorum);
+        Ok(log)
+    }
+}
 
 #[derive(Subcommand)]
 pub enum LogCommand {
@@ -19,6 +43,8 @@ pub enum LogCommand {
     Checkpoint {
         /// `[SERVER:]CACHE`
         cache: String,
+        #[command(flatten)]
+        pins: WitnessPins,
         #[arg(long)]
         json: bool,
     },
@@ -26,6 +52,8 @@ pub enum LogCommand {
     Proof {
         cache: String,
         index: u64,
+        #[command(flatten)]
+        pins: WitnessPins,
         #[arg(long)]
         json: bool,
     },
@@ -34,6 +62,8 @@ pub enum LogCommand {
     Consistency {
         cache: String,
         old: u64,
+        #[command(flatten)]
+        pins: WitnessPins,
         #[arg(long)]
         json: bool,
     },
@@ -51,9 +81,9 @@ fn say_continuity(origin: &str, c: &Continuity) {
 pub async fn run(command: LogCommand) -> Result<()> {
     match command {
         LogCommand::Monitor(args) => return super::log_monitor::run(args).await,
-        LogCommand::Checkpoint { cache, json } => {
+        LogCommand::Checkpoint { cache, json, pins } => {
             let (api, _, cache) = client_for(&cache)?;
-            let mut log = LogReader::new(api, &cache).await?;
+            let mut log = pins.reader(api, &cache).await?;
             let (cp, continuity) = log.checkpoint().await?;
             if json {
                 let out = json!({
@@ -68,9 +98,14 @@ pub async fn run(command: LogCommand) -> Result<()> {
                 say_continuity(&log.origin, &continuity);
             }
         }
-        LogCommand::Proof { cache, index, json } => {
+        LogCommand::Proof {
+            cache,
+            index,
+            json,
+            pins,
+        } => {
             let (api, _, cache) = client_for(&cache)?;
-            let mut log = LogReader::new(api, &cache).await?;
+            let mut log = pins.reader(api, &cache).await?;
             let (cp, continuity) = log.checkpoint().await?;
             let entry = log.entry(&cp, index).await?;
             let proof = log
@@ -108,9 +143,14 @@ pub async fn run(command: LogCommand) -> Result<()> {
                 say_continuity(&log.origin, &continuity);
             }
         }
-        LogCommand::Consistency { cache, old, json } => {
+        LogCommand::Consistency {
+            cache,
+            old,
+            json,
+            pins,
+        } => {
             let (api, _, cache) = client_for(&cache)?;
-            let mut log = LogReader::new(api, &cache).await?;
+            let mut log = pins.reader(api, &cache).await?;
             let (cp, continuity) = log.checkpoint().await?;
             if old == 0 || old > cp.size {
                 bail!("OLD must be from 1 to the log's size ({})", cp.size);

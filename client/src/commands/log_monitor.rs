@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use super::client_for;
 use crate::time::format_time;
-use crate::tlog::{show, LogReader, Tampered};
+use crate::tlog::{show, Tampered};
 
 /// Follow a cache's transparency log and report entries by identity.
 #[derive(Args)]
@@ -45,6 +45,8 @@ pub struct MonitorArgs {
     /// its own.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    #[command(flatten)]
+    pins: super::log::WitnessPins,
 }
 
 /// `--unexpected` found entries.
@@ -92,7 +94,7 @@ pub async fn run(args: MonitorArgs) -> Result<()> {
         Reporting::Expected
     };
     let (api, _, cache) = client_for(&args.cache)?;
-    let mut log = LogReader::new(api, &cache).await?;
+    let mut log = args.pins.reader(api, &cache).await?;
     let state_file = match args.state {
         Some(p) => p,
         None => log.memory_file("monitor")?,

@@ -42,14 +42,8 @@ pub struct VerifyArgs {
     /// `provenix provenance --json` or of `--in-toto`.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["cache", "path"])]
     offline: Option<PathBuf>,
-    /// A witness's verifier key to require cosignatures from, in place of
-    /// those the server names. Repeatable.
-    #[arg(long = "witness", value_name = "VKEY")]
-    witnesses: Vec<String>,
-    /// How many of the witnesses must have cosigned (default: all given
-    /// with --witness, or the server's policy).
-    #[arg(long)]
-    quorum: Option<usize>,
+    #[command(flatten)]
+    pins: super::log::WitnessPins,
     /// Offline: the log's verifier key (default: the one remembered from
     /// reading the log online).
     #[arg(long, value_name = "VKEY", requires = "offline")]
@@ -107,8 +101,7 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
         .ca_certificate()
         .await
         .context("cannot fetch the server's CA certificate")?;
-    let mut log = LogReader::new(api, &cache).await?;
-    log.pin_witnesses(args.witnesses.clone(), args.quorum);
+    let mut log = args.pins.reader(api, &cache).await?;
     let (cp, continuity) = log.checkpoint().await?;
     log.remember_trust(Some(String::from_utf8_lossy(&ca_pem).into_owned()))?;
     ok(&format!(
@@ -367,17 +360,17 @@ fn trust_for(args: &VerifyArgs, origin: &str) -> Result<Trust> {
             "no key known for the log {origin}: give --log-key (from `provenix cache info`), or run `provenix verify CACHE PATH` online once"
         ),
     };
-    let (witnesses, quorum) = if !args.witnesses.is_empty() {
+    let (witnesses, quorum) = if !args.pins.witnesses.is_empty() {
         (
-            args.witnesses.clone(),
-            args.quorum.unwrap_or(args.witnesses.len()),
+            args.pins.witnesses.clone(),
+            args.pins.quorum.unwrap_or(args.pins.witnesses.len()),
         )
     } else {
         let (w, q) = remembered
             .as_ref()
             .map(|t| (t.witnesses.clone(), t.quorum))
             .unwrap_or_default();
-        (w, args.quorum.unwrap_or(q))
+        (w, args.pins.quorum.unwrap_or(q))
     };
     Ok(Trust {
         origin: origin.to_string(),

@@ -142,6 +142,19 @@ impl Db {
         Ok(row.as_ref().map(cache_from_row).transpose()?)
     }
 
+    /// The cache's row as read less than a second ago (see
+    /// `recent_caches`), or read now: for reads whose answers may be kept
+    /// that long anyway.
+    pub async fn recent_cache_by_name(&self, name: &str) -> DbResult<Option<CacheRow>> {
+        let now = std::time::Instant::now();
+        if let Some(row) = self.recent_caches.get(name, now) {
+            return Ok(row);
+        }
+        let row = self.cache_by_name(name).await?;
+        self.recent_caches.insert(name, now, row.clone());
+        Ok(row)
+    }
+
     /// Creates the cache, its first Nix key and its first log key in one
     /// transaction; None if the name is taken.
     pub async fn create_cache(&self, c: NewCache<'_>) -> DbResult<Option<CacheRow>> {
@@ -165,6 +178,7 @@ impl Db {
         insert_key(&mut tx, id, c.key, now).await?;
         super::log::current_log_key(&mut tx, id, c.log_origin, now).await?;
         tx.commit().await?;
+        self.recent_caches.forget();
         self.cache_by_name(c.name).await
     }
 
@@ -199,6 +213,7 @@ impl Db {
         .bind(cache_id)
         .execute(&self.pool)
         .await?;
+        self.recent_caches.forget();
         Ok(())
     }
 
@@ -244,7 +259,9 @@ impl Db {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        Ok(tx.commit().await?)
+        tx.commit().await?;
+        self.recent_caches.forget();
+        Ok(())
     }
 
     /// Keys that sign at `now`: not retired, or retired in the future (overlap).

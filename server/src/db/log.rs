@@ -345,9 +345,6 @@ pub(super) async fn read_hashes(
     Ok(Hashes::new(known))
 }
 
-/// The key signing the cache's checkpoints now, with the log's origin;
-/// made for `origin` if the cache has none (at its creation, or for a
-/// cache made before logs existed, at its first integration).
 /// The keys signing the cache's checkpoints now, newest first: the current
 /// one and any rotated out whose overlap has not ended.
 async fn live_log_keys(
@@ -415,6 +412,9 @@ impl Db {
     }
 }
 
+/// The key signing the cache's checkpoints now, with the log's origin;
+/// made for `origin` if the cache has none (at its creation, or for a
+/// cache made before logs existed, at its first integration).
 pub(super) async fn current_log_key(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     cache_id: i64,

@@ -24,6 +24,7 @@ pub mod paths;
 pub mod pins;
 pub mod publishers;
 mod query;
+mod recent_caches;
 pub mod revocation;
 mod sqlite_reader;
 pub mod upload_keys;
@@ -50,6 +51,8 @@ pub struct Db {
     backend: Backend,
     /// SQLite only: the narinfo lookup without sqlx's thread hops.
     sqlite_reader: Option<std::sync::Arc<sqlite_reader::SqliteReader>>,
+    /// Cache rows read in the last second, for the log's tiles.
+    recent_caches: std::sync::Arc<recent_caches::RecentCaches>,
 }
 
 /// A database failure, saying whether running the transaction again can
@@ -274,6 +277,7 @@ impl Db {
             sqlite_writer,
             backend,
             sqlite_reader,
+            recent_caches: Default::default(),
         })
     }
 

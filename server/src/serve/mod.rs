@@ -6,4 +6,5 @@ pub mod cache_keys;
 pub mod pack_reads;
 pub mod signed_narinfo;
 pub mod stored_tiles;
+pub mod tile_memo;
 pub mod tlog;

@@ -3,8 +3,9 @@
 //! NARs are (from the local disk or S3) and scales the same way. A full
 //! tile never changes, so the first request for it builds it from the
 //! database and stores it, and every later one (on any replica) reads it
-//! back; partial tiles, which grow, are always built. A stored tile that
-//! differs from what the database rebuilds is named by `--mode verify`.
+//! back; partial tiles are built. Either is then kept in memory
+//! (`tile_memo`) while it fits. A stored tile that differs from what the
+//! database rebuilds is named by `--mode verify`.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -26,10 +27,25 @@ pub fn storage_key(cache_id: i64, tile: &TilePath) -> String {
     format!("{TILE_PREFIX}/{cache_id}/{}", tile.path())
 }
 
-/// The tile's bytes: from storage when it is full and stored, else built
-/// from the database (and stored, when full). A storage that fails is
-/// logged and passed over: the database can always answer.
+/// The tile's bytes: from memory when asked before, else from storage
+/// when it is full and stored, else built from the database (and stored,
+/// when full). A storage that fails is logged and passed over: the
+/// database can always answer.
 pub async fn tile_bytes(state: &AppState, cache_id: i64, tile: &TilePath) -> ApiResult<Bytes> {
+    let path = tile.path();
+    if let Some(bytes) = state.tile_memo.tile(cache_id, &path) {
+        return Ok(bytes);
+    }
+    let bytes = from_storage_or_database(state, cache_id, tile).await?;
+    state.tile_memo.keep_tile(cache_id, &path, &bytes);
+    Ok(bytes)
+}
+
+async fn from_storage_or_database(
+    state: &AppState,
+    cache_id: i64,
+    tile: &TilePath,
+) -> ApiResult<Bytes> {
     if !tile.is_full() {
         return build(state, cache_id, tile).await.map(Bytes::from);
     }
