@@ -305,16 +305,6 @@ impl ApiClient {
         Ok(check(resp).await?.bytes().await?.to_vec())
     }
 
-    /// The PEM certificate the server's short-term keys chain to.
-    pub async fn ca_certificate(&self) -> Result<Vec<u8>> {
-        let resp = self
-            .request(Method::GET, ".well-known/provenix/ca.pem")
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.endpoint))?;
-        Ok(check(resp).await?.bytes().await?.to_vec())
-    }
-
     pub async fn cache_info(&self, cache: &str) -> Result<CacheInfo> {
         self.json(self.request(Method::GET, &format!("_api/v1/cache-config/{cache}")))
             .await

@@ -63,9 +63,6 @@ pub struct Trust {
     pub verifier_key: String,
     pub witnesses: Vec<String>,
     pub quorum: usize,
-    /// The server's CA certificate (PEM), once `verify` fetched it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_pem: Option<String>,
 }
 
 /// The trust remembered for `origin`, if this client read that log.
@@ -352,20 +349,14 @@ impl LogReader {
         }
     }
 
-    /// Remembers the keys this log was checked with (and the CA, when
-    /// given) for `verify --offline`.
-    pub fn remember_trust(&self, ca_pem: Option<String>) -> Result<()> {
+    /// Remembers the keys this log was checked with for `verify --offline`.
+    pub fn remember_trust(&self) -> Result<()> {
         let path = sibling(&self.memory()?, "trust");
-        let ca_pem = match ca_pem {
-            Some(p) => Some(p),
-            None => remembered_trust(&self.origin)?.and_then(|t| t.ca_pem),
-        };
         let trust = Trust {
             origin: self.origin.clone(),
             verifier_key: self.verifier_key.clone(),
             witnesses: self.witnesses.clone(),
             quorum: self.quorum,
-            ca_pem,
         };
         write_atomically(&path, &serde_json::to_vec_pretty(&trust)?)
     }
@@ -388,7 +379,7 @@ impl LogReader {
 
     fn remember(&self, cp: &VerifiedCheckpoint) -> Result<()> {
         write_atomically(&self.memory()?, &cp.note)?;
-        self.remember_trust(None)
+        self.remember_trust()
     }
 }
 

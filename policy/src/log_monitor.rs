@@ -98,6 +98,9 @@ pub struct MonitorState {
     /// Keys seen and not yet long expired, by key id.
     #[serde(default)]
     pub keys: BTreeMap<String, Identity>,
+    /// The SHA-256 of the CA certificate the log last named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 /// One entry the watcher is told about.
@@ -277,6 +280,19 @@ pub fn judge(
             }));
             decide(r)
         }
+        // The first is every log's; another means the server's CA changed,
+        // which nothing in provenix does: someone replaced it.
+        "ca-certificate" => {
+            let Some(new) = text("sha256") else {
+                return anomaly("a CA certificate entry without its sha256".into());
+            };
+            match state.ca.replace(new.clone()) {
+                Some(old) if old != new => anomaly(format!(
+                    "a new CA certificate (sha256 {new}) after the one logged before (sha256 {old}): the server's CA was replaced"
+                )),
+                _ => Judgement::Quiet,
+            }
+        }
         _ => Judgement::Quiet,
     }
 }
@@ -321,6 +337,10 @@ mod tests {
                 "not_after": not_after,
             }),
         )
+    }
+
+    fn ca(sha256: &str, time: i64) -> Vec<u8> {
+        entry("ca-certificate", "main", time, json!({ "sha256": sha256 }))
     }
 
     fn upload(key_id: &str, time: i64) -> Vec<u8> {
@@ -431,6 +451,15 @@ mod tests {
                 "A",
             ),
             (vec![b"garbage".to_vec()], true, "A"),
+            // The CA logged once, or again unchanged: quiet; a second CA:
+            // the server's CA was replaced.
+            (vec![ca("aa", t), ca("aa", t)], true, ".."),
+            (vec![ca("aa", t), ca("bb", t)], true, ".A"),
+            (
+                vec![entry("ca-certificate", "main", t, json!({}))],
+                true,
+                "A",
+            ),
         ] {
             let reporting = if want == "R" {
                 Reporting::Unexpected

@@ -33,6 +33,13 @@ pub struct KeyRecord {
     /// provenance once the entry is published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tlog_proof: Option<String>,
+    /// The log index of the CA certificate entry that certified the key
+    /// (its entry names it too, as `ca_index`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_log_index: Option<i64>,
+    /// That entry's tlog-proof, as the key's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_tlog_proof: Option<String>,
 }
 
 /// When, by whom and why a key or record was revoked.

@@ -449,6 +449,7 @@ async fn selectors_do_not_cross_issuers() {
                     publisher_id: None,
                     claims: &claims,
                     certificate: "PEM",
+                    ca_certificate: "CA PEM",
                     not_before: 0,
                     not_after: i64::MAX,
                 },

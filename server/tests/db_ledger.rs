@@ -77,6 +77,7 @@ async fn upload_key(db: &Db, cache_id: i64, key_id: &str, jti: Option<&str>) -> 
             publisher_id: None,
             claims: &claims,
             certificate: "PEM",
+            ca_certificate: "CA PEM",
             not_before: 0,
             not_after: i64::MAX,
         },
@@ -231,26 +232,28 @@ async fn every_entry_of_a_cache_is_numbered_in_commit_order_without_gaps() {
     assert_eq!(
         kinds(&log),
         vec![
-            (1, "upload-key"),
-            (2, "upload"),
+            // The CA first, once per cache: its keys' entries name it.
+            (1, "ca-certificate"),
+            (2, "upload-key"),
             (3, "upload"),
-            (4, "divergence"),
-            (5, "revocation"),
-            (6, "pin-change"),
-            (7, "upload-key"),
-            (8, "upload"),
-            (9, "path-deletion"),
+            (4, "upload"),
+            (5, "divergence"),
+            (6, "revocation"),
+            (7, "pin-change"),
+            (8, "upload-key"),
+            (9, "upload"),
+            (10, "path-deletion"),
         ]
     );
-    assert_eq!(log[4].record_id, revocation);
+    assert_eq!(log[5].record_id, revocation);
     assert_eq!(
         kinds(&db.ledger_entries(b, 1, 100).await.unwrap()),
-        vec![(1, "upload-key")]
+        vec![(1, "ca-certificate"), (2, "upload-key")]
     );
     // Paging from a number.
     assert_eq!(
-        kinds(&db.ledger_entries(a, 4, 1).await.unwrap()),
-        vec![(4, "divergence")]
+        kinds(&db.ledger_entries(a, 5, 1).await.unwrap()),
+        vec![(5, "divergence")]
     );
 }
 
@@ -283,7 +286,7 @@ async fn a_revoked_key_commits_nothing_and_takes_no_number() {
     );
     assert_eq!(
         kinds(&db.ledger_entries(a, 1, 100).await.unwrap()),
-        vec![(1, "upload-key"), (2, "revocation")]
+        vec![(1, "ca-certificate"), (2, "upload-key"), (3, "revocation")]
     );
 }
 
@@ -325,8 +328,8 @@ async fn concurrent_appends_on_postgres_are_numbered_without_gaps() {
     let log = db.ledger_entries(a, 1, 1000).await.unwrap();
     let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>());
-    // One key, 32 paths each uploaded and then witnessed again.
-    assert_eq!(log.len(), 1 + 2 * alphabet.len(), "{log:?}");
+    // The CA, one key, 32 paths each uploaded and then witnessed again.
+    assert_eq!(log.len(), 2 + 2 * alphabet.len(), "{log:?}");
 }
 
 /// Item 5 on both databases: one statement (key, nonce) records once. Two
@@ -366,6 +369,37 @@ async fn a_statement_records_once_on_both_databases() {
             Err(provenix_server::db::DbError::StatementReplayed)
         ));
         let entries = db.ledger_entries(a, 1, 100).await.unwrap();
-        assert_eq!(kinds(&entries), vec![(1, "upload-key"), (2, "upload")]);
+        assert_eq!(
+            kinds(&entries),
+            vec![(1, "ca-certificate"), (2, "upload-key"), (3, "upload")]
+        );
+    }
+}
+
+/// Keys certified at once for a new cache log its CA once, before all of
+/// them, on both databases; every key's row names that entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_keys_log_the_ca_once() {
+    let (sqlite, _dir) = database().await;
+    let mut dbs = vec![sqlite];
+    match postgres().await {
+        Some(pg) => dbs.push(pg),
+        None => eprintln!("PROVENIX_TEST_POSTGRES_URL is unset: SQLite only"),
+    }
+    for db in dbs {
+        let a = cache(&db, "a").await;
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move { upload_key(&db, a, &format!("k{i}"), None).await })
+            })
+            .collect();
+        for r in racers {
+            assert_eq!(r.await.unwrap(), UploadKeyRecorded::Recorded);
+        }
+        let log = db.ledger_entries(a, 1, 100).await.unwrap();
+        let mut want = vec![(1, "ca-certificate")];
+        want.extend((2..=9).map(|seq| (seq, "upload-key")));
+        assert_eq!(kinds(&log), want);
     }
 }

@@ -141,7 +141,7 @@ async fn metrics_count_what_happens_and_answer_only_allowed_peers() {
     h.upload(&key.session, &unsigned, nar.clone())
         .await
         .assert_refused(401, "unsigned-upload");
-    // The key and the upload, integrated into the cache's log.
+    // The CA, the key and the upload, integrated into the cache's log.
     provenix_server::maintenance::integrate::integrate_all(&h.state)
         .await
         .unwrap();
@@ -192,7 +192,7 @@ async fn metrics_count_what_happens_and_answer_only_allowed_peers() {
     assert_eq!(moved("provenix_revocations_total"), 1.0);
     assert_eq!(moved("provenix_revoked_paths_total"), 1.0);
     assert_eq!(moved("provenix_gc_runs_total"), 1.0);
-    assert_eq!(moved("provenix_log_integrated_entries_total"), 2.0);
+    assert_eq!(moved("provenix_log_integrated_entries_total"), 3.0);
     assert_eq!(moved("provenix_log_integration_failures_total"), 0.0);
     assert!(after
         .text

@@ -91,9 +91,9 @@ async fn uploads_and_their_keys_are_logged_and_verify_from_the_tiles_alone() {
         .await
         .assert_refused(404, "not-in-log");
     let n = integrate::integrate_all(&h.state).await.unwrap();
-    assert_eq!(n, 4, "the key and three uploads");
+    assert_eq!(n, 5, "the CA, the key and three uploads");
     let cp = verified(&h, "main").await;
-    assert_eq!(cp.size, 4);
+    assert_eq!(cp.size, 5);
     // The well-known file names the origin and the key that signed it.
     let known = h
         .get("/.well-known/provenix/tlog/main", Some(&h.root))
@@ -107,20 +107,27 @@ async fn uploads_and_their_keys_are_logged_and_verify_from_the_tiles_alone() {
     let vkey = lines.next().expect("a verifier key");
     checkpoint::verify(&cp.note, vkey, &cp.origin).expect("the listed key signed it");
     assert_eq!(lines.next(), None);
-    assert_eq!(root_from_tiles(&h, "main", 4).await, cp.root);
+    assert_eq!(root_from_tiles(&h, "main", 5).await, cp.root);
 
-    let bundle = bytes(&h, "main", "tile/entries/000.p/4").await;
+    let bundle = bytes(&h, "main", "tile/entries/000.p/5").await;
     let entries = tiles::unbundle(&bundle).unwrap();
-    assert_eq!(entries.len(), 4);
+    assert_eq!(entries.len(), 5);
     let decoded: Vec<Entry> = entries.iter().map(|e| Entry::decode(e).unwrap()).collect();
-    assert_eq!(decoded[0].header.kind, "upload-key");
-    let public_key = decoded[0].header.asserted["public_key"].as_str().unwrap();
-    for (e, store_path) in decoded[1..].iter().zip(&pushed) {
+    // The CA's certificate first, and the key's entry names it.
+    let ca = h.state.ca().await.unwrap();
+    assert_eq!(decoded[0].header.kind, "ca-certificate");
+    assert_eq!(decoded[0].body, ca.cert_pem.as_bytes());
+    assert_eq!(decoded[1].header.kind, "upload-key");
+    assert_eq!(decoded[1].header.asserted["ca_index"], 0);
+    provenix_provenance::tlog::upload_check::check_key_ca((1, &decoded[1]), (0, &decoded[0]))
+        .expect("the key names the CA logged before it");
+    let public_key = decoded[1].header.asserted["public_key"].as_str().unwrap();
+    for (e, store_path) in decoded[2..].iter().zip(&pushed) {
         assert_eq!(e.header.kind, "upload");
         assert_eq!(e.header.asserted["store_path"], store_path.as_str());
         assert_eq!(
             e.header.asserted["key_id"],
-            decoded[0].header.asserted["key_id"]
+            decoded[1].header.asserted["key_id"]
         );
         // The body is the statement the client signed, verbatim.
         let signature = e.header.asserted["signature"].as_str().unwrap();
@@ -130,23 +137,23 @@ async fn uploads_and_their_keys_are_logged_and_verify_from_the_tiles_alone() {
     }
     // Each entry's leaf is in the tree.
     for (i, e) in entries.iter().enumerate() {
-        let wanted = tree::indexes_read_by(|hs| tree::prove_inclusion(4, i as u64, hs));
+        let wanted = tree::indexes_read_by(|hs| tree::prove_inclusion(5, i as u64, hs));
         let c = h.state.db.cache_by_name("main").await.unwrap().unwrap();
         let hashes = h.state.db.log_hashes(c.id, &wanted).await.unwrap();
-        let proof = tree::prove_inclusion(4, i as u64, &hashes).unwrap();
-        tree::check_record(&proof, 4, cp.root, i as u64, tree::record_hash(e)).unwrap();
+        let proof = tree::prove_inclusion(5, i as u64, &hashes).unwrap();
+        tree::check_record(&proof, 5, cp.root, i as u64, tree::record_hash(e)).unwrap();
     }
 
     // More entries: the new checkpoint is consistent with the old one.
     push(&h, &key, "main", 3).await;
     integrate::integrate_all(&h.state).await.unwrap();
     let later = verified(&h, "main").await;
-    assert_eq!(later.size, 5);
+    assert_eq!(later.size, 6);
     let c = h.state.db.cache_by_name("main").await.unwrap().unwrap();
-    let wanted = tree::indexes_read_by(|hs| tree::prove_consistency(5, 4, hs));
+    let wanted = tree::indexes_read_by(|hs| tree::prove_consistency(6, 5, hs));
     let hashes: Hashes = h.state.db.log_hashes(c.id, &wanted).await.unwrap();
-    let proof = tree::prove_consistency(5, 4, &hashes).unwrap();
-    tree::check_tree(&proof, 5, later.root, 4, cp.root).unwrap();
+    let proof = tree::prove_consistency(6, 5, &hashes).unwrap();
+    tree::check_tree(&proof, 6, later.root, 5, cp.root).unwrap();
     // Nothing new: no new checkpoint.
     assert_eq!(integrate::integrate_all(&h.state).await.unwrap(), 0);
 }
@@ -220,11 +227,12 @@ async fn tiles_the_tree_does_not_have_and_malformed_paths_are_refused() {
     let key = h.exchange(&h.root, "main").await;
     push(&h, &key, "main", 0).await;
     integrate::integrate_all(&h.state).await.unwrap();
+    // Three entries: the CA, the key, the upload.
     for (path, status, code) in [
-        ("tile/0/000.p/3", 404, "not-in-log"),
+        ("tile/0/000.p/4", 404, "not-in-log"),
         ("tile/0/000", 404, "not-in-log"),
         ("tile/1/000.p/1", 404, "not-in-log"),
-        ("tile/entries/000.p/3", 404, "not-in-log"),
+        ("tile/entries/000.p/4", 404, "not-in-log"),
         ("tile/0/001.p/1", 404, "not-in-log"),
         ("tile/0/0", 400, "invalid-tile-path"),
         ("tile/0/000.p/0", 400, "invalid-tile-path"),
@@ -245,6 +253,7 @@ async fn tiles_the_tree_does_not_have_and_malformed_paths_are_refused() {
     // A narrower partial tile than the edge is served (an older checkpoint's).
     assert_eq!(bytes(&h, "main", "tile/0/000.p/1").await.len(), 32);
     assert_eq!(bytes(&h, "main", "tile/0/000.p/2").await.len(), 64);
+    assert_eq!(bytes(&h, "main", "tile/0/000.p/3").await.len(), 96);
 }
 
 #[tokio::test]

@@ -156,14 +156,17 @@ async fn a_ci_upload_and_its_revocation_are_logged_across_two_replicas() {
     assert!(ok, "{err}");
 
     // Either replica serves the log; whichever integrated it.
-    let cp = checkpoint_of(&b_url, "main", &admin_token, 2).await;
+    let cp = checkpoint_of(&b_url, "main", &admin_token, 3).await;
     let entries = entries_of(&server.url, "main", &admin_token, &cp).await;
-    assert_eq!(kinds(&entries), ["upload-key", "upload"]);
-    let key = &entries[0].header.asserted;
+    assert_eq!(kinds(&entries), ["ca-certificate", "upload-key", "upload"]);
+    let (_, ca_pem) = get(&format!("{}/.well-known/provenix/ca.pem", server.url), "").await;
+    assert_eq!(entries[0].body, ca_pem, "the server's CA, logged first");
+    let key = &entries[1].header.asserted;
     assert_eq!(key["claims"]["run_id"], "777");
     assert_eq!(key["key_kind"], "oidc");
-    assert!(entries[0].body.starts_with(b"-----BEGIN CERTIFICATE-----"));
-    let upload = &entries[1];
+    assert_eq!(key["ca_index"], 0);
+    assert!(entries[1].body.starts_with(b"-----BEGIN CERTIFICATE-----"));
+    let upload = &entries[2];
     assert_eq!(upload.header.asserted["store_path"], path.as_str());
     let public_key =
         provenix_provenance::exchange::decode_public_key(key["public_key"].as_str().unwrap())
@@ -185,15 +188,18 @@ async fn a_ci_upload_and_its_revocation_are_logged_across_two_replicas() {
         "--reason",
         "compromised runner",
     ]);
-    let later = checkpoint_of(&b_url, "main", &admin_token, 3).await;
+    let later = checkpoint_of(&b_url, "main", &admin_token, 4).await;
     let entries = entries_of(&b_url, "main", &admin_token, &later).await;
-    assert_eq!(kinds(&entries), ["upload-key", "upload", "revocation"]);
-    let revocation = &entries[2];
+    assert_eq!(
+        kinds(&entries),
+        ["ca-certificate", "upload-key", "upload", "revocation"]
+    );
+    let revocation = &entries[3];
     assert_eq!(revocation.header.asserted["reason"], "compromised runner");
     assert_eq!(revocation.header.asserted["removed_paths"], 1);
     assert_eq!(revocation.body, format!("{path}\n").into_bytes());
     // The old checkpoint is a prefix of the new one: its entries unchanged.
-    assert_eq!(later.size, 3);
+    assert_eq!(later.size, 4);
     let _ = replica_b.kill();
     let _ = replica_b.wait();
 }
@@ -219,10 +225,10 @@ async fn a_server_killed_between_commit_and_integration_loses_nothing() {
     let config = std::fs::read_to_string(&server.config_path).unwrap();
     std::fs::write(&server.config_path, config.replace("1 hour", "100ms")).unwrap();
     server.restart();
-    let cp = checkpoint_of(&server.url, "main", &server.root_token, 2).await;
+    let cp = checkpoint_of(&server.url, "main", &server.root_token, 3).await;
     let entries = entries_of(&server.url, "main", &server.root_token, &cp).await;
-    assert_eq!(kinds(&entries), ["upload-key", "upload"]);
-    assert_eq!(entries[1].header.asserted["store_path"], path.as_str());
+    assert_eq!(kinds(&entries), ["ca-certificate", "upload-key", "upload"]);
+    assert_eq!(entries[2].header.asserted["store_path"], path.as_str());
 }
 
 /// The database file of a SQLite test server.
@@ -265,21 +271,21 @@ async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_o
     let store = NixStore::new();
     let first = store.add_input_addressed("first", &[("blob", &random_bytes(7, 20_000))], &[]);
     alice.ok(&["push", "main", &first, "--store", &store.root()]);
-    checkpoint_of(&server.url, "main", &token, 2).await;
+    checkpoint_of(&server.url, "main", &token, 3).await;
 
     let out = alice.ok(&["verify", "main", &first]);
     for line in [
         "ok    checkpoint of ",
         "ok    first checkpoint this client saw",
-        "log entry 1, included in the checkpoint",
-        "certified at log entry 0, before the upload",
+        "log entry 2, included in the checkpoint",
+        "certified at log entry 1, before the upload",
         "statement signed by that key",
         "no later revocation in the log covers it",
     ] {
         assert!(out.contains(line), "{line:?} missing from:\n{out}");
     }
     assert!(
-        out.contains("its certificate was issued by the server's CA for that key"),
+        out.contains("its certificate was issued for that key by the CA logged at entry 0"),
         "{out}"
     );
 
@@ -292,11 +298,11 @@ async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_o
     let out = alice.ok(&offline);
     for line in [
         "ok    checkpoint of ",
-        "log entry 1, included in the checkpoint of 2 entries",
-        "certified at log entry 0, before the upload",
-        "its certificate was issued by the server's CA for that key",
+        "log entry 2, included in the checkpoint of 3 entries",
+        "certified at log entry 1, before the upload",
+        "its certificate was issued for that key by the CA logged at entry 0",
         "statement signed by that key",
-        "note  revocations logged after the checkpoint of 2 entries",
+        "note  revocations logged after the checkpoint of 3 entries",
     ] {
         assert!(out.contains(line), "{line:?} missing from:\n{out}");
     }
@@ -335,7 +341,7 @@ async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_o
     let (code, out, _) = stranger.status(&by_hand);
     assert_eq!(code, 3, "{out}");
     assert!(
-        out.contains("the CA's signature on the certificate does not verify"),
+        out.contains("the CA the log holds for the key (entry 0) is not the one given with --ca"),
         "{out}"
     );
     let witness = provenix_provenance::tlog::witness::Cosigner::new(
@@ -368,10 +374,10 @@ async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_o
     .unwrap();
     alice.ok(&["verify", "--offline", exported.to_str().unwrap()]);
 
-    let proof = alice.ok(&["log", "proof", "main", "1"]);
-    assert!(proof.contains("Entry 1 of 2: upload"), "{proof}");
+    let proof = alice.ok(&["log", "proof", "main", "2"]);
+    assert!(proof.contains("Entry 2 of 3: upload"), "{proof}");
     assert!(
-        proof.contains("Included in the checkpoint of 2 entries"),
+        proof.contains("Included in the checkpoint of 3 entries"),
         "{proof}"
     );
     assert!(alice
@@ -383,16 +389,16 @@ async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_o
     let second = store.add_input_addressed("second", &[("blob", &random_bytes(8, 20_000))], &[]);
     alice.ok(&["push", "main", &second, "--store", &store.root()]);
     // Its key (each push exchanges for one) and its upload.
-    checkpoint_of(&server.url, "main", &token, 4).await;
+    checkpoint_of(&server.url, "main", &token, 5).await;
     let (ok, _, err) = alice.run(&["log", "checkpoint", "main"]);
     assert!(ok, "{err}");
     assert!(
-        err.contains("Consistent with the checkpoint of 2 entries"),
+        err.contains("Consistent with the checkpoint of 3 entries"),
         "{err}"
     );
-    let consistency = alice.ok(&["log", "consistency", "main", "2"]);
+    let consistency = alice.ok(&["log", "consistency", "main", "3"]);
     assert!(
-        consistency.contains("It is a prefix of the checkpoint of 4 entries"),
+        consistency.contains("It is a prefix of the checkpoint of 5 entries"),
         "{consistency}"
     );
 
@@ -406,7 +412,7 @@ async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_o
         "--reason",
         "laptop stolen",
     ]);
-    checkpoint_of(&server.url, "main", &token, 5).await;
+    checkpoint_of(&server.url, "main", &token, 6).await;
     let (ok, out, _) = alice.run(&["verify", "main", &first]);
     assert!(!ok, "a revoked path does not verify:\n{out}");
     assert!(
@@ -424,7 +430,7 @@ async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_o
         assert!(ok, "{err}");
         alice
     };
-    checkpoint_of(&server.url, "main", &token, 5).await;
+    checkpoint_of(&server.url, "main", &token, 6).await;
     let refused = alice.fails(&["log", "checkpoint", "main"]);
     assert!(refused.contains("history was rewritten"), "{refused}");
     let (ok, out, err) = alice.run(&["verify", "main", &second]);
@@ -517,7 +523,7 @@ async fn checkpoints_are_published_once_a_witness_cosigns_and_a_rewritten_log_is
     let (_, metrics) = get(&format!("{}/metrics", server.url), &token).await;
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(
-        metrics.contains("provenix_log_unpublished_entries 2"),
+        metrics.contains("provenix_log_unpublished_entries 3"),
         "{}",
         metrics
             .lines()
@@ -530,7 +536,7 @@ async fn checkpoints_are_published_once_a_witness_cosigns_and_a_rewritten_log_is
     let (origin, log_key) = log_identity(&server.url, "main", &token).await;
     let wdir = tempfile::tempdir().unwrap();
     let mut witness = WitnessProcess::start(wdir.path(), port, seed, &[(origin.clone(), log_key)]);
-    let cp = checkpoint_of(&server.url, "main", &token, 2).await;
+    let cp = checkpoint_of(&server.url, "main", &token, 3).await;
     assert_eq!(
         count_cosignatures(&cp.note, std::slice::from_ref(&witness_key)).unwrap(),
         1
@@ -545,7 +551,7 @@ async fn checkpoints_are_published_once_a_witness_cosigns_and_a_rewritten_log_is
     witness.restart();
     let second = store.add_input_addressed("w-second", &[("blob", &random_bytes(10, 9_000))], &[]);
     alice.ok(&["push", "main", &second, "--store", &store.root()]);
-    let later = checkpoint_of(&server.url, "main", &token, 4).await;
+    let later = checkpoint_of(&server.url, "main", &token, 5).await;
     assert_eq!(
         count_cosignatures(&later.note, std::slice::from_ref(&witness_key)).unwrap(),
         1
@@ -607,7 +613,7 @@ async fn log_monitor_reports_entries_by_identity_and_catches_a_rewritten_log() {
     let alice_token = world.server.token_with("alice", &["pull", "push"]);
     let alice = world.server.client_with_token(&alice_token);
     alice.ok(&["push", "main", &by_alice, "--store", &store.root()]);
-    checkpoint_of(&world.server.url, "main", &root, 4).await;
+    checkpoint_of(&world.server.url, "main", &root, 5).await;
 
     let auditor = world.server.client();
     let watched = [
@@ -622,20 +628,20 @@ async fn log_monitor_reports_entries_by_identity_and_catches_a_rewritten_log() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(
-        lines[0].starts_with("0 ") && lines[0].contains("upload-key key "),
+        lines[0].starts_with("1 ") && lines[0].contains("upload-key key "),
         "{out}"
     );
     assert!(lines[0].contains("[repo:octo-org/octo-repo:"), "{out}");
     assert!(
-        lines[1].starts_with("1 ") && lines[1].contains(&by_ci),
+        lines[1].starts_with("2 ") && lines[1].contains(&by_ci),
         "{out}"
     );
     assert!(!out.contains(&by_alice), "{out}");
-    assert!(err.contains("Read entries 0 to 4"), "{err}");
+    assert!(err.contains("Read entries 0 to 5"), "{err}");
     // Run again: nothing new, nothing reported.
     let (code, out, err) = auditor.status(&watched);
     assert_eq!((code, out.as_str()), (0, ""), "{err}");
-    assert!(err.contains("Read entries 4 to 4"), "{err}");
+    assert!(err.contains("Read entries 5 to 5"), "{err}");
 
     // Everyone else's entries, as JSON lines, with their own state: exit 2.
     let state = auditor.config_home().join("unexpected.json");
@@ -677,7 +683,7 @@ async fn log_monitor_reports_entries_by_identity_and_catches_a_rewritten_log() {
         "--reason",
         "laptop stolen",
     ]);
-    checkpoint_of(&world.server.url, "main", &root, 5).await;
+    checkpoint_of(&world.server.url, "main", &root, 6).await;
     let (code, out, err) = auditor.status(&[
         "log",
         "monitor",
@@ -695,12 +701,14 @@ async fn log_monitor_reports_entries_by_identity_and_catches_a_rewritten_log() {
     assert!(out.contains(&by_alice) && !out.contains(&by_ci), "{out}");
 
     // An entry edited where the server keeps it: its bundle no longer
-    // hashes to the tree's leaf. A monitor reading it anew exits 3, and so
-    // does verify.
+    // hashes to the tree's leaf. A monitor reading it anew from a server
+    // that has not read it before (restarted: a server keeps the tiles it
+    // served in memory) exits 3, and so does verify.
     sqlite(
         &world.server,
-        "UPDATE log_entries SET entry = replace(entry, 'alice', 'alicf') WHERE idx = 2",
+        "UPDATE log_entries SET entry = replace(entry, 'alice', 'alicf') WHERE idx = 3",
     );
+    world.server.restart();
     let fresh = world.server.client();
     let (code, out, err) = fresh.status(&["log", "monitor", "main"]);
     assert_eq!(code, 3, "{out}{err}");
@@ -715,7 +723,7 @@ async fn log_monitor_reports_entries_by_identity_and_catches_a_rewritten_log() {
     // remembered checkpoint, and through its own state alone (another
     // machine that only has the state file).
     rewrite_history(&mut world.server);
-    checkpoint_of(&world.server.url, "main", &root, 5).await;
+    checkpoint_of(&world.server.url, "main", &root, 6).await;
     auditor.ok(&["login", "test", &world.server.url, &root]);
     let (code, out, err) = auditor.status(&watched);
     assert_eq!(code, 3, "{out}{err}");
@@ -724,7 +732,7 @@ async fn log_monitor_reports_entries_by_identity_and_catches_a_rewritten_log() {
     let (code, _, err) = elsewhere.status(&unexpected);
     assert_eq!(code, 3, "{err}");
     assert!(
-        err.contains("not consistent with the tree of 4 entries this monitor read"),
+        err.contains("not consistent with the tree of 5 entries this monitor read"),
         "{err}"
     );
 }
@@ -738,11 +746,11 @@ async fn provenixd_verify_rebuilds_each_log_and_finds_what_was_edited() {
     let store = NixStore::new();
     let path = store.add_input_addressed("verified", &[("blob", &random_bytes(21, 9_000))], &[]);
     alice.ok(&["push", "main", &path, "--store", &store.root()]);
-    checkpoint_of(&server.url, "main", &token, 2).await;
+    checkpoint_of(&server.url, "main", &token, 3).await;
     let (ok, out, err) = server.run_mode("verify");
     assert!(ok, "{out}{err}");
     assert!(
-        out.contains(r#""logs":[{"cache":"main","size":2,"problems":[]}]"#),
+        out.contains(r#""logs":[{"cache":"main","size":3,"problems":[]}]"#),
         "{out}"
     );
 
@@ -751,11 +759,11 @@ async fn provenixd_verify_rebuilds_each_log_and_finds_what_was_edited() {
         (
             "UPDATE uploads SET outcome = 'deduplicated' WHERE id = 1",
             "UPDATE uploads SET outcome = 'uploaded' WHERE id = 1",
-            "entry 1 is not the entry its record (upload 1) makes",
+            "entry 2 is not the entry its record (upload 1) makes",
         ),
         (
-            "UPDATE log_entries SET entry = replace(entry, 'uploaded', 'deduplicated') WHERE idx = 1",
-            "UPDATE log_entries SET entry = replace(entry, 'deduplicated', 'uploaded') WHERE idx = 1",
+            "UPDATE log_entries SET entry = replace(entry, 'uploaded', 'deduplicated') WHERE idx = 2",
+            "UPDATE log_entries SET entry = replace(entry, 'deduplicated', 'uploaded') WHERE idx = 2",
             "stored hashes differ from the entries'",
         ),
         (
@@ -904,7 +912,7 @@ async fn full_tiles_are_served_from_storage_and_a_tampered_one_is_caught(
         })
         .unwrap();
     alice.ok(&["push", "main", &closure.top, "--store", &store.root()]);
-    let cp = checkpoint_of(&server.url, "main", &token, 301).await;
+    let cp = checkpoint_of(&server.url, "main", &token, 303).await;
     let stored = |tile: &str| {
         let dir = server.storage_dir().join("tlog");
         let logs: Vec<_> = std::fs::read_dir(&dir)
@@ -1001,7 +1009,84 @@ async fn full_tiles_are_served_from_storage_and_a_tampered_one_is_caught(
     let fresh = server.client_with_token(&token);
     let out = fresh.ok(&["log", "proof", "main", "3", "--json"]);
     assert!(out.contains(&format!("\"size\": {}", cp.size)), "{out}");
+    assert_eq!(
+        cp.size, 303,
+        "the CA, the key, 300 uploads and their closure"
+    );
     assert_eq!(std::fs::read(&hash_tile).unwrap(), leaves);
     let (ok, out, err) = server.run_mode("verify");
     assert!(ok, "{out}{err}");
+}
+
+/// The CA that certifies a cache's keys is in the cache's log: a server
+/// whose CA is replaced (here, by another server's, copied into its
+/// database) logs the new one before the next key it certifies, where a
+/// monitor flags it and a reader who pinned the old CA refuses it.
+#[tokio::test]
+async fn a_replaced_ca_is_logged_and_flagged() {
+    let mut server =
+        TestServer::start_with(Backend::Sqlite, "[log]\nintegrate-interval = \"100ms\"\n");
+    let token = server.token_with("alice", &["pull", "push", "create-cache", "audit"]);
+    let alice = server.client_with_token(&token);
+    alice.ok(&["cache", "create", "main"]);
+    let store = NixStore::new();
+    let before = store.add_input_addressed("ca-before", &[("blob", &random_bytes(31, 9_000))], &[]);
+    alice.ok(&["push", "main", &before, "--store", &store.root()]);
+    checkpoint_of(&server.url, "main", &token, 3).await;
+    let files = tempfile::tempdir().unwrap();
+    let old_ca = files.path().join("old-ca.pem");
+    let (_, pem) = get(&format!("{}/.well-known/provenix/ca.pem", server.url), "").await;
+    std::fs::write(&old_ca, &pem).unwrap();
+    let monitor = server.client_with_token(&token);
+    monitor.ok(&["log", "monitor", "main"]);
+
+    // Another server's CA, key and certificate, put in this one's place.
+    let other = TestServer::start(Backend::Sqlite);
+    other.client().ok(&["cache", "create", "x"]);
+    let (_, other_pem) = get(&format!("{}/.well-known/provenix/ca.pem", other.url), "").await;
+    assert_ne!(pem, other_pem);
+    server.kill9();
+    sqlite(
+        &server,
+        &format!(
+            "ATTACH '{}' AS other; UPDATE certificate_authority SET
+               key_pem = (SELECT key_pem FROM other.certificate_authority),
+               cert_pem = (SELECT cert_pem FROM other.certificate_authority);",
+            sqlite_file(&other).display()
+        ),
+    );
+    server.restart();
+    let alice = server.client_with_token(&token);
+    let after = store.add_input_addressed("ca-after", &[("blob", &random_bytes(32, 9_000))], &[]);
+    alice.ok(&["push", "main", &after, "--store", &store.root()]);
+    // The new CA, the key it certified, the upload.
+    let cp = checkpoint_of(&server.url, "main", &token, 6).await;
+    let entries = entries_of(&server.url, "main", &token, &cp).await;
+    assert_eq!(
+        kinds(&entries)[3..],
+        ["ca-certificate", "upload-key", "upload"]
+    );
+    assert_eq!(entries[3].body, other_pem);
+    assert_eq!(entries[4].header.asserted["ca_index"], 3);
+
+    // Verified against the CA the log holds for its key: each path passes,
+    // each naming its own CA entry; pinned to the old CA, the new fails.
+    let out = alice.ok(&["verify", "main", &after]);
+    assert!(out.contains("by the CA logged at entry 3"), "{out}");
+    let out = alice.ok(&["verify", "main", &before, "--ca", old_ca.to_str().unwrap()]);
+    assert!(out.contains("by the CA logged at entry 0"), "{out}");
+    let (code, out, _) =
+        alice.status(&["verify", "main", &after, "--ca", old_ca.to_str().unwrap()]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("is not the one given with --ca"), "{out}");
+
+    // The monitor flags the second CA, whoever it watches.
+    monitor.ok(&["login", "test", &server.url, &token]);
+    let (code, out, err) = monitor.status(&["log", "monitor", "main", "--identity", "nobody"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains("ANOMALY 3 a new CA certificate")
+            && out.contains("the server's CA was replaced"),
+        "{out}"
+    );
 }

@@ -23,7 +23,9 @@ use provenix_provenance::exchange;
 use provenix_provenance::tlog::checkpoint::VerifiedCheckpoint;
 use provenix_provenance::tlog::entry::Entry;
 use provenix_provenance::tlog::proof::TlogProof;
-use provenix_provenance::tlog::upload_check::{check_upload, CheckedUpload};
+use provenix_provenance::tlog::upload_check::{
+    check_key_ca, check_upload, named_ca, CheckedUpload, UploadCheckError,
+};
 use std::path::PathBuf;
 
 use super::client_for;
@@ -48,8 +50,10 @@ pub struct VerifyArgs {
     /// reading the log online).
     #[arg(long, value_name = "VKEY", requires = "offline")]
     log_key: Option<String>,
-    /// Offline: the server's CA certificate, PEM (default: remembered).
-    #[arg(long, value_name = "FILE", requires = "offline")]
+    /// The server's CA certificate, PEM: require the CA the log holds for
+    /// each key to be this one (default: any CA certificate the log holds
+    /// before the key).
+    #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
 }
 
@@ -97,13 +101,10 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     );
     let (api, _, cache) = client_for(&cache)?;
     let provenance = api.provenance(&cache, &path).await?;
-    let ca_pem = api
-        .ca_certificate()
-        .await
-        .context("cannot fetch the server's CA certificate")?;
+    let pinned_ca = pinned_ca(&args)?;
     let mut log = args.pins.reader(api, &cache).await?;
     let (cp, continuity) = log.checkpoint().await?;
-    log.remember_trust(Some(String::from_utf8_lossy(&ca_pem).into_owned()))?;
+    log.remember_trust()?;
     ok(&format!(
         "checkpoint of {}: {} entries, root {}, signed by the log's key",
         cp.origin,
@@ -132,7 +133,7 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     let mut verdicts = Vec::new();
     for record in &provenance.uploads {
         let who = format!("upload #{} ({})", record.id, record.key.subject);
-        let checked = check_online(&log, &cp, record, &ca_pem, &who).await;
+        let checked = check_online(&log, &cp, record, pinned_ca.as_deref(), &who).await;
         verdicts.push(judge(&who, record, checked, &revocations));
     }
     conclude(&path, &verdicts)
@@ -219,13 +220,22 @@ fn decode(bytes: &[u8], index: u64) -> Result<Entry> {
         .map_err(|e| Tampered(format!("log entry {index} does not decode: {e}")).into())
 }
 
-/// The two entries' checks, shared by both modes; prints what passed.
+/// The CA certificate `--ca` names, if any.
+fn pinned_ca(args: &VerifyArgs) -> Result<Option<Vec<u8>>> {
+    args.ca
+        .as_ref()
+        .map(|f| std::fs::read(f).with_context(|| format!("cannot read {}", f.display())))
+        .transpose()
+}
+
+/// The three entries' checks, shared by both modes; prints what passed.
 fn check_entries(
     who: &str,
     (index, upload): (u64, &Entry),
     (key_index, key): (u64, &Entry),
+    (ca_index, ca): (u64, &Entry),
     record: &UploadRecord,
-    ca_pem: &[u8],
+    pinned_ca: Option<&[u8]>,
 ) -> Result<u64> {
     let checked = check_upload(
         (index, upload),
@@ -240,9 +250,16 @@ fn check_entries(
         "{who}: key {} certified at log entry {key_index}, before the upload",
         checked.key_id
     ));
-    check_certificate(&checked, key, ca_pem)?;
+    check_key_ca((key_index, key), (ca_index, ca)).map_err(|e| Tampered(e.to_string()))?;
+    if pinned_ca.is_some_and(|pin| pin.trim_ascii() != ca.body.trim_ascii()) {
+        return Err(Tampered(format!(
+            "the CA the log holds for the key (entry {ca_index}) is not the one given with --ca"
+        ))
+        .into());
+    }
+    check_certificate(&checked, key, &ca.body)?;
     ok(&format!(
-        "{who}: its certificate was issued by the server's CA for that key"
+        "{who}: its certificate was issued for that key by the CA logged at entry {ca_index}"
     ));
     ok(&format!("{who}: statement signed by that key"));
     Ok(index)
@@ -254,7 +271,7 @@ async fn check_online(
     log: &LogReader,
     cp: &VerifiedCheckpoint,
     record: &UploadRecord,
-    ca_pem: &[u8],
+    pinned_ca: Option<&[u8]>,
     who: &str,
 ) -> Result<u64> {
     let index = record.log_index.context("the record is not in the log")? as u64;
@@ -273,7 +290,17 @@ async fn check_online(
     ));
     let key_index = record.key.log_index.context("its key is not in the log")? as u64;
     let key = decode(&log.entry(cp, key_index).await?, key_index)?;
-    check_entries(who, (index, &upload), (key_index, &key), record, ca_pem)
+    let ca_index = named_ca(&key)
+        .ok_or_else(|| Tampered(UploadCheckError::NoCaNamed(key_index).to_string()))?;
+    let ca = decode(&log.entry(cp, ca_index).await?, ca_index)?;
+    check_entries(
+        who,
+        (index, &upload),
+        (key_index, &key),
+        (ca_index, &ca),
+        record,
+        pinned_ca,
+    )
 }
 
 /// The records of a saved bundle: a provenance answer, or the uploads in
@@ -321,18 +348,12 @@ fn offline(args: &VerifyArgs, file: &std::path::Path) -> Result<()> {
         .context("the bundle's first record has no tlog-proof (not yet published when saved?)")?;
     let origin = origin_of(&TlogProof::parse(first).map_err(|e| Tampered(e.to_string()))?);
     let trust = trust_for(args, &origin)?;
-    let ca_pem = match (&args.ca, &trust.ca_pem) {
-        (Some(f), _) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
-        (None, Some(c)) => c.clone().into_bytes(),
-        (None, None) => bail!(
-            "no CA certificate known for {origin}: give --ca (GET /.well-known/provenix/ca.pem), or run `provenix verify CACHE PATH` online once"
-        ),
-    };
+    let pinned_ca = pinned_ca(args)?;
     let mut verdicts = Vec::new();
     let mut announced = None;
     for record in &records {
         let who = format!("upload #{} ({})", record.id, record.key.subject);
-        let checked = check_offline(&trust, record, &ca_pem, &who, &mut announced);
+        let checked = check_offline(&trust, record, pinned_ca.as_deref(), &who, &mut announced);
         // Offline, the bundle's own revocation marks are all there is.
         let verdict = match checked {
             Ok(_) if record.is_revoked() => {
@@ -377,14 +398,13 @@ fn trust_for(args: &VerifyArgs, origin: &str) -> Result<Trust> {
         verifier_key,
         witnesses,
         quorum,
-        ca_pem: remembered.and_then(|t| t.ca_pem),
     })
 }
 
 fn check_offline(
     trust: &Trust,
     record: &UploadRecord,
-    ca_pem: &[u8],
+    pinned_ca: Option<&[u8]>,
     who: &str,
     announced: &mut Option<u64>,
 ) -> Result<u64> {
@@ -396,6 +416,7 @@ fn check_offline(
     };
     let upload_proof = parse(&record.tlog_proof, "the upload")?;
     let key_proof = parse(&record.key.tlog_proof, "its key")?;
+    let ca_proof = parse(&record.key.ca_tlog_proof, "its key's CA")?;
     let origin = &trust.origin;
     let verify = |p: &TlogProof| -> Result<(VerifiedCheckpoint, Entry)> {
         let (cp, entry) = p
@@ -425,11 +446,13 @@ fn check_offline(
         upload_proof.index, cp.size
     ));
     let (_, key) = verify(&key_proof).context("its key's entry")?;
+    let (_, ca) = verify(&ca_proof).context("its key's CA entry")?;
     check_entries(
         who,
         (upload_proof.index, &upload),
         (key_proof.index, &key),
+        (ca_proof.index, &ca),
         record,
-        ca_pem,
+        pinned_ca,
     )
 }

@@ -28,7 +28,8 @@ use super::tiles::MAX_ENTRY;
 pub const VERSION_LINE: &str = "provenix-log-entry-v1";
 
 /// What a ledger entry records (the ledger's `kind` column).
-pub const KINDS: [&str; 7] = [
+pub const KINDS: [&str; 8] = [
+    "ca-certificate",
     "upload-key",
     "upload",
     "divergence",

@@ -34,6 +34,16 @@ pub enum UploadCheckError {
     BadPublicKey,
     #[error("the statement's signature does not verify with the logged key")]
     BadSignature,
+    #[error("the key's entry {0} names no logged CA certificate")]
+    NoCaNamed(u64),
+    #[error("the key's entry names CA entry {named}, not entry {given}")]
+    OtherCa { named: u64, given: u64 },
+    #[error("log entry {0} is not a CA certificate")]
+    NotACa(u64),
+    #[error("the CA was logged (entry {ca}) after the key (entry {key})")]
+    CaAfterKey { ca: u64, key: u64 },
+    #[error("CA entry {0} does not hold the certificate its hash names")]
+    CaBodyMismatch(u64),
 }
 
 fn text<'a>(e: &'a Entry, k: &str) -> &'a str {
@@ -80,6 +90,43 @@ pub fn check_upload(
         subject: text(key, "subject").to_string(),
         certificate: key.body.clone(),
     })
+}
+
+/// The index of the CA entry key entry `key` names (`ca_index`), if any.
+pub fn named_ca(key: &Entry) -> Option<u64> {
+    key.header.asserted.get("ca_index").and_then(|v| v.as_u64())
+}
+
+/// Checks that `ca` (at `ca_index`) is the CA entry key entry `key` (at
+/// `key_index`) names, logged before it, holding the certificate its hash
+/// names; the key's certificate is then chained to `ca.body`
+/// (`certificate_chain::check_chain`).
+pub fn check_key_ca(
+    (key_index, key): (u64, &Entry),
+    (ca_index, ca): (u64, &Entry),
+) -> Result<(), UploadCheckError> {
+    use sha2::{Digest, Sha256};
+    use UploadCheckError::*;
+    let named = named_ca(key).ok_or(NoCaNamed(key_index))?;
+    if named != ca_index {
+        return Err(OtherCa {
+            named,
+            given: ca_index,
+        });
+    }
+    if ca.header.kind != "ca-certificate" {
+        return Err(NotACa(ca_index));
+    }
+    if ca_index >= key_index {
+        return Err(CaAfterKey {
+            ca: ca_index,
+            key: key_index,
+        });
+    }
+    if text(ca, "sha256") != hex::encode(Sha256::digest(&ca.body)) {
+        return Err(CaBodyMismatch(ca_index));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -155,6 +202,30 @@ mod tests {
             ((5, &upload), (2, &other_key), &statement[..], BadSignature),
         ] {
             assert_eq!(check_upload(u, k, st).unwrap_err(), want);
+        }
+    }
+
+    #[test]
+    fn a_key_checks_against_the_ca_entry_it_names_logged_before_it() {
+        use sha2::{Digest, Sha256};
+        let pem = b"-----BEGIN CERTIFICATE-----\nCA\n".to_vec();
+        let sha = hex::encode(Sha256::digest(&pem));
+        let ca = entry("ca-certificate", json!({"sha256": sha}), &pem);
+        let key = entry("upload-key", json!({"key_id": "k1", "ca_index": 1}), b"");
+        check_key_ca((4, &key), (1, &ca)).unwrap();
+
+        let unnamed = entry("upload-key", json!({"key_id": "k1"}), b"");
+        let early = entry("upload-key", json!({"ca_index": 7}), b"");
+        let edited = entry("ca-certificate", json!({"sha256": sha}), b"another CA");
+        use UploadCheckError::*;
+        for (k, c, want) in [
+            ((4, &unnamed), (1, &ca), NoCaNamed(4)),
+            ((4, &key), (2, &ca), OtherCa { named: 1, given: 2 }),
+            ((4, &key), (1, &key), NotACa(1)),
+            ((5, &early), (7, &ca), CaAfterKey { ca: 7, key: 5 }),
+            ((4, &key), (1, &edited), CaBodyMismatch(1)),
+        ] {
+            assert_eq!(check_key_ca(k, c).unwrap_err(), want);
         }
     }
 }

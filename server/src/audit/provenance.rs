@@ -78,6 +78,7 @@ async fn add_log_proofs(
         for (index, slot) in [
             (u.log_index, &mut u.tlog_proof),
             (u.key.log_index, &mut u.key.tlog_proof),
+            (u.key.ca_log_index, &mut u.key.ca_tlog_proof),
         ] {
             let Some(index) = index else { continue };
             let proof = match made.get(&index) {

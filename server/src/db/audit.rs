@@ -43,7 +43,7 @@ pub fn page_size(q: &AuditQuery) -> i64 {
 }
 
 const KEY_COLUMNS: &str = "k.key_id, k.kind, k.issuer, k.subject, k.claims, k.certificate,
-    k.not_before, k.not_after, c.name AS cache_name,
+    k.not_before, k.not_after, k.ca_index AS k_ca_index, c.name AS cache_name,
     kr.id AS k_rev_id, kr.created_at AS k_rev_at, kr.actor AS k_rev_actor, kr.reason AS k_rev_reason,
     (SELECT kl.seq - 1 FROM ledger kl
       WHERE kl.cache_id = k.cache_id AND kl.kind = 'upload-key' AND kl.record_id = k.id) AS k_log_index";
@@ -87,6 +87,8 @@ fn key_from_row(r: &AnyRow, now: i64) -> Result<KeyRecord, sqlx::Error> {
         revocation,
         log_index: r.try_get("k_log_index")?,
         tlog_proof: None,
+        ca_log_index: r.try_get("k_ca_index")?,
+        ca_tlog_proof: None,
     })
 }
 

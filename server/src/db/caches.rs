@@ -245,6 +245,7 @@ impl Db {
             "pin_changes",
             "trusted_publishers",
             "upload_keys",
+            "logged_cas",
             "ledger",
             "ledger_heads",
         ] {

@@ -36,6 +36,8 @@ pub enum EntryKind {
     /// Paths deleted: expired or evicted by GC, or deleted by a caller
     /// (`path_deletions`).
     PathDeletion,
+    /// The CA certificate that certifies the cache's keys (`logged_cas`).
+    CaCertificate,
 }
 
 impl EntryKind {
@@ -48,6 +50,7 @@ impl EntryKind {
             EntryKind::ClosureStatement => "closure-statement",
             EntryKind::PinChange => "pin-change",
             EntryKind::PathDeletion => "path-deletion",
+            EntryKind::CaCertificate => "ca-certificate",
         }
     }
 }
@@ -79,6 +82,45 @@ pub(super) async fn append(
     .execute(&mut **tx)
     .await?;
     Ok(seq)
+}
+
+/// The log index of `ca_pem`'s entry in `cache_id`'s log, appending it
+/// first if this CA certifies a key of the cache for the first time: a
+/// key's entry names the CA entry, logged before it, that a verifier
+/// checks its certificate against.
+pub(super) async fn log_ca_certificate(
+    tx: &mut Transaction<'_, Any>,
+    cache_id: i64,
+    ca_pem: &str,
+) -> DbResult<i64> {
+    use sha2::Digest;
+    let fingerprint = hex::encode(sha2::Sha256::digest(ca_pem.as_bytes()));
+    let made: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO logged_cas (cache_id, fingerprint, cert_pem, log_index, created_at)
+         VALUES ($1, $2, $3, -1, $4) ON CONFLICT (cache_id, fingerprint) DO NOTHING RETURNING id",
+    )
+    .bind(cache_id)
+    .bind(&fingerprint)
+    .bind(ca_pem)
+    .bind(crate::clock::now())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(id) = made else {
+        return Ok(sqlx::query_scalar(
+            "SELECT log_index FROM logged_cas WHERE cache_id = $1 AND fingerprint = $2",
+        )
+        .bind(cache_id)
+        .bind(&fingerprint)
+        .fetch_one(&mut **tx)
+        .await?);
+    };
+    let index = append(tx, cache_id, EntryKind::CaCertificate, id).await? - 1;
+    sqlx::query("UPDATE logged_cas SET log_index = $1 WHERE id = $2")
+        .bind(index)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(index)
 }
 
 /// Spends the statement's nonce in the transaction that records it: a

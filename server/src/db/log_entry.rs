@@ -39,7 +39,7 @@ pub(super) async fn entry_for(
         "upload-key" => {
             let r = sqlx::query(
                 "SELECT key_id, public_key, kind, issuer, subject, claims, certificate,
-                        not_before, not_after FROM upload_keys WHERE id = $1",
+                        not_before, not_after, ca_index FROM upload_keys WHERE id = $1",
             )
             .bind(record_id)
             .fetch_optional(&mut **tx)
@@ -48,18 +48,32 @@ pub(super) async fn entry_for(
             let claims: String = r.try_get("claims")?;
             let claims: Value = serde_json::from_str(&claims).unwrap_or(Value::String(claims));
             let certificate: String = r.try_get("certificate")?;
+            let mut fields = asserted(&[
+                ("key_id", json!(r.try_get::<String, _>("key_id")?)),
+                ("public_key", json!(r.try_get::<String, _>("public_key")?)),
+                ("key_kind", json!(r.try_get::<String, _>("kind")?)),
+                ("issuer", json!(r.try_get::<String, _>("issuer")?)),
+                ("subject", json!(r.try_get::<String, _>("subject")?)),
+                ("claims", claims),
+                ("not_before", json!(r.try_get::<i64, _>("not_before")?)),
+                ("not_after", json!(r.try_get::<i64, _>("not_after")?)),
+            ]);
+            // Keys certified before CAs were logged name none.
+            if let Some(ca) = r.try_get::<Option<i64>, _>("ca_index")? {
+                fields.insert("ca_index".into(), json!(ca));
+            }
+            (fields, certificate.into_bytes())
+        }
+        "ca-certificate" => {
+            let r = sqlx::query("SELECT fingerprint, cert_pem FROM logged_cas WHERE id = $1")
+                .bind(record_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or_else(missing)?;
+            let cert: String = r.try_get("cert_pem")?;
             (
-                asserted(&[
-                    ("key_id", json!(r.try_get::<String, _>("key_id")?)),
-                    ("public_key", json!(r.try_get::<String, _>("public_key")?)),
-                    ("key_kind", json!(r.try_get::<String, _>("kind")?)),
-                    ("issuer", json!(r.try_get::<String, _>("issuer")?)),
-                    ("subject", json!(r.try_get::<String, _>("subject")?)),
-                    ("claims", claims),
-                    ("not_before", json!(r.try_get::<i64, _>("not_before")?)),
-                    ("not_after", json!(r.try_get::<i64, _>("not_after")?)),
-                ]),
-                certificate.into_bytes(),
+                asserted(&[("sha256", json!(r.try_get::<String, _>("fingerprint")?))]),
+                cert.into_bytes(),
             )
         }
         "upload" | "divergence" => {

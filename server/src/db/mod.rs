@@ -134,8 +134,8 @@ impl InPlaceChunkLookup {
 
 /// Written in the SQL both databases share; `for_backend` swaps the one
 /// constructs they spell differently (auto-increment keys, BLOB, SQLite's
-/// WITHOUT ROWID). A migration the
-/// two cannot share is in `SPLIT_MIGRATIONS`.
+/// WITHOUT ROWID). A migration the two cannot share is in
+/// `SPLIT_MIGRATIONS`.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "core", include_str!("../../migrations/0001_core.sql")),
     (
@@ -181,6 +181,11 @@ const LATER_MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "transparency log",
         include_str!("../../migrations/0010_transparency_log.sql"),
+    ),
+    (
+        11,
+        "logged CA certificates",
+        include_str!("../../migrations/0011_logged_ca.sql"),
     ),
 ];
 

@@ -17,6 +17,8 @@ pub struct NewUploadKey<'a> {
     pub publisher_id: Option<i64>,
     pub claims: &'a serde_json::Map<String, serde_json::Value>,
     pub certificate: &'a str,
+    /// The certificate of the CA that issued `certificate` (PEM).
+    pub ca_certificate: &'a str,
     pub not_before: i64,
     pub not_after: i64,
 }
@@ -102,11 +104,13 @@ impl Db {
         let workflow = workflow_ref
             .as_deref()
             .and_then(provenix_policy::publisher::workflow_file);
+        let ca_index =
+            ledger::log_ca_certificate(&mut tx, key.cache_id, key.ca_certificate).await?;
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO upload_keys (key_id, public_key, cache_id, kind, issuer, subject,
                  publisher_id, claims, repository, repository_id, workflow, workflow_ref, run_id,
-                 certificate, not_before, not_after, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                 certificate, not_before, not_after, created_at, ca_index)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
              ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(key.key_id)
@@ -126,6 +130,7 @@ impl Db {
         .bind(key.not_before)
         .bind(key.not_after)
         .bind(crate::clock::now())
+        .bind(ca_index)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(id) = id else {

@@ -269,6 +269,7 @@ pub async fn exchange(
                 publisher_id: grant.publisher_id,
                 claims: &grant.identity.claims,
                 certificate: &certificate,
+                ca_certificate: &ca.cert_pem,
                 not_before,
                 not_after,
             },
