@@ -1090,3 +1090,96 @@ async fn a_replaced_ca_is_logged_and_flagged() {
         "{out}"
     );
 }
+
+/// On PostgreSQL + S3: a second builder's statement for a path already
+/// cached (a witness: a closure statement vouching for it) is logged, and
+/// replicas killed (kill -9) after the commits but before any integration
+/// lose nothing: another replica integrates from the database.
+#[tokio::test]
+async fn a_witness_statement_survives_replicas_killed_before_integration_postgres_s3() {
+    let mut server = TestServer::start_on(
+        Backend::Postgres,
+        ObjectStorage::S3,
+        "[log]\nintegrate-interval = \"1 hour\"\n",
+    );
+    let b_dir = tempfile::tempdir().unwrap();
+    let (mut replica_b, b_url) = provenix_tests::server::spawn_server(
+        &server.config_path,
+        b_dir.path(),
+        &["--mode", "api-server", "--listen", "127.0.0.1:0"],
+    );
+    let alice_token = server.token_with("alice", &["pull", "push", "create-cache", "audit"]);
+    let alice = server.client_with_token(&alice_token);
+    alice.ok(&["cache", "create", "main"]);
+    let store = NixStore::new();
+    let path = store.add_input_addressed("witnessed", &[("blob", &random_bytes(33, 9_000))], &[]);
+    alice.ok(&["push", "main", &path, "--store", &store.root()]);
+    // Bob builds the same path and pushes through the other replica.
+    let bob = Client::new();
+    bob.ok(&[
+        "login",
+        "test",
+        &b_url,
+        &server.token_with("bob", &["pull", "push"]),
+    ]);
+    let out = bob.ok_stderr(&["push", "main", &path, "--store", &store.root()]);
+    assert!(out.contains("1 already cached"), "{out}");
+    let (status, _) = get(&format!("{b_url}/main/tlog/checkpoint"), &alice_token).await;
+    assert_eq!(status, 404, "nothing integrated yet");
+
+    server.kill9();
+    let _ = replica_b.kill();
+    let _ = replica_b.wait();
+    let config = std::fs::read_to_string(&server.config_path).unwrap();
+    std::fs::write(&server.config_path, config.replace("1 hour", "100ms")).unwrap();
+    let c_dir = tempfile::tempdir().unwrap();
+    let (mut replica_c, c_url) = provenix_tests::server::spawn_server(
+        &server.config_path,
+        c_dir.path(),
+        &["--mode", "api-server", "--listen", "127.0.0.1:0"],
+    );
+    let cp = checkpoint_of(&c_url, "main", &alice_token, 5).await;
+    let entries = entries_of(&c_url, "main", &alice_token, &cp).await;
+    // Bob's statement is a closure statement: one signed entry vouching
+    // for every path of his push the cache already had.
+    assert_eq!(
+        kinds(&entries),
+        [
+            "ca-certificate",
+            "upload-key",
+            "upload",
+            "upload-key",
+            "closure-statement"
+        ]
+    );
+    assert_eq!(entries[3].header.asserted["subject"], "bob");
+    let witness = &entries[4];
+    assert_eq!(
+        witness.header.asserted["key_id"],
+        entries[3].header.asserted["key_id"]
+    );
+    assert!(
+        String::from_utf8_lossy(&witness.body).contains(path.as_str()),
+        "the statement names the path"
+    );
+    let bob_key = provenix_provenance::exchange::decode_public_key(
+        entries[3].header.asserted["public_key"].as_str().unwrap(),
+    )
+    .unwrap();
+    provenix_provenance::exchange::verify(
+        &bob_key,
+        &witness.body,
+        witness.header.asserted["signature"].as_str().unwrap(),
+    )
+    .expect("bob's key signed the logged closure statement");
+    // Alice's record verifies against the log the third replica built.
+    let auditor = Client::new();
+    auditor.ok(&["login", "test", &c_url, &alice_token]);
+    let out = auditor.ok(&["verify", "main", &path]);
+    assert!(
+        out.contains("no later revocation in the log covers it"),
+        "{out}"
+    );
+    let _ = replica_c.kill();
+    let _ = replica_c.wait();
+}
