@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use provenix_policy::publisher::RegisteredPublisher;
 use provenix_policy::Publisher;
 use provenix_provenance::audit::{AuditQuery, Page, Provenance};
-pub use provenix_provenance::cache_info::CacheInfo;
+pub use provenix_provenance::cache_info::{CacheInfo, CacheListing};
 use provenix_provenance::exchange::{AudienceResponse, ExchangeRequest, ExchangeResponse};
 use provenix_provenance::pin::{Pin, PinAnswer, PinChange, PinRequest};
 use provenix_provenance::revocation::{RevokeRequest, RevokeResponse, RevokedPath};
@@ -303,6 +303,10 @@ impl ApiClient {
             .await
             .with_context(|| format!("cannot reach {}", self.endpoint))?;
         Ok(check(resp).await?.bytes().await?.to_vec())
+    }
+
+    pub async fn list_caches(&self) -> Result<Vec<CacheListing>> {
+        self.json(self.request(Method::GET, "_api/v1/caches")).await
     }
 
     pub async fn cache_info(&self, cache: &str) -> Result<CacheInfo> {

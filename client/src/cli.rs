@@ -13,6 +13,10 @@ use crate::commands::{
 #[derive(Parser)]
 #[command(name = "provenix", version, about = "provenix binary cache client")]
 pub struct Cli {
+    /// Read the token from FILE (after PROVENIX_TOKEN, before the server's
+    /// token-command and the token saved by `login`).
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,6 +48,9 @@ enum Command {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
+    if let Some(file) = cli.token_file {
+        crate::config::set_token_file(file);
+    }
     match cli.command {
         Command::Login(args) => login::run(args),
         Command::Use(args) => use_cache::run(args).await,

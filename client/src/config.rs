@@ -19,6 +19,78 @@ pub struct ClientConfig {
 pub struct ServerConfig {
     pub endpoint: String,
     pub token: Option<String>,
+    /// A command (run by `sh -c` when a command needs this server's token)
+    /// whose standard output is the token: for secret managers.
+    #[serde(
+        default,
+        rename = "token-command",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub token_command: Option<String>,
+}
+
+/// The environment variable a token may come from, ahead of every other
+/// source.
+pub const TOKEN_ENV: &str = "PROVENIX_TOKEN";
+
+/// `--token-file FILE`, given on the command line (before any command's
+/// server is resolved).
+static TOKEN_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+pub fn set_token_file(file: PathBuf) {
+    let _ = TOKEN_FILE.set(file);
+}
+
+impl ServerConfig {
+    /// This server with the token a command uses, from the first source
+    /// that has one (docs/client.md): `PROVENIX_TOKEN`, `--token-file
+    /// FILE`, the server's `token-command`, the token saved by `login`.
+    /// Errors name the source, never the token.
+    fn with_token(mut self, name: &str) -> Result<ServerConfig> {
+        if let Some(t) = std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+        {
+            self.token = Some(t.trim().to_string());
+        } else if let Some(file) = TOKEN_FILE.get() {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the token file {}", file.display()))?;
+            let token = text.trim();
+            if token.is_empty() {
+                bail!("the token file {} is empty", file.display());
+            }
+            self.token = Some(token.to_string());
+        } else if let Some(command) = &self.token_command {
+            self.token = Some(run_token_command(name, command)?);
+        }
+        Ok(self)
+    }
+}
+
+/// Runs a server's `token-command`: its standard output, trimmed, is the
+/// token; its standard error goes to the user (a secret manager's prompt).
+fn run_token_command(server: &str, command: &str) -> Result<String> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run the token-command of server {server:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "the token-command of server {server:?} failed ({})",
+            out.status
+        );
+    }
+    let token = String::from_utf8(out.stdout)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty() && !t.contains(char::is_whitespace))
+        .with_context(|| {
+            format!("the token-command of server {server:?} printed no token (one line, no spaces)")
+        })?;
+    Ok(token)
 }
 
 pub fn config_home() -> Result<PathBuf> {
@@ -64,9 +136,26 @@ impl ClientConfig {
         if cache.is_empty() {
             bail!("no cache name in {reference:?}");
         }
-        let cfg = self.servers.get(&server).with_context(|| {
-            format!("no server named {server:?}: run `provenix login {server} URL [TOKEN]`")
-        })?;
-        Ok((server, cfg.clone(), cache))
+        let cfg = self.server(&server)?;
+        Ok((server, cfg, cache))
+    }
+
+    /// The server saved as `name`, with the token a command uses (see
+    /// [`ServerConfig::with_token`]).
+    pub fn server(&self, name: &str) -> Result<ServerConfig> {
+        self.servers
+            .get(name)
+            .with_context(|| {
+                format!("no server named {name:?}: run `provenix login {name} URL [TOKEN]`")
+            })?
+            .clone()
+            .with_token(name)
+    }
+
+    /// The default server's name.
+    pub fn default_name(&self) -> Result<String> {
+        self.default_server
+            .clone()
+            .context("no default server: run `provenix login NAME URL [TOKEN]` first")
     }
 }

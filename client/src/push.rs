@@ -22,6 +22,9 @@ use crate::nix::{LocalStore, NarSource, PathInfo};
 pub struct PushOptions {
     pub jobs: usize,
     pub closure: bool,
+    /// Push paths an upstream cache signs too (Attic's
+    /// `--ignore-upstream-cache-filter`).
+    pub ignore_upstream: bool,
 }
 
 #[derive(Default, Debug)]
@@ -66,9 +69,9 @@ pub async fn push(
     let (signer, info) = signing?;
     let all = all?;
     let mut summary = PushSummary::default();
-    let (upstream, candidates): (Vec<_>, Vec<_>) = all
-        .into_iter()
-        .partition(|p| signed_by_upstream(p, &info.upstream_cache_key_names));
+    let (upstream, candidates): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| {
+        !opts.ignore_upstream && signed_by_upstream(p, &info.upstream_cache_key_names)
+    });
     summary.upstream = upstream.len();
 
     let mut by_hash = std::collections::HashMap::new();

@@ -325,9 +325,75 @@ pub fn decide(action: Action, cache: CacheFacts, caller: CallerFacts) -> Decisio
     }
 }
 
+impl Action {
+    /// The action's name in a cache listing's rights.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::ReadInfo => "read-info",
+            Action::Create => "create",
+            Action::Configure => "configure",
+            Action::ConfigureRetention => "configure-retention",
+            Action::ConfigureShortRetention => "configure-short-retention",
+            Action::ManagePublishers => "manage-publishers",
+            Action::ManagePins => "manage-pins",
+            Action::Destroy => "destroy",
+            Action::DeletePath => "delete-path",
+            Action::Audit => "audit",
+            Action::Revoke => "revoke",
+        }
+    }
+}
+
+/// What `provenix cache list` shows of a cache: none if the caller may not
+/// see it (a private cache the caller has no right on is not listed, as it
+/// answers as a missing one everywhere else), else every action the caller
+/// may take on it, by the same decision each of them meets.
+pub fn listing(cache: CacheFacts, caller: CallerFacts) -> Option<Vec<Action>> {
+    let allowed = |a: Action| decide(a, cache, caller) == Decision::Allow;
+    if !cache.exists || !(allowed(Action::ReadInfo) || allowed(Action::Pull)) {
+        return None;
+    }
+    Some(
+        Action::ALL
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Create | Action::ReadInfo))
+            .filter(|a| allowed(*a))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_shows_what_the_caller_may_see_with_its_rights() {
+        let names =
+            |l: Option<Vec<Action>>| l.map(|v| v.iter().map(|a| a.name()).collect::<Vec<_>>());
+        assert_eq!(names(listing(PRIVATE, anonymous())), None);
+        assert_eq!(names(listing(MISSING, only(Action::Pull))), None);
+        assert_eq!(names(listing(PUBLIC, anonymous())), Some(vec!["pull"]));
+        assert_eq!(
+            names(listing(PRIVATE, only(Action::Push))),
+            Some(vec!["push"])
+        );
+        assert_eq!(
+            names(listing(PUBLIC_AUDITED, only(Action::Revoke))),
+            Some(vec!["pull", "audit", "revoke"])
+        );
+        let stale = CallerFacts {
+            refused_credential: Some(ErrorCode::Expired),
+            ..only(Action::Push)
+        };
+        assert_eq!(
+            names(listing(PRIVATE, stale)),
+            None,
+            "a refused token sees nothing private"
+        );
+        assert_eq!(names(listing(PUBLIC, stale)), Some(vec!["pull"]));
+    }
 
     const MISSING: CacheFacts = CacheFacts {
         exists: false,

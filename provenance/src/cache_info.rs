@@ -2,6 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// One cache of `GET /_api/v1/caches`: the caches the caller may see, with
+/// what the caller may do on each (`provenix_policy::Action::name`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CacheListing {
+    pub name: String,
+    pub is_public: bool,
+    pub rights: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CacheInfo {
     pub name: String,

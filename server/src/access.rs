@@ -36,6 +36,12 @@ pub fn may(state: &AppState, caller: &Caller, action: Action, cache: &CacheRow) 
     ) == Decision::Allow
 }
 
+/// What a cache listing shows of `cache` to `caller`: none if it is hidden
+/// from them, else the actions they may take on it.
+pub fn listing(state: &AppState, caller: &Caller, cache: &CacheRow) -> Option<Vec<Action>> {
+    provenix_policy::access::listing(facts(state, Some(cache)), caller_facts(caller, &cache.name))
+}
+
 /// The decision for a cache the handler has read itself (`None`: missing).
 pub fn check(
     state: &AppState,

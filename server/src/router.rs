@@ -70,6 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 fn api() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/_api/v1/caches", get(caches::list))
         .route(
             "/_api/v1/cache-config/{cache}",
             get(caches::info)

@@ -349,3 +349,42 @@ async fn revocation_is_refused_without_the_revoke_permission() {
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
 }
+
+/// The cache listing goes through the same decision: each caller sees a
+/// cache exactly when `provenix_policy::access::listing` shows it, with
+/// the rights it says, and a private cache it has no right on is absent.
+#[tokio::test]
+async fn the_cache_listing_shows_what_the_access_decision_does() {
+    let h = Harness::new().await;
+    h.create_cache("priv", false).await;
+    h.create_cache("pub", true).await;
+    for (who, permission) in callers() {
+        let token = permission.map(|p| h.token(who, "*", p));
+        let a = h
+            .call(Method::GET, "/_api/v1/caches", token.as_deref(), None)
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{who}: {}", a.text);
+        let caller = CallerFacts {
+            authenticated: token.is_some(),
+            refused_credential: None,
+            permission: permission.unwrap_or_default(),
+        };
+        let mut want = Vec::new();
+        for (name, is_public) in [("priv", false), ("pub", true)] {
+            let facts = CacheFacts {
+                exists: true,
+                is_public,
+                public_audit: false,
+            };
+            if let Some(rights) = provenix_policy::access::listing(facts, caller) {
+                let rights: Vec<&str> = rights.iter().map(|r| r.name()).collect();
+                want.push(json!({"name": name, "is_public": is_public, "rights": rights}));
+            }
+        }
+        assert_eq!(a.json, Value::Array(want), "{who}");
+    }
+    // A refused token is refused, not listed as anonymous.
+    h.call(Method::GET, "/_api/v1/caches", Some("not-a-token"), None)
+        .await
+        .assert_refused(401, "invalid-token");
+}

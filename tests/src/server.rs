@@ -457,6 +457,7 @@ impl Client {
         c.env("XDG_CONFIG_HOME", self.config_home())
             .env("HOME", self.home.path())
             .env_remove("NIX_REMOTE")
+            .env_remove("PROVENIX_TOKEN")
             // Only tests that mean to be inside GitHub Actions are.
             .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
             .env_remove("ACTIONS_ID_TOKEN_REQUEST_TOKEN");
@@ -473,6 +474,32 @@ impl Client {
             c.env(k, v);
         }
         run(c.args(args))
+    }
+
+    /// Runs with `input` on standard input.
+    pub fn run_stdin(&self, args: &[&str], input: &str) -> (bool, String, String) {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.as_bytes())
+            .expect("stdin written");
+        let out = child.wait_with_output().expect("runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Runs; returns the exit code, stdout and stderr.

@@ -242,6 +242,122 @@ fn tokens_grant_what_they_say() {
     }
 }
 
+/// A command's token comes from PROVENIX_TOKEN, else --token-file, else
+/// the server's token-command, else the token `login` saved; no output
+/// ever shows one. `cache list` shows what that token can see.
+#[test]
+fn tokens_come_from_the_environment_a_file_or_a_command_in_that_order() {
+    let server = TestServer::start(Backend::Sqlite);
+    let admin = server.client();
+    admin.ok(&["cache", "create", "pub", "--public"]);
+    admin.ok(&["cache", "create", "priv"]);
+    admin.ok(&["cache", "create", "other"]);
+    let token = |sub: &str, flags: &[&str]| {
+        server.make_token(&[&["--sub", sub, "--validity", "1h"][..], flags].concat())
+    };
+    let (by_env, by_file, by_command, saved) = (
+        token("env", &["--pull", "priv"]),
+        token("file", &["--pull", "priv", "--push", "priv"]),
+        token("command", &["--pull", "other"]),
+        token("saved", &["--pull", "pub"]),
+    );
+    let files = tempfile::tempdir().unwrap();
+    let token_file = files.path().join("token");
+    std::fs::write(&token_file, format!("{by_file}\n")).unwrap();
+    let token_file = token_file.to_str().unwrap();
+
+    let client = provenix_tests::server::Client::new();
+    let command = format!("printf '%s\\n' {by_command}");
+    client.ok(&["login", "s", &server.url, "--token-command", &command]);
+    let subject = |args: &[&str], env: &[(&str, &str)]| {
+        let (ok, out, err) = client.run_with(&[&["whoami", "s:"][..], args].concat(), env);
+        assert!(ok, "{err}");
+        for t in [&by_env, &by_file, &by_command, &saved] {
+            assert!(
+                !out.contains(t.as_str()) && !err.contains(t.as_str()),
+                "a token was printed"
+            );
+        }
+        out.lines().next().unwrap_or("").to_string()
+    };
+    assert_eq!(subject(&[], &[]), "Subject: command");
+    assert_eq!(subject(&["--token-file", token_file], &[]), "Subject: file");
+    assert_eq!(
+        subject(
+            &["--token-file", token_file],
+            &[("PROVENIX_TOKEN", &by_env)]
+        ),
+        "Subject: env"
+    );
+
+    // What each token sees: public caches for anyone, private ones only
+    // with a right on them, and those rights.
+    let (ok, out, err) = client.run(&["cache", "list", "--token-file", token_file]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("priv") && lines[0].contains("private  pull, push"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("pub") && lines[1].contains("public   pull"),
+        "{out}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&client.ok(&["cache", "list", "s", "--json"])).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["other", "pub"], "{listed}");
+    assert_eq!(listed[0]["rights"], serde_json::json!(["pull"]));
+    assert_eq!(listed[0]["is_public"], false);
+    let anonymous = provenix_tests::server::Client::new();
+    anonymous.ok(&["login", "anon", &server.url]);
+    let out = anonymous.ok(&["cache", "list"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("pub"), "{out}");
+
+    // A failing or silent token-command, a missing or empty token file: a
+    // one-line cause naming the source.
+    let failing = provenix_tests::server::Client::new();
+    failing.ok(&[
+        "login",
+        "f",
+        &server.url,
+        "--token-command",
+        "echo nope >&2; exit 7",
+    ]);
+    let err = failing.fails(&["cache", "list"]);
+    assert!(
+        err.contains("the token-command of server \"f\" failed (exit status: 7)"),
+        "{err}"
+    );
+    failing.ok(&["login", "f", &server.url, "--token-command", "true"]);
+    assert!(failing
+        .fails(&["cache", "list"])
+        .contains("printed no token"));
+    let err = failing.fails(&["cache", "list", "--token-file", "/nonexistent/token"]);
+    assert!(
+        err.contains("cannot read the token file /nonexistent/token"),
+        "{err}"
+    );
+    std::fs::write(files.path().join("empty"), "\n").unwrap();
+    let empty = files.path().join("empty");
+    let err = failing.fails(&["cache", "list", "--token-file", empty.to_str().unwrap()]);
+    assert!(err.contains("is empty"), "{err}");
+    // A bad token is refused outright, not listed as anonymous.
+    let (ok, _, err) = failing.run_with(&["cache", "list"], &[("PROVENIX_TOKEN", "not-a-token")]);
+    assert!(!ok && err.contains("401"), "{err}");
+    // The saved token is the last resort.
+    client.ok(&["login", "s", &server.url, &saved]);
+    assert_eq!(subject(&[], &[]), "Subject: saved");
+    assert_eq!(subject(&[], &[("PROVENIX_TOKEN", &by_env)]), "Subject: env");
+}
+
 #[test]
 fn first_run_writes_defaults_and_prints_a_working_login_line() {
     let home = tempfile::tempdir().unwrap();

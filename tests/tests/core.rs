@@ -221,4 +221,35 @@ async fn push_skips_upstream_signed_paths_and_honours_nix_remote() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+
+    // Paths on standard input, and the filter turned off: pushed after all.
+    let (ok, _, err) = client.run_stdin(
+        &[
+            "push",
+            "up",
+            "--stdin",
+            "--ignore-upstream-cache-filter",
+            "--no-closure",
+            "--store",
+            &src.root(),
+        ],
+        &format!("\n{from_upstream}\n\n"),
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("Pushed 1 paths") && err.contains("0 from upstream caches"),
+        "{err}"
+    );
+    let (status, _, _) = http
+        .get(
+            &format!("/up/{}.narinfo", hash(&from_upstream)),
+            Some(&server.root_token),
+        )
+        .await;
+    assert_eq!(status, 200, "pushed with the filter off");
+    let (ok, _, err) = client.run_stdin(&["push", "up", "--stdin"], "\n");
+    assert!(
+        !ok && err.contains("no paths given on standard input"),
+        "{err}"
+    );
 }

@@ -50,6 +50,14 @@ pub enum CacheCommand {
         #[arg(long)]
         keypair_path: Option<std::path::PathBuf>,
     },
+    /// The caches you can see on a server, public or private, with what
+    /// you may do on each.
+    List {
+        /// The server (default: the default server).
+        server: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a cache's settings and public key.
     Info {
         cache: String,
@@ -236,6 +244,26 @@ pub async fn run(command: CacheCommand) -> Result<()> {
                 .await?;
             println!("✅ Configured \"{cache}\"");
             print_info(&info);
+        }
+        CacheCommand::List { server, json } => {
+            let cfg = crate::config::ClientConfig::load()?;
+            let name = match server {
+                Some(s) => s,
+                None => cfg.default_name()?,
+            };
+            let api = crate::api::ApiClient::new(&cfg.server(&name)?)?;
+            let caches = api.list_caches().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&caches)?);
+            } else if caches.is_empty() {
+                eprintln!("No caches on {name} that this token can see.");
+            } else {
+                let width = caches.iter().map(|c| c.name.len()).max().unwrap_or(0);
+                for c in &caches {
+                    let visibility = if c.is_public { "public " } else { "private" };
+                    println!("{:width$}  {visibility}  {}", c.name, c.rights.join(", "));
+                }
+            }
         }
         CacheCommand::Info { cache, json } => {
             let (api, _, cache) = client_for(&cache)?;

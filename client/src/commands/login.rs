@@ -11,6 +11,10 @@ pub struct LoginArgs {
     name: String,
     url: String,
     token: Option<String>,
+    /// Run COMMAND (by `sh -c`) for the token whenever one is needed, in
+    /// place of saving it: for secret managers (`pass show provenix`).
+    #[arg(long, value_name = "COMMAND", conflicts_with = "token")]
+    token_command: Option<String>,
     /// Make this the default server (the first login always is).
     #[arg(long)]
     set_default: bool,
@@ -21,6 +25,7 @@ pub fn run(args: LoginArgs) -> Result<()> {
         name,
         url,
         token,
+        token_command,
         set_default,
     } = args;
     let parsed = reqwest::Url::parse(&url).with_context(|| format!("invalid URL {url:?}"))?;
@@ -34,6 +39,7 @@ pub fn run(args: LoginArgs) -> Result<()> {
         ServerConfig {
             endpoint: url,
             token,
+            token_command,
         },
     );
     if first || set_default || cfg.default_server.is_none() {

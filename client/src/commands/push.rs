@@ -1,7 +1,7 @@
 //! `provenix push`: its flags, and the run that hands them to the push
 //! pipeline (`crate::push`) with a credential for the server.
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::client_for;
@@ -14,8 +14,17 @@ use crate::push::PushOptions;
 pub struct PushArgs {
     /// `[SERVER:]CACHE`
     cache: String,
-    #[arg(required = true)]
+    /// Store paths (with --stdin, read one per line from standard input
+    /// as well).
+    #[arg(required_unless_present = "stdin")]
     paths: Vec<String>,
+    /// Read the paths to push from standard input, one per line (what a
+    /// `post-build-hook` or `nix-store -qR` hands over).
+    #[arg(long)]
+    stdin: bool,
+    /// Push paths an upstream cache (`upstream-cache-key-names`) signs too.
+    #[arg(long)]
+    ignore_upstream_cache_filter: bool,
     /// Uploads in parallel.
     #[arg(short = 'j', long, default_value_t = 5)]
     jobs: usize,
@@ -30,11 +39,26 @@ pub struct PushArgs {
 pub async fn run(args: PushArgs) -> Result<()> {
     let PushArgs {
         cache,
-        paths,
+        mut paths,
+        stdin,
+        ignore_upstream_cache_filter,
         jobs,
         no_closure,
         store,
     } = args;
+    if stdin {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines() {
+            let line = line.context("cannot read the paths from standard input")?;
+            let line = line.trim();
+            if !line.is_empty() {
+                paths.push(line.to_string());
+            }
+        }
+        if paths.is_empty() {
+            bail!("no paths given on standard input");
+        }
+    }
     let (api, server, cache) = client_for(&cache)?;
     let credential = Credential::for_server(&server)?;
     let store = LocalStore { store };
@@ -47,6 +71,7 @@ pub async fn run(args: PushArgs) -> Result<()> {
         PushOptions {
             jobs,
             closure: !no_closure,
+            ignore_upstream: ignore_upstream_cache_filter,
         },
     )
     .await?;

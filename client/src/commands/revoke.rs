@@ -63,11 +63,7 @@ pub async fn run(args: RevokeArgs) -> Result<()> {
             let name = server
                 .or(cfg.default_server.clone())
                 .context("no server: run `provenix login NAME URL TOKEN` or pass --server")?;
-            let s = cfg
-                .servers
-                .get(&name)
-                .with_context(|| format!("no server named {name:?}"))?;
-            (ApiClient::new(s)?, None)
+            (ApiClient::new(&cfg.server(&name)?)?, None)
         }
     };
     let req = RevokeRequest {

@@ -1,7 +1,7 @@
 //! `provenix whoami`: the identity a server sees for the saved token, or,
 //! given a cache, the signing key an exchange gets (as `push` does).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 use super::client_for;
@@ -31,19 +31,13 @@ pub async fn run(args: WhoamiArgs) -> Result<()> {
         // The token's own identity, no key involved.
         let name = match reference.strip_suffix(':') {
             Some(n) => n.to_string(),
-            None => cfg
-                .default_server
-                .clone()
-                .context("no default server: run `provenix login NAME URL [TOKEN]` first")?,
+            None => cfg.default_name()?,
         };
-        let server = cfg
-            .servers
-            .get(&name)
-            .with_context(|| format!("no server named {name:?}"))?;
+        let server = cfg.server(&name)?;
         if server.token.is_none() {
             bail!("no token for {name:?}: inside CI, name a cache (`provenix whoami CACHE`) to exchange the job's OIDC token");
         }
-        let me = ApiClient::new(server)?.whoami().await?;
+        let me = ApiClient::new(&server)?.whoami().await?;
         if as_json {
             println!("{}", serde_json::to_string_pretty(&me)?);
         } else {

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use provenix_policy::{limits, Action};
 use provenix_provenance::cache_info::{
-    CacheInfo, LogInfo, LogKeyInfo, SigningKeyInfo, WitnessInfo,
+    CacheInfo, CacheListing, LogInfo, LogKeyInfo, SigningKeyInfo, WitnessInfo,
 };
 use provenix_provenance::store_path::{validate_hash_part, validate_store_dir};
 use provenix_provenance::{ErrorCode, PublicKey, SecretKey, DEFAULT_STORE_DIR};
@@ -185,6 +185,28 @@ async fn transparency_log(state: &AppState, c: &CacheRow) -> ApiResult<Option<Lo
             .collect(),
         witness_quorum: state.config.log.quorum(),
     }))
+}
+
+/// `GET /_api/v1/caches`: every cache the caller may see, with its rights
+/// there; a private cache the caller has no right on is not listed.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<CacheListing>>> {
+    let mut caches = state.db.all_caches().await?;
+    caches.sort_by(|a, b| a.name.cmp(&b.name));
+    let listed = caches
+        .into_iter()
+        .filter_map(|c| {
+            let rights = access::listing(&state, &caller, &c)?;
+            Some(CacheListing {
+                name: c.name,
+                is_public: c.is_public,
+                rights: rights.iter().map(|a| a.name().to_string()).collect(),
+            })
+        })
+        .collect();
+    Ok(Json(listed))
 }
 
 pub async fn info(
