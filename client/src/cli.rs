@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    audit, cache, check_store, keys, log, login, pin, provenance, publisher, push, revoke,
+    audit, cache, check_store, keys, log, login, pin, provenance, publisher, push, queue, revoke,
     use_cache, verify, verify_attestation, whoami,
 };
 
@@ -28,6 +28,9 @@ enum Command {
     Login(login::LoginArgs),
     Use(use_cache::UseArgs),
     Push(push::PushArgs),
+    /// A crash-safe queue of paths to push, for Nix's post-build-hook.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
     #[command(subcommand)]
     Cache(cache::CacheCommand),
     #[command(subcommand)]
@@ -55,6 +58,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Login(args) => login::run(args),
         Command::Use(args) => use_cache::run(args).await,
         Command::Push(args) => push::run(args).await,
+        Command::Queue(command) => queue::run(command).await,
         Command::Cache(command) => cache::run(command).await,
         Command::Publisher(command) => publisher::run(command).await,
         Command::Pin(args) => pin::run(args).await,

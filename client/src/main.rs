@@ -12,6 +12,7 @@ mod files;
 mod nar_dump;
 mod nix;
 mod push;
+mod queue;
 mod time;
 mod tlog;
 

@@ -50,6 +50,33 @@ impl LocalStore {
         self.run_path_info(cmd).await
     }
 
+    /// Which of `paths` are valid in the store, in their order.
+    pub async fn valid(&self, paths: &[String]) -> Result<Vec<String>> {
+        let mut cmd = Command::new("nix-store");
+        if let Some(s) = &self.store {
+            cmd.arg("--store").arg(s);
+        }
+        cmd.args(["--check-validity", "--print-invalid", "--"])
+            .args(paths);
+        let out = cmd
+            .output()
+            .await
+            .context("cannot run `nix-store` (is Nix installed?)")?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            bail!("nix-store --check-validity failed: {}", err.trim());
+        }
+        let invalid: std::collections::HashSet<&str> = std::str::from_utf8(&out.stdout)
+            .unwrap_or("")
+            .lines()
+            .collect();
+        Ok(paths
+            .iter()
+            .filter(|p| !invalid.contains(p.as_str()))
+            .cloned()
+            .collect())
+    }
+
     /// Every valid path of the store.
     pub async fn all_path_infos(&self) -> Result<Vec<PathInfo>> {
         let mut cmd = self.nix();

@@ -253,3 +253,122 @@ async fn push_skips_upstream_signed_paths_and_honours_nix_remote() {
         "{err}"
     );
 }
+
+/// Nix's post-build-hook queue: `queue add` returns at once and loses
+/// nothing; `queue run` pushes what is queued and removes an entry only
+/// once the server has it, so a run that fails or is killed (-9) leaves
+/// it for the next; one runner at a time; SIGTERM stops it cleanly.
+#[tokio::test]
+async fn the_push_queue_loses_nothing_when_killed_or_refused() {
+    let server = TestServer::start(Backend::Sqlite);
+    let client = server.client();
+    client.ok(&["cache", "create", "main"]);
+    let store = NixStore::new();
+    let dep = store.add_input_addressed("q-dep", &[("lib", b"dep\n")], &[]);
+    let paths: Vec<String> = (0..6)
+        .map(|i| {
+            store.add_input_addressed(
+                &format!("q-{i}"),
+                &[("bin", format!("{i}\n").as_bytes())],
+                &[&dep],
+            )
+        })
+        .collect();
+    let queue_dir = tempfile::tempdir().unwrap();
+    let queue = queue_dir.path().join("q");
+    let queue_arg = queue.to_str().unwrap();
+    let pending = || std::fs::read_dir(queue.join("pending")).map_or(0, |d| d.count());
+    let http = provenix_tests::http::Http::new(&server.url);
+
+    // Hooks running at once: every call is its own entry.
+    let adders: Vec<_> = paths[..4]
+        .iter()
+        .map(|p| {
+            client
+                .command()
+                .args(["queue", "add", "--queue", queue_arg, p])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut a in adders {
+        assert!(a.wait().unwrap().success());
+    }
+    assert_eq!(pending(), 4);
+    assert!(client
+        .fails(&["queue", "add", "--queue", queue_arg, "not a path"])
+        .contains("not a store path"));
+
+    // The server is down: the run fails and the entries stay.
+    let down = provenix_tests::server::Client::new();
+    down.ok(&["login", "test", "http://127.0.0.1:9", &server.root_token]);
+    let store_arg = store.root();
+    let run_once = [
+        "queue", "run", "main", "--queue", queue_arg, "--once", "--store", &store_arg,
+    ];
+    down.fails(&run_once);
+    assert_eq!(pending(), 4, "nothing removed by a failed run");
+
+    client.ok(&run_once);
+    assert_eq!(pending(), 0);
+    for p in &paths[..4] {
+        assert_eq!(
+            narinfo_status(&http, &server.root_token, p).await,
+            200,
+            "{p}"
+        );
+    }
+    assert_eq!(
+        narinfo_status(&http, &server.root_token, &dep).await,
+        200,
+        "the closure too"
+    );
+
+    // A runner that keeps watching: it pushes what arrives, refuses a
+    // second runner, and a kill -9 loses nothing queued after it.
+    let watch = [
+        "queue", "run", "main", "--queue", queue_arg, "--store", &store_arg,
+    ];
+    let mut runner = client.command().args(watch).spawn().unwrap();
+    client.ok(&["queue", "add", "--queue", queue_arg, &paths[4]]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while narinfo_status(&http, &server.root_token, &paths[4]).await != 200 || pending() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runner never pushed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(client
+        .fails(&watch)
+        .contains("another `provenix queue run` is draining"));
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    client.ok(&["queue", "add", "--queue", queue_arg, &paths[5]]);
+    assert_eq!(pending(), 1);
+    client.ok(&run_once);
+    assert_eq!(
+        narinfo_status(&http, &server.root_token, &paths[5]).await,
+        200
+    );
+    assert_eq!(pending(), 0);
+
+    // SIGTERM: the runner finishes and exits 0.
+    let runner = client.command().args(watch).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (ok, _, err) = provenix_tests::run(
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(runner.id().to_string()),
+    );
+    assert!(ok, "{err}");
+    let status = runner.wait_with_output().unwrap().status;
+    assert!(status.success(), "{status:?}");
+}
+
+async fn narinfo_status(http: &provenix_tests::http::Http, token: &str, path: &str) -> u16 {
+    let hash = &path["/nix/store/".len()..][..32];
+    http.get(&format!("/main/{hash}.narinfo"), Some(token))
+        .await
+        .0
+}

@@ -13,6 +13,7 @@ pub mod pin;
 pub mod provenance;
 pub mod publisher;
 pub mod push;
+pub mod queue;
 pub mod revoke;
 pub mod use_cache;
 pub mod verify;
