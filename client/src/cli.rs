@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     audit, cache, check_store, keys, log, login, pin, provenance, publisher, push, queue, revoke,
-    use_cache, verify, verify_attestation, whoami,
+    use_cache, verify, verify_attestation, watch, whoami,
 };
 
 #[derive(Parser)]
@@ -28,6 +28,8 @@ enum Command {
     Login(login::LoginArgs),
     Use(use_cache::UseArgs),
     Push(push::PushArgs),
+    WatchStore(watch::WatchStoreArgs),
+    WatchExec(watch::WatchExecArgs),
     /// A crash-safe queue of paths to push, for Nix's post-build-hook.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
@@ -59,6 +61,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Use(args) => use_cache::run(args).await,
         Command::Push(args) => push::run(args).await,
         Command::Queue(command) => queue::run(command).await,
+        Command::WatchStore(args) => watch::watch_store(args).await,
+        Command::WatchExec(args) => {
+            let code = watch::watch_exec(args).await?;
+            std::process::exit(code)
+        }
         Command::Cache(command) => cache::run(command).await,
         Command::Publisher(command) => publisher::run(command).await,
         Command::Pin(args) => pin::run(args).await,

@@ -50,6 +50,27 @@ impl LocalStore {
         self.run_path_info(cmd).await
     }
 
+    /// Every valid path of the store, by name only (cheaper than
+    /// [`Self::all_path_infos`]).
+    pub async fn all_paths(&self) -> Result<std::collections::HashSet<String>> {
+        let mut cmd = self.nix();
+        cmd.args(["path-info", "--all"]);
+        let out = cmd
+            .output()
+            .await
+            .context("cannot run `nix` (is Nix installed?)")?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            bail!("nix path-info --all failed: {}", err.trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Which of `paths` are valid in the store, in their order.
     pub async fn valid(&self, paths: &[String]) -> Result<Vec<String>> {
         let mut cmd = Command::new("nix-store");

@@ -53,21 +53,41 @@ pub async fn push(
 ) -> Result<PushSummary> {
     // Every upload is signed by a short-term key: get one first. Nix reads
     // the closure meanwhile (each takes tens of milliseconds).
-    let signing = async {
-        let signer = Signer::start(server, credential, cache).await?;
-        let session = signer.session().await?;
-        eprintln!(
-            "Signing as {} with key {} (valid until {}).",
-            session.answer.identity.subject,
-            session.key_id(),
-            crate::time::format_time(session.answer.not_after)
-        );
-        let info = signer.api_for(&session).cache_info(cache).await?;
-        anyhow::Ok((signer, info))
-    };
-    let (signing, all) = tokio::join!(signing, store.path_infos(paths, opts.closure));
-    let (signer, info) = signing?;
-    let all = all?;
+    let (signer, all) = tokio::join!(
+        Signer::start(server, credential, cache),
+        store.path_infos(paths, opts.closure)
+    );
+    push_infos(&signer?, store, cache, all?, opts).await
+}
+
+/// [`push`] with a signer kept across pushes (a watcher's): its key is
+/// renewed when it nears expiry, not exchanged per push.
+pub async fn push_with(
+    signer: &Signer,
+    store: &LocalStore,
+    cache: &str,
+    paths: &[String],
+    opts: PushOptions,
+) -> Result<PushSummary> {
+    let all = store.path_infos(paths, opts.closure).await?;
+    push_infos(signer, store, cache, all, opts).await
+}
+
+async fn push_infos(
+    signer: &Signer,
+    store: &LocalStore,
+    cache: &str,
+    all: Vec<PathInfo>,
+    opts: PushOptions,
+) -> Result<PushSummary> {
+    let session = signer.session().await?;
+    eprintln!(
+        "Signing as {} with key {} (valid until {}).",
+        session.answer.identity.subject,
+        session.key_id(),
+        crate::time::format_time(session.answer.not_after)
+    );
+    let info = signer.api_for(&session).cache_info(cache).await?;
     let mut summary = PushSummary::default();
     let (upstream, candidates): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| {
         !opts.ignore_upstream && signed_by_upstream(p, &info.upstream_cache_key_names)
@@ -101,7 +121,7 @@ pub async fn push(
     // every builder. Any the cache lost meanwhile are uploaded.
     let present: Vec<PathInfo> = by_hash.into_values().collect();
     for batch in present.chunks(MAX_CLOSURE_PATHS) {
-        let missing = vouch_for(&signer, cache, &info.store_dir, batch).await?;
+        let missing = vouch_for(signer, cache, &info.store_dir, batch).await?;
         summary.already_cached -= missing.len();
         todo.extend(batch.iter().filter(|p| missing.contains(&p.path)).cloned());
     }
@@ -136,7 +156,6 @@ pub async fn push(
         .map(|p| {
             let multi = multi.clone();
             let overall = overall.clone();
-            let signer = &signer;
             let (info, nars_held) = (&info, &nars_held);
             async move {
                 let sp = StorePath::parse(&info.store_dir, &p.path)?;

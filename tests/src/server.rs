@@ -207,6 +207,16 @@ url = "{db_url}"
         self.url = url;
     }
 
+    /// Starts the server again on the same config, data and port, so
+    /// clients configured for it reach it again.
+    pub fn restart_on_same_port(&mut self) {
+        self.kill9();
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let (child, url) = spawn_server(&self.config_path, self.dir.path(), &["--listen", &addr]);
+        self.child = child;
+        self.url = url;
+    }
+
     /// `provenixd -f CONFIG make-token ARGS`: the token on the last line.
     pub fn make_token(&self, args: &[&str]) -> String {
         let (ok, out, err) = run(Command::new(bin("provenixd"))

@@ -372,3 +372,135 @@ async fn narinfo_status(http: &provenix_tests::http::Http, token: &str, path: &s
         .await
         .0
 }
+
+/// Kills a background client process when the test ends, however it ends.
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_served(http: &provenix_tests::http::Http, token: &str, path: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while narinfo_status(http, token, path).await != 200 {
+        assert!(std::time::Instant::now() < deadline, "{path} never pushed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// `watch-exec` pushes what its command added, and exits with the
+/// command's status, failing or not; `watch-store` pushes each new path
+/// as it becomes valid (not what was there before), across a server
+/// restart, and stops cleanly on SIGTERM.
+#[tokio::test]
+async fn watchers_push_what_the_store_gains() {
+    // Keys that expire within the test: the watcher must renew its own.
+    let mut server = TestServer::start_with(Backend::Sqlite, "[signing-keys]\nlifetime = \"3s\"\n");
+    let client = server.client();
+    client.ok(&["cache", "create", "main"]);
+    let store = NixStore::new();
+    let store_arg = store.root();
+    let old = store.add_input_addressed("w-old", &[("f", b"old\n")], &[]);
+    let files = tempfile::tempdir().unwrap();
+    let add_cmd = |name: &str, body: &str| {
+        let f = files.path().join(name);
+        std::fs::write(&f, body).unwrap();
+        format!("nix-store --store '{store_arg}' --add '{}'", f.display())
+    };
+
+    // watch-exec: the command's paths pushed, its status passed on.
+    let script = format!("{} && exit 3", add_cmd("exec-a", "a\n"));
+    let (code, out, err) = client.status(&[
+        "watch-exec",
+        "main",
+        "--store",
+        &store_arg,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(code, 3, "{out}{err}");
+    let added = out.trim().to_string();
+    assert!(
+        added.starts_with("/nix/store/") && added.ends_with("-exec-a"),
+        "{out}"
+    );
+    assert!(err.contains("Pushed 1 paths"), "{err}");
+    let http = provenix_tests::http::Http::new(&server.url);
+    let token = server.root_token.clone();
+    assert_eq!(narinfo_status(&http, &token, &added).await, 200);
+    assert_eq!(
+        narinfo_status(&http, &token, &old).await,
+        404,
+        "not added by it"
+    );
+    let (code, _, err) =
+        client.status(&["watch-exec", "main", "--store", &store_arg, "--", "true"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("added no paths"), "{err}");
+    let (code, _, _) = client.status(&["watch-exec", "main", "--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(code, 128 + 9, "a signal, as shells report it");
+
+    // watch-store: new paths only, as they become valid.
+    let log = files.path().join("watch.log");
+    let watcher = Background(
+        client
+            .command()
+            .args([
+                "watch-store",
+                "main",
+                "--store",
+                &store_arg,
+                "--interval",
+                "200ms",
+            ])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let keys_used = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let keys: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| l.split(" with key ").nth(1))
+            .filter_map(|k| k.split_whitespace().next())
+            .map(str::to_string)
+            .collect();
+        keys.len()
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let first = store.add_input_addressed("w-first", &[("f", b"first\n")], &[&old]);
+    wait_served(&http, &token, &first).await;
+    assert_eq!(
+        narinfo_status(&http, &token, &old).await,
+        200,
+        "its closure"
+    );
+    assert_eq!(keys_used(), 1);
+    // Its key expires: the next push signs with a renewed one.
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+    let third = store.add_input_addressed("w-third", &[("f", b"third\n")], &[]);
+    wait_served(&http, &token, &third).await;
+    assert_eq!(keys_used(), 2, "{}", std::fs::read_to_string(&log).unwrap());
+
+    // The server restarts (same address): the watcher retries and goes on.
+    server.restart_on_same_port();
+    let second = store.add_input_addressed("w-second", &[("f", b"second\n")], &[]);
+    let http = provenix_tests::http::Http::new(&server.url);
+    wait_served(&http, &token, &second).await;
+
+    // SIGTERM: a clean stop.
+    let mut watcher = watcher;
+    let (ok, _, err) = provenix_tests::run(
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(watcher.0.id().to_string()),
+    );
+    assert!(ok, "{err}");
+    let status = watcher.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -18,6 +18,7 @@ pub mod revoke;
 pub mod use_cache;
 pub mod verify;
 pub mod verify_attestation;
+pub mod watch;
 pub mod whoami;
 
 use anyhow::Result;
