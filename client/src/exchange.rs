@@ -28,6 +28,23 @@ pub enum Credential {
         request_url: String,
         request_token: String,
     },
+    /// An OIDC ID token the CI put in the environment (GitLab's
+    /// `id_tokens:`): exchanged once, as its `jti` allows.
+    IdToken(String),
+}
+
+/// The environment variable that holds a CI job's ID token (GitLab CI's
+/// `id_tokens:` names it), unless `PROVENIX_ID_TOKEN_VAR` names another.
+pub const DEFAULT_ID_TOKEN_VAR: &str = "PROVENIX_ID_TOKEN";
+
+/// The job's ID token from the environment, if the CI gave one.
+fn id_token_from_env() -> Option<String> {
+    let var =
+        std::env::var("PROVENIX_ID_TOKEN_VAR").unwrap_or_else(|_| DEFAULT_ID_TOKEN_VAR.into());
+    std::env::var(var)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
 impl Credential {
@@ -44,17 +61,23 @@ impl Credential {
                 request_token,
             });
         }
+        if let Some(token) = id_token_from_env() {
+            return Ok(Credential::IdToken(token));
+        }
         match &server.token {
             Some(t) => Ok(Credential::AccessToken(t.clone())),
             None => bail!(
-                "no token for {} and not inside GitHub Actions ({ENV_REQUEST_URL} is unset; the job needs `permissions: id-token: write`): run `provenix login NAME URL TOKEN`",
+                "no token for {}, not inside GitHub Actions ({ENV_REQUEST_URL} is unset; the job needs `permissions: id-token: write`) and no CI ID token in {DEFAULT_ID_TOKEN_VAR}: run `provenix login NAME URL TOKEN`",
                 server.endpoint
             ),
         }
     }
 
     pub fn is_oidc(&self) -> bool {
-        matches!(self, Credential::GithubActions { .. })
+        matches!(
+            self,
+            Credential::GithubActions { .. } | Credential::IdToken(_)
+        )
     }
 }
 
@@ -86,6 +109,11 @@ fn now() -> i64 {
 /// The `jti` of a JWT we were handed (to bind the proof to it; the server
 /// verifies the token itself).
 fn token_jti(jwt: &str) -> Result<String> {
+    token_claim(jwt, "jti")
+}
+
+/// A string claim of a JWT we were handed, unverified (the server verifies).
+fn token_claim(jwt: &str, name: &str) -> Result<String> {
     let payload = jwt
         .split('.')
         .nth(1)
@@ -95,10 +123,14 @@ fn token_jti(jwt: &str) -> Result<String> {
         .context("the OIDC token is not a JWT")?;
     let claims: serde_json::Value =
         serde_json::from_slice(&bytes).context("the OIDC token is not a JWT")?;
-    claims["jti"]
+    let value = match &claims[name] {
+        serde_json::Value::Array(a) => a.first().cloned().unwrap_or_default(),
+        v => v.clone(),
+    };
+    value
         .as_str()
         .map(str::to_string)
-        .context("the OIDC token has no jti")
+        .with_context(|| format!("the OIDC token has no {name}"))
 }
 
 pub async fn exchange(api: &ApiClient, credential: &Credential, cache: &str) -> Result<Session> {
@@ -136,6 +168,13 @@ pub async fn exchange(api: &ApiClient, credential: &Credential, cache: &str) -> 
                 .await?;
             let msg = proof_message(&aud, &token_jti(&jwt)?, cache, &public_key);
             (None, Some(jwt), sign(&key, &msg))
+        }
+        Credential::IdToken(jwt) => {
+            // Bound to the token's own audience: the server checks it is
+            // the one it expects from that issuer.
+            let aud = token_claim(jwt, "aud")?;
+            let msg = proof_message(&aud, &token_jti(jwt)?, cache, &public_key);
+            (None, Some(jwt.clone()), sign(&key, &msg))
         }
     };
     let answer = api

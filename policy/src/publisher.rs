@@ -23,7 +23,44 @@ pub const DEFAULT_GITHUB_ISSUER: &str = "github";
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Publisher {
     Github(GithubPublisher),
+    Gitlab(GitlabPublisher),
     Generic(GenericPublisher),
+}
+
+/// The config name of GitLab's issuer unless a publisher says otherwise.
+pub const DEFAULT_GITLAB_ISSUER: &str = "gitlab";
+
+fn default_gitlab_issuer() -> String {
+    DEFAULT_GITLAB_ISSUER.into()
+}
+
+/// A GitLab CI pipeline (gitlab.com or a self-managed instance: the
+/// issuer names which), identified by the project's and namespace's
+/// numeric ids; the path is shown, never trusted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct GitlabPublisher {
+    /// `name` of the `[[oidc.issuers]]` entry whose tokens this accepts.
+    #[serde(default = "default_gitlab_issuer")]
+    pub issuer: String,
+    /// `GROUP/PROJECT` (subgroups allowed), for people reading the list.
+    pub project: String,
+    pub project_id: u64,
+    pub namespace_id: u64,
+    /// The project's own CI config file that runs, as in
+    /// `ci_config_ref_uri` (`HOST/GROUP/PROJECT//PATH@REF`): `.gitlab-ci.yml`.
+    pub ci_config: String,
+    /// Glob over the `ref` claim (a branch or tag name: `main`, `v*`).
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub ref_glob: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Accept only pipelines on protected branches and tags.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub protected_ref: bool,
+    /// As [`GithubPublisher::grants_pull`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub grants_pull: bool,
 }
 
 /// A GitHub Actions workflow, identified by numeric ids (names are shown,
@@ -134,6 +171,7 @@ impl Publisher {
     pub fn grants_pull(&self) -> bool {
         match self {
             Publisher::Github(g) => g.grants_pull,
+            Publisher::Gitlab(g) => g.grants_pull,
             Publisher::Generic(g) => g.grants_pull,
         }
     }
@@ -141,6 +179,7 @@ impl Publisher {
     pub fn issuer(&self) -> &str {
         match self {
             Publisher::Github(g) => &g.issuer,
+            Publisher::Gitlab(g) => &g.issuer,
             Publisher::Generic(g) => &g.issuer,
         }
     }
@@ -167,6 +206,25 @@ impl Publisher {
                 }
                 if g.allow_self_hosted {
                     s.push_str(" +self-hosted");
+                }
+                if g.grants_pull {
+                    s.push_str(" +pull");
+                }
+                s
+            }
+            Publisher::Gitlab(g) => {
+                let mut s = format!(
+                    "{} {} (project id {}, namespace id {}) ci config {}",
+                    g.issuer, g.project, g.project_id, g.namespace_id, g.ci_config
+                );
+                if let Some(r) = &g.ref_glob {
+                    s.push_str(&format!(" ref {r}"));
+                }
+                if let Some(e) = &g.environment {
+                    s.push_str(&format!(" environment {e}"));
+                }
+                if g.protected_ref {
+                    s.push_str(" +protected-ref");
                 }
                 if g.grants_pull {
                     s.push_str(" +pull");
@@ -228,6 +286,35 @@ impl Publisher {
                 }
                 Ok(())
             }
+            Publisher::Gitlab(g) => {
+                let segment_ok = |s: &str| {
+                    !s.is_empty()
+                        && s.len() <= 255
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                };
+                let parts: Vec<&str> = g.project.split('/').collect();
+                if parts.len() < 2 || !parts.iter().all(|p| segment_ok(p)) {
+                    return err("--gitlab must be GROUP/PROJECT (subgroups allowed)");
+                }
+                if g.project_id == 0 || g.namespace_id == 0 {
+                    return err("--project-id and --namespace-id must be GitLab's numeric ids (see docs/gitlab-ci.md)");
+                }
+                let config_ok = g
+                    .ci_config
+                    .split('/')
+                    .all(|seg| segment_ok(seg) && seg != "." && seg != "..")
+                    && (g.ci_config.ends_with(".yml") || g.ci_config.ends_with(".yaml"));
+                if !config_ok {
+                    return err("--ci-config must be the path of a YAML file in the project, like .gitlab-ci.yml");
+                }
+                for glob in [&g.environment, &g.ref_glob].into_iter().flatten() {
+                    if !valid_glob(glob) {
+                        return err("--environment and --ref must be non-empty and printable");
+                    }
+                }
+                Ok(())
+            }
             Publisher::Generic(g) => {
                 if g.claims.is_empty() {
                     return err("a generic publisher needs at least one --claim NAME=GLOB");
@@ -261,6 +348,7 @@ impl Publisher {
         }
         match self {
             Publisher::Github(g) => g.matches(claims),
+            Publisher::Gitlab(g) => g.matches(claims),
             Publisher::Generic(g) => g.matches(claims),
         }
     }
@@ -442,6 +530,46 @@ impl GithubPublisher {
     }
 }
 
+impl GitlabPublisher {
+    fn matches(&self, claims: &Map<String, Value>) -> Result<(), Mismatch> {
+        let mut c = Checker { claims, depth: 1 };
+        c.equal("namespace_id", &self.namespace_id.to_string())?;
+        c.equal("project_id", &self.project_id.to_string())?;
+        // The pipeline's top-level config: this project's own file (a
+        // config kept in another project, or another file, is another
+        // pipeline). HOST/PROJECT_PATH//FILE@REF.
+        c.depth += 1;
+        let uri = c.get("ci_config_ref_uri");
+        let project_path = c.get("project_path");
+        let file = uri
+            .rsplit_once('@')
+            .and_then(|(path, _)| path.split_once("//"))
+            .and_then(|(host_and_project, file)| {
+                let (_, project) = host_and_project.split_once('/')?;
+                project.eq_ignore_ascii_case(&project_path).then_some(file)
+            })
+            .unwrap_or_default();
+        if file != self.ci_config {
+            return Err(c.fail(
+                ErrorCode::NoMatchingPublisher,
+                "ci_config_ref_uri",
+                &uri,
+                format!("the project's own {:?}", self.ci_config),
+            ));
+        }
+        if self.protected_ref {
+            c.equal("ref_protected", "true")?;
+        }
+        if let Some(env) = &self.environment {
+            c.equal("environment", env)?;
+        }
+        if let Some(glob) = &self.ref_glob {
+            c.glob("ref", glob)?;
+        }
+        Ok(())
+    }
+}
+
 impl GenericPublisher {
     fn matches(&self, claims: &Map<String, Value>) -> Result<(), Mismatch> {
         let mut c = Checker { claims, depth: 1 };
@@ -487,6 +615,9 @@ impl Publisher {
             Publisher::Github(g) => {
                 claim_text(claims, "repository_id") == Some(g.repository_id.to_string())
             }
+            Publisher::Gitlab(g) => {
+                claim_text(claims, "project_id") == Some(g.project_id.to_string())
+            }
             Publisher::Generic(g) => ["project_id", "repository_id"].iter().any(|name| {
                 g.claims.get(*name).is_some_and(|wanted| {
                     !wanted.contains('*') && claim_text(claims, name).as_ref() == Some(wanted)
@@ -518,6 +649,110 @@ pub fn find_match<'a, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gitlab() -> GitlabPublisher {
+        GitlabPublisher {
+            issuer: "gitlab".into(),
+            project: "acme/tools/app".into(),
+            project_id: 4242,
+            namespace_id: 77,
+            ci_config: ".gitlab-ci.yml".into(),
+            ref_glob: None,
+            environment: None,
+            protected_ref: false,
+            grants_pull: false,
+        }
+    }
+
+    /// What GitLab puts in a CI job's ID token (ids as strings).
+    fn gitlab_claims() -> Map<String, Value> {
+        serde_json::json!({
+            "namespace_id": "77",
+            "namespace_path": "acme/tools",
+            "project_id": "4242",
+            "project_path": "acme/tools/app",
+            "ci_config_ref_uri": "gitlab.example.com/acme/tools/app//.gitlab-ci.yml@refs/heads/main",
+            "ref": "main",
+            "ref_type": "branch",
+            "ref_protected": "true",
+            "environment": "production",
+            "pipeline_source": "push",
+        })
+        .as_object()
+        .unwrap()
+        .clone()
+    }
+
+    #[test]
+    fn gitlab_pipelines_match_by_ids_and_their_own_ci_config() {
+        let p = Publisher::Gitlab(gitlab());
+        p.validate().unwrap();
+        p.matches("gitlab", &gitlab_claims()).unwrap();
+        let strict = Publisher::Gitlab(GitlabPublisher {
+            ref_glob: Some("ma*".into()),
+            environment: Some("production".into()),
+            protected_ref: true,
+            ..gitlab()
+        });
+        strict.matches("gitlab", &gitlab_claims()).unwrap();
+        let with = |k: &str, v: &str| {
+            let mut c = gitlab_claims();
+            c.insert(k.into(), Value::String(v.into()));
+            c
+        };
+        for (claims, claim) in [
+            (with("project_id", "4243"), "project_id"),
+            (with("namespace_id", "78"), "namespace_id"),
+            // A renamed project keeps its ids, and its own file still runs;
+            // but the config of another project, or another file, does not.
+            (
+                with(
+                    "ci_config_ref_uri",
+                    "gitlab.example.com/evil/x//.gitlab-ci.yml@refs/heads/main",
+                ),
+                "ci_config_ref_uri",
+            ),
+            (
+                with(
+                    "ci_config_ref_uri",
+                    "gitlab.example.com/acme/tools/app//deploy.yml@refs/heads/main",
+                ),
+                "ci_config_ref_uri",
+            ),
+            (with("ci_config_ref_uri", "garbage"), "ci_config_ref_uri"),
+            (with("ref_protected", "false"), "ref_protected"),
+            (with("environment", "staging"), "environment"),
+            (with("ref", "feature"), "ref"),
+        ] {
+            assert_eq!(strict.matches("gitlab", &claims).unwrap_err().claim, claim);
+        }
+        assert_eq!(
+            p.matches("github", &gitlab_claims()).unwrap_err().claim,
+            "iss"
+        );
+        assert!(p.names_repository_of("gitlab", &gitlab_claims()));
+        assert!(!p.names_repository_of("gitlab", &with("project_id", "1")));
+        for bad in [
+            GitlabPublisher {
+                project: "app".into(),
+                ..gitlab()
+            },
+            GitlabPublisher {
+                project_id: 0,
+                ..gitlab()
+            },
+            GitlabPublisher {
+                ci_config: "../x.yml".into(),
+                ..gitlab()
+            },
+            GitlabPublisher {
+                ci_config: "ci.txt".into(),
+                ..gitlab()
+            },
+        ] {
+            assert!(Publisher::Gitlab(bad).validate().is_err());
+        }
+    }
     use serde_json::json;
 
     #[test]

@@ -113,6 +113,59 @@ pub fn github(issuer: &str, server_url: &str, claims: &Map<String, Value>) -> Ce
     }
 }
 
+/// GitLab CI, as Fulcio maps it: the host is the issuer's (gitlab.com or
+/// a self-managed instance), the signer the pipeline's CI config file.
+pub fn gitlab(issuer: &str, claims: &Map<String, Value>) -> CertificateIdentity {
+    let c = |n: &str| text(claims, n);
+    let host = issuer.trim_end_matches('/');
+    let url = |path: String| {
+        if path.is_empty() {
+            String::new()
+        } else {
+            format!("{host}/{path}")
+        }
+    };
+    // ci_config_ref_uri is HOST/PROJECT//FILE@REF: its URL is https://...
+    let config = c("ci_config_ref_uri");
+    let config_url = if config.is_empty() {
+        String::new()
+    } else {
+        format!("https://{config}")
+    };
+    let source_ref = match (c("ref_type").as_str(), c("ref")) {
+        ("branch", r) if !r.is_empty() => format!("refs/heads/{r}"),
+        ("tag", r) if !r.is_empty() => format!("refs/tags/{r}"),
+        (_, r) => r,
+    };
+    let job_uri = if c("job_id").is_empty() {
+        String::new()
+    } else {
+        url(format!("{}/-/jobs/{}", c("project_path"), c("job_id")))
+    };
+    CertificateIdentity {
+        san_uri: uri_escape(&config_url),
+        extensions: collect(vec![
+            (oid::ISSUER_V2, issuer.to_string()),
+            (oid::BUILD_SIGNER_URI, config_url.clone()),
+            (oid::BUILD_SIGNER_DIGEST, c("ci_config_sha")),
+            (oid::RUNNER_ENVIRONMENT, c("runner_environment")),
+            (oid::SOURCE_REPOSITORY_URI, url(c("project_path"))),
+            (oid::SOURCE_REPOSITORY_DIGEST, c("sha")),
+            (oid::SOURCE_REPOSITORY_REF, source_ref),
+            (oid::SOURCE_REPOSITORY_IDENTIFIER, c("project_id")),
+            (oid::SOURCE_REPOSITORY_OWNER_URI, url(c("namespace_path"))),
+            (oid::SOURCE_REPOSITORY_OWNER_IDENTIFIER, c("namespace_id")),
+            (oid::BUILD_CONFIG_URI, config_url),
+            (oid::BUILD_CONFIG_DIGEST, c("ci_config_sha")),
+            (oid::BUILD_TRIGGER, c("pipeline_source")),
+            (oid::RUN_INVOCATION_URI, job_uri),
+            (oid::SOURCE_REPOSITORY_VISIBILITY, c("project_visibility")),
+            (oid::DEPLOYMENT_ENVIRONMENT, c("environment")),
+            (oid::TOKEN_SUBJECT, c("sub")),
+        ]),
+    }
+}
+
 /// Any other issuer, and this server's own access tokens: the identity is
 /// the issuer and the subject.
 pub fn subject(issuer: &str, subject: &str) -> CertificateIdentity {

@@ -185,6 +185,45 @@ fn github_claims(s: &Shared, aud: &str) -> Map<String, Value> {
     v.as_object().unwrap().clone()
 }
 
+/// What GitLab CI puts in a job's `id_tokens:` token (ids as strings,
+/// `ref` a bare branch name), for project `acme/tools/app`.
+fn gitlab_claims(s: &Shared, aud: &str) -> Map<String, Value> {
+    let now = now();
+    let n = s.jti_counter.fetch_add(1, Ordering::SeqCst);
+    let host = s.issuer.trim_start_matches("https://");
+    let v = json!({
+        "jti": format!("gl-jti-{n}-{}", b64url(&rand_bytes())),
+        "sub": "project_path:acme/tools/app:ref_type:branch:ref:main",
+        "aud": aud,
+        "namespace_id": "77",
+        "namespace_path": "acme/tools",
+        "project_id": "4242",
+        "project_path": "acme/tools/app",
+        "project_visibility": "private",
+        "user_id": "31",
+        "user_login": "alice",
+        "pipeline_id": "987654",
+        "pipeline_source": "push",
+        "job_id": "1212",
+        "ref": "main",
+        "ref_type": "branch",
+        "ref_path": "refs/heads/main",
+        "ref_protected": "true",
+        "environment": "production",
+        "runner_id": 5,
+        "runner_environment": "gitlab-hosted",
+        "sha": "714a629c0b401fdce83e847fc9589983fc6f46bc",
+        "ci_config_ref_uri": format!("{host}/acme/tools/app//.gitlab-ci.yml@refs/heads/main"),
+        "ci_config_sha": "714a629c0b401fdce83e847fc9589983fc6f46bc",
+        "project_path_hash": "x",
+        "iss": s.issuer,
+        "nbf": now - 5,
+        "exp": now + 300,
+        "iat": now - 5,
+    });
+    v.as_object().unwrap().clone()
+}
+
 fn rand_bytes() -> [u8; 8] {
     let mut b = [0u8; 8];
     aws_lc_rs::rand::fill(&mut b).unwrap();
@@ -343,6 +382,11 @@ impl OidcIssuer {
     /// GitHub's claims for a token with audience `aud`, before signing.
     pub fn claims(&self, aud: &str) -> Map<String, Value> {
         github_claims(&self.shared, aud)
+    }
+
+    /// GitLab CI's claims for a job token with audience `aud`.
+    pub fn gitlab_claims(&self, aud: &str) -> Map<String, Value> {
+        gitlab_claims(&self.shared, aud)
     }
 
     /// Signs claims with the issuer's current key (RS256, its kid).

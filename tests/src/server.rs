@@ -468,6 +468,7 @@ impl Client {
             .env("HOME", self.home.path())
             .env_remove("NIX_REMOTE")
             .env_remove("PROVENIX_TOKEN")
+            .env_remove("PROVENIX_ID_TOKEN")
             // Only tests that mean to be inside GitHub Actions are.
             .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
             .env_remove("ACTIONS_ID_TOKEN_REQUEST_TOKEN");

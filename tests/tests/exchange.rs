@@ -612,3 +612,148 @@ async fn a_replayed_token_is_refused_by_another_replica() {
     let _ = child.wait();
     assert_refused(&b, 401, "token-reused", Some("already"));
 }
+
+/// A GitLab CI job (its `id_tokens:` token in PROVENIX_ID_TOKEN, GitLab's
+/// claim set from the issuer fixture) pushes to a cache whose publisher
+/// names the project and namespace by id and the project's own CI config;
+/// the record carries the project, and every refusal says what differs
+/// only to the project the cache trusts.
+#[tokio::test]
+async fn a_gitlab_ci_job_pushes_with_its_id_token() {
+    let issuer = provenix_tests::oidc::OidcIssuer::start();
+    let aud = "provenix-gitlab-test";
+    let server = provenix_tests::TestServer::start_with(
+        Backend::Sqlite,
+        &format!("{}audience = \"{aud}\"\n", issuer.server_toml("gitlab")),
+    );
+    let admin = server.client();
+    admin.ok(&["cache", "create", "main"]);
+    let out = admin.ok(&[
+        "publisher",
+        "add",
+        "main",
+        "--gitlab",
+        "acme/tools/app",
+        "--project-id",
+        "4242",
+        "--namespace-id",
+        "77",
+        "--ci-config",
+        ".gitlab-ci.yml",
+        "--protected-ref",
+        "--ref",
+        "main",
+    ]);
+    assert!(out.contains("Trusted publisher 1 added"), "{out}");
+    assert!(
+        admin
+            .ok(&["publisher", "list", "main"])
+            .contains("gitlab acme/tools/app (project id 4242, namespace id 77) ci config .gitlab-ci.yml ref main +protected-ref"),
+    );
+    let store = NixStore::new();
+    let path = store.add_input_addressed("gl-app", &[("bin/app", b"gitlab\n")], &[]);
+    let job = provenix_tests::server::Client::new();
+    job.ok(&["login", "ci", &server.url]);
+    let push = ["push", "main", &path, "--store", &store.root()];
+    let token = |overrides: Value| {
+        let mut claims = issuer.gitlab_claims(aud);
+        for (k, v) in overrides.as_object().unwrap() {
+            claims.insert(k.clone(), v.clone());
+        }
+        issuer.sign(&claims)
+    };
+
+    let good = token(json!({}));
+    let (ok, _, err) = job.run_with(&push, &[("PROVENIX_ID_TOKEN", &good)]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("Signing as project_path:acme/tools/app:ref_type:branch:ref:main"),
+        "{err}"
+    );
+    // The record: the project's path and id, the pipeline, the config.
+    let prov: Value =
+        serde_json::from_str(&admin.ok(&["provenance", "main", &path, "--json"])).unwrap();
+    let key = &prov["uploads"][0]["key"];
+    assert_eq!(key["claims"]["project_id"], "4242");
+    assert_eq!(key["claims"]["pipeline_id"], "987654");
+    let found = admin.ok(&["audit", "main", "--repository", "acme/tools/app", "--json"]);
+    assert!(
+        found.contains(&path),
+        "audit by the project's path: {found}"
+    );
+    // The certificate names the pipeline's config, Fulcio-style.
+    let cert = key["certificate"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.pem"), cert).unwrap();
+    let (ok, text, err) = provenix_tests::run(
+        std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(dir.path().join("c.pem")),
+    );
+    assert!(ok, "{err}");
+    let host = issuer.issuer.trim_start_matches("https://");
+    assert!(
+        text.contains(&format!(
+            "URI:https://{host}/acme/tools/app//.gitlab-ci.yml@refs/heads/main"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("/acme/tools/app/-/jobs/1212"), "{text}");
+
+    // The same token again: its jti is spent.
+    let (ok, _, err) = job.run_with(&push, &[("PROVENIX_ID_TOKEN", &good)]);
+    assert!(!ok && err.contains("token-reused"), "{err}");
+    // Under a variable the job names.
+    let (ok, _, err) = job.run_with(
+        &push,
+        &[
+            ("PROVENIX_ID_TOKEN_VAR", "CACHE_TOKEN"),
+            ("CACHE_TOKEN", &token(json!({}))),
+        ],
+    );
+    assert!(ok, "{err}");
+
+    // The trusted project, told why: an unprotected branch, another CI
+    // file, another ref.
+    for (overrides, why) in [
+        (json!({"ref_protected": "false"}), "ref_protected"),
+        (
+            json!({"ci_config_ref_uri": format!("{host}/acme/tools/app//other.yml@refs/heads/main")}),
+            "ci_config_ref_uri",
+        ),
+        (json!({"ref": "feature"}), "claim ref"),
+    ] {
+        let (ok, _, err) = job.run_with(&push, &[("PROVENIX_ID_TOKEN", &token(overrides.clone()))]);
+        assert!(
+            !ok && err.contains("no-matching-publisher") && err.contains(why),
+            "{overrides}: {err}"
+        );
+    }
+    // Another project (any GitLab user can make a token): the private
+    // cache answers as a missing one.
+    let (ok, _, err) = job.run_with(
+        &push,
+        &[(
+            "PROVENIX_ID_TOKEN",
+            &token(json!({"project_id": "5000", "namespace_id": "78"})),
+        )],
+    );
+    assert!(
+        !ok && err.contains("the cache has no trusted publishers"),
+        "{err}"
+    );
+    let (_, _, missing) = job.run_with(
+        &["push", "nonexistent", &path, "--store", &store.root()],
+        &[("PROVENIX_ID_TOKEN", &token(json!({})))],
+    );
+    assert_eq!(
+        err.replace("\"main\"", "\"nonexistent\""),
+        missing,
+        "a hidden cache answers as a missing one"
+    );
+    // A token for another audience.
+    let mut other = issuer.gitlab_claims("someone-else");
+    other.insert("x".into(), json!(1));
+    let (ok, _, err) = job.run_with(&push, &[("PROVENIX_ID_TOKEN", &issuer.sign(&other))]);
+    assert!(!ok, "{err}");
+}

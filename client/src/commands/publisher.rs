@@ -3,7 +3,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use provenix_policy::publisher::{GenericPublisher, GithubPublisher, DEFAULT_GITHUB_ISSUER};
+use provenix_policy::publisher::{
+    GenericPublisher, GithubPublisher, GitlabPublisher, DEFAULT_GITHUB_ISSUER,
+    DEFAULT_GITLAB_ISSUER,
+};
 use provenix_policy::Publisher;
 
 use super::client_for;
@@ -14,13 +17,32 @@ use crate::time::format_time;
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum PublisherCommand {
-    /// Trust a GitHub Actions workflow (`--github`) or any OIDC issuer's
-    /// tokens (`--issuer NAME --claim NAME=GLOB ...`) to push to a cache.
+    /// Trust a GitHub Actions workflow (`--github`), a GitLab CI pipeline
+    /// (`--gitlab`) or any OIDC issuer's tokens (`--issuer NAME --claim
+    /// NAME=GLOB ...`) to push to a cache.
     Add {
         cache: String,
         /// OWNER/REPO of the repository whose workflow pushes.
-        #[arg(long, requires_all = ["repository_id", "owner_id", "workflow"])]
+        #[arg(long, requires_all = ["repository_id", "owner_id", "workflow"], conflicts_with = "gitlab")]
         github: Option<String>,
+        /// GROUP/PROJECT of the GitLab project whose pipeline pushes
+        /// (gitlab.com or self-managed: `--issuer` names which, default
+        /// `gitlab`).
+        #[arg(long, requires_all = ["project_id", "namespace_id", "ci_config"])]
+        gitlab: Option<String>,
+        /// The GitLab project's numeric id (Settings > General).
+        #[arg(long)]
+        project_id: Option<u64>,
+        /// The numeric id of the project's group or user namespace
+        /// (`GET /api/v4/projects/ID`'s `namespace.id`).
+        #[arg(long)]
+        namespace_id: Option<u64>,
+        /// The project's CI config file that runs, e.g. .gitlab-ci.yml.
+        #[arg(long)]
+        ci_config: Option<String>,
+        /// GitLab: accept only pipelines of protected branches and tags.
+        #[arg(long)]
+        protected_ref: bool,
         /// The repository's numeric id (`gh api repos/OWNER/REPO --jq .id`).
         #[arg(long)]
         repository_id: Option<u64>,
@@ -54,7 +76,7 @@ pub enum PublisherCommand {
         #[arg(long)]
         issuer: Option<String>,
         /// For a generic issuer: a claim that must match a glob, NAME=GLOB. Repeatable.
-        #[arg(long = "claim", conflicts_with = "github")]
+        #[arg(long = "claim", conflicts_with_all = ["github", "gitlab"])]
         claims: Vec<String>,
     },
     /// List a cache's trusted publishers.
@@ -72,6 +94,11 @@ pub async fn run(command: PublisherCommand) -> Result<()> {
         PublisherCommand::Add {
             cache,
             github,
+            gitlab,
+            project_id,
+            namespace_id,
+            ci_config,
+            protected_ref,
             repository_id,
             owner_id,
             workflow,
@@ -85,8 +112,28 @@ pub async fn run(command: PublisherCommand) -> Result<()> {
             claims,
         } => {
             let (api, _, cache) = client_for(&cache)?;
-            let publisher = match github {
-                Some(repository) => Publisher::Github(GithubPublisher {
+            if gitlab.is_none() && protected_ref {
+                bail!("--protected-ref goes with --gitlab");
+            }
+            let publisher = match (github, gitlab) {
+                (_, Some(project)) => {
+                    if reusable_workflow.is_some() || !allow_events.is_empty() || allow_self_hosted
+                    {
+                        bail!("--reusable-workflow, --allow-event and --allow-self-hosted go with --github");
+                    }
+                    Publisher::Gitlab(GitlabPublisher {
+                        issuer: issuer.unwrap_or_else(|| DEFAULT_GITLAB_ISSUER.into()),
+                        project,
+                        project_id: project_id.context("--project-id is required")?,
+                        namespace_id: namespace_id.context("--namespace-id is required")?,
+                        ci_config: ci_config.context("--ci-config is required")?,
+                        ref_glob,
+                        environment,
+                        protected_ref,
+                        grants_pull: grant_pull,
+                    })
+                }
+                (Some(repository), None) => Publisher::Github(GithubPublisher {
                     issuer: issuer.unwrap_or_else(|| DEFAULT_GITHUB_ISSUER.into()),
                     repository,
                     repository_id: repository_id.context("--repository-id is required")?,
@@ -99,9 +146,9 @@ pub async fn run(command: PublisherCommand) -> Result<()> {
                     allow_self_hosted,
                     grants_pull: grant_pull,
                 }),
-                None => {
+                (None, None) => {
                     let issuer = issuer.context(
-                        "give --github OWNER/REPO ..., or --issuer NAME --claim NAME=GLOB ...",
+                        "give --github OWNER/REPO ..., --gitlab GROUP/PROJECT ..., or --issuer NAME --claim NAME=GLOB ...",
                     )?;
                     if environment.is_some()
                         || ref_glob.is_some()

@@ -100,10 +100,15 @@ impl Db {
             }
         }
         let claim = |name: &str| provenix_policy::publisher::claim_text(key.claims, name);
-        let workflow_ref = claim("workflow_ref");
-        let workflow = workflow_ref
-            .as_deref()
-            .and_then(provenix_policy::publisher::workflow_file);
+        // GitHub's names, else GitLab's: the audit and revocation
+        // selectors (--repository, --workflow, --run-id) read these.
+        let either = |a: &str, b: &str| claim(a).or_else(|| claim(b));
+        let workflow_ref = either("workflow_ref", "ci_config_ref_uri");
+        let workflow = match claim("workflow_ref") {
+            Some(r) => provenix_policy::publisher::workflow_file(&r),
+            None => claim("ci_config_ref_uri")
+                .and_then(|u| Some(u.rsplit_once('@')?.0.split_once("//")?.1.to_string())),
+        };
         let ca_index =
             ledger::log_ca_certificate(&mut tx, key.cache_id, key.ca_certificate).await?;
         let id: Option<i64> = sqlx::query_scalar(
@@ -121,11 +126,11 @@ impl Db {
         .bind(key.subject)
         .bind(key.publisher_id)
         .bind(serde_json::to_string(key.claims).expect("claims serialize"))
-        .bind(claim("repository"))
-        .bind(claim("repository_id"))
+        .bind(either("repository", "project_path"))
+        .bind(either("repository_id", "project_id"))
         .bind(workflow)
         .bind(workflow_ref)
-        .bind(claim("run_id"))
+        .bind(either("run_id", "pipeline_id"))
         .bind(key.certificate)
         .bind(key.not_before)
         .bind(key.not_after)

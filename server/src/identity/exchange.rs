@@ -156,12 +156,17 @@ async fn grant_for_oidc(
         .iter()
         .find(|(i, _)| *i == publisher_id)
         .map(|(_, p)| p);
-    let is_github = matches!(matched, Some(Publisher::Github(_)));
     let grants_pull = matched.is_some_and(Publisher::grants_pull);
-    let certificate_identity = if is_github {
-        certificate_identity::github(&verified.issuer_url, &verified.server_url, &verified.claims)
-    } else {
-        certificate_identity::subject(&verified.issuer_url, &verified.subject)
+    let certificate_identity = match matched {
+        Some(Publisher::Github(_)) => certificate_identity::github(
+            &verified.issuer_url,
+            &verified.server_url,
+            &verified.claims,
+        ),
+        Some(Publisher::Gitlab(_)) => {
+            certificate_identity::gitlab(&verified.issuer_url, &verified.claims)
+        }
+        _ => certificate_identity::subject(&verified.issuer_url, &verified.subject),
     };
     let mut claims = verified.claims.clone();
     // Kept for provenance; the token's replay-relevant parts are not identity.
