@@ -82,6 +82,11 @@ async fn check(resp: Response) -> Result<Response> {
 }
 
 impl ApiClient {
+    /// The server's base URL, as logged in to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     pub fn new(server: &ServerConfig) -> Result<ApiClient> {
         let mut endpoint = server.endpoint.clone();
         if !endpoint.ends_with('/') {
@@ -302,7 +307,25 @@ impl ApiClient {
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.endpoint))?;
-        Ok(check(resp).await?.bytes().await?.to_vec())
+        // No file of a log is larger than a full bundle (256 entries behind
+        // u16 lengths); a checkpoint is a few lines.
+        let cap: usize = if rel == "checkpoint" {
+            1 << 20
+        } else {
+            256 * (65_535 + 2)
+        };
+        let mut resp = check(resp).await?;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            if body.len() + chunk.len() > cap {
+                return Err(crate::tlog::Tampered(format!(
+                    "the log's {rel} is larger than any the specification allows ({cap} bytes)"
+                ))
+                .into());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     pub async fn list_caches(&self) -> Result<Vec<CacheListing>> {

@@ -23,7 +23,7 @@ async fn main() {
     let cli = cli::Cli::parse();
     if let Err(e) = cli::run(cli).await {
         // One line: the cause chain joined, as scripts and people read it.
-        eprintln!("provenix: error: {e:#}");
+        eprintln!("provenix: error: {}", tlog::plain(&format!("{e:#}")));
         std::process::exit(exit_code(&e));
     }
 }

@@ -40,6 +40,8 @@ macro_rules! tampered {
 }
 
 pub struct LogReader {
+    /// Where the origin this cache names is remembered.
+    origin_file: PathBuf,
     api: ApiClient,
     cache: String,
     pub origin: String,
@@ -77,11 +79,41 @@ pub fn remembered_trust(origin: &str) -> Result<Option<Trust>> {
     }
 }
 
-fn memory_path(origin: &str) -> Result<PathBuf> {
-    let name: String = origin
-        .chars()
+/// Text from a server or a bundle, made safe to print: control
+/// characters (an escape sequence could rewrite the terminal's lines) are
+/// shown escaped.
+pub fn plain(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A short hex digest naming a memory file: distinct inputs never share
+/// one, whatever characters they hold.
+fn digest(text: &str) -> String {
+    tlog_tiles::record_hash(text.as_bytes()).0[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn memory_path(origin: &str) -> Result<PathBuf> {
+    // Readable, and unique by the digest (sanitising alone let two
+    // origins share a file, and `..` named the parent directory).
+    let readable: String = origin
+        .chars()
+        .take(60)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
                 c
             } else {
                 '_'
@@ -90,7 +122,18 @@ fn memory_path(origin: &str) -> Result<PathBuf> {
         .collect();
     Ok(crate::config::config_home()?
         .join("provenix/tlog")
-        .join(name))
+        .join(format!("{readable}-{}", digest(origin))))
+}
+
+/// Where the log origin a server named for a cache is remembered: the
+/// same cache must keep naming the same log.
+fn cache_origin_path(endpoint: &str, cache: &str) -> Result<PathBuf> {
+    Ok(crate::config::config_home()?
+        .join("provenix/tlog")
+        .join(format!(
+            "cache-{}.origin",
+            digest(&format!("{endpoint}\n{cache}"))
+        )))
 }
 
 /// `path` with `.suffix` appended (origins hold dots, so not
@@ -125,6 +168,27 @@ impl LogReader {
         let log = info.transparency_log.with_context(|| {
             format!("cache {cache:?} has no transparency log (an older server?)")
         })?;
+        let printable =
+            |s: &str| !s.is_empty() && s.len() <= 1024 && !s.chars().any(char::is_control);
+        if !printable(&log.origin) || !log.verifier_keys.iter().all(|k| printable(&k.verifier_key))
+        {
+            tampered!("the server names a log origin or key that is empty, too long or holds control characters");
+        }
+        // The cache keeps its log: a server naming another origin for it
+        // (a re-created cache, or a server showing this client another
+        // log than the one it followed) is refused until the user says so.
+        let origin_file = cache_origin_path(api.endpoint(), cache)?;
+        match std::fs::read_to_string(&origin_file) {
+            Ok(known) if known != log.origin => tampered!(
+                "cache {cache:?} now names the log {}, but this client followed {} there (a re-created cache, or a server showing another log); refusing it: check out of band, then remove {} to follow the new log",
+                log.origin,
+                plain(&known),
+                origin_file.display()
+            ),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", origin_file.display())),
+        }
         let newest_key = log
             .verifier_keys
             .first()
@@ -136,6 +200,7 @@ impl LogReader {
             None => newest_key.clone(),
         };
         Ok(LogReader {
+            origin_file,
             api,
             cache: cache.to_string(),
             origin: log.origin,
@@ -220,6 +285,9 @@ impl LogReader {
             self.verifier_key = self.newest_key.clone();
         }
         self.remember(&cp)?;
+        if !self.origin_file.exists() {
+            write_atomically(&self.origin_file, self.origin.as_bytes())?;
+        }
         Ok((cp, continuity))
     }
 
@@ -386,4 +454,29 @@ impl LogReader {
 /// A root hash for people: base64, as checkpoints write it.
 pub fn show(root: &Hash) -> String {
     checkpoint::root_base64(root)
+}
+
+#[cfg(test)]
+mod plain_text_tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(plain("laptop stolen"), "laptop stolen");
+        assert_eq!(
+            plain("x\u{1b}]0;PWNED\u{7}\u{1b}[31mRED\rfake"),
+            "x\\u{1b}]0;PWNED\\u{7}\\u{1b}[31mRED\\rfake"
+        );
+    }
+
+    #[test]
+    fn memory_files_are_distinct_and_inside_the_directory() {
+        let a = memory_path("example.com/a:b").unwrap();
+        let b = memory_path("example.com/a_b").unwrap();
+        assert_ne!(a, b, "sanitising alone made these one file");
+        let dotdot = memory_path("..").unwrap();
+        assert_ne!(dotdot.file_name().unwrap(), "..");
+        assert_eq!(dotdot.parent(), a.parent());
+        assert!(sibling(&dotdot, "trust").file_name().is_some());
+    }
 }

@@ -52,6 +52,11 @@ impl RevokeRequest {
         if self.reason.len() > 2000 {
             return Some("the reason is longer than 2000 characters".into());
         }
+        // It is logged and shown to monitors and auditors on their
+        // terminals: no escape sequences, no carriage returns.
+        if self.reason.chars().any(|c| c.is_control() && c != '\n') {
+            return Some("the reason holds control characters".into());
+        }
         let id = &self.identity;
         let fields = [
             ("cache", self.cache.as_deref()),

@@ -212,6 +212,18 @@ async fn a_revocation_with_a_misspelt_selector_is_refused() {
         )
         .await;
     a.assert_refused(400, "invalid-revocation");
+    // A reason is logged and printed on auditors' terminals: no escape
+    // sequences (the attack review retitled a terminal with one).
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/revoke",
+            Some(&h.root),
+            Some(json!({ "cache": "main", "reason": "x\u{1b}]0;PWNED\u{7}\rfake" })),
+        )
+        .await;
+    a.assert_refused(400, "invalid-revocation");
+    assert!(a.text.contains("control characters"), "{}", a.text);
 }
 
 #[tokio::test]
@@ -700,4 +712,56 @@ async fn rotations_cannot_pile_up_live_cache_keys() {
     let a = rotate(0).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     assert_eq!(keys(&a), 1, "{}", a.text);
+}
+
+/// Rotations at once cannot together pass the live-key limit, nor give
+/// two live keys one name (the attack review sent 10 and 30 at once and
+/// got 6 live Nix keys, 4 named alike, and 20 live log keys): each checks
+/// again under the cache's lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_rotations_stay_within_the_live_key_limit() {
+    let h = Harness::new().await;
+    h.create_cache("main", true).await;
+    let day = 86_400;
+    for body in [
+        json!({ "rotate_keypair": { "overlap": day } }),
+        json!({ "rotate_log_key": { "overlap": day } }),
+    ] {
+        let calls: Vec<_> = (0..12)
+            .map(|_| {
+                h.call(
+                    Method::PATCH,
+                    "/_api/v1/cache-config/main",
+                    Some(&h.root),
+                    Some(body.clone()),
+                )
+            })
+            .collect();
+        for a in futures::future::join_all(calls).await {
+            assert!(
+                a.status == StatusCode::OK || a.status == StatusCode::BAD_REQUEST,
+                "{}",
+                a.text
+            );
+        }
+    }
+    let info = h.get("/_api/v1/cache-config/main", Some(&h.root)).await;
+    let keys = info.json["signing_keys"].as_array().unwrap();
+    assert!(keys.len() <= 4, "{}", info.text);
+    let mut names: Vec<&str> = keys
+        .iter()
+        .map(|k| k["public_key"].as_str().unwrap().split(':').next().unwrap())
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        keys.len(),
+        "two live keys of one name: {}",
+        info.text
+    );
+    let log_keys = info.json["transparency_log"]["verifier_keys"]
+        .as_array()
+        .unwrap();
+    assert!(log_keys.len() <= 4, "{}", info.text);
 }

@@ -365,6 +365,20 @@ async fn provenix_verify_checks_a_path_against_the_log_and_catches_a_rewritten_o
     std::fs::write(&tampered, edited).unwrap();
     let (code, out, _) = alice.status(&["verify", "--offline", tampered.to_str().unwrap()]);
     assert_eq!(code, 3, "{out}");
+    // A bundle naming another uploader than its key's log entry certifies
+    // (the attack review: the edited name was printed as verified).
+    let mut renamed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    renamed["uploads"][0]["key"]["subject"] = json!("repo:acme/prod:ref:refs/heads/main");
+    std::fs::write(&tampered, serde_json::to_string(&renamed).unwrap()).unwrap();
+    let (code, out, _) = alice.status(&["verify", "--offline", tampered.to_str().unwrap()]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("the record names repo:acme/prod:ref:refs/heads/main")
+            && out.contains("that entry certifies alice")
+            && !out.contains("ok    upload #1: key"),
+        "{out}"
+    );
     // The in-toto export carries the same proofs.
     let exported = files.path().join("first.intoto.json");
     std::fs::write(
@@ -1182,4 +1196,37 @@ async fn a_witness_statement_survives_replicas_killed_before_integration_postgre
     );
     let _ = replica_c.kill();
     let _ = replica_c.wait();
+}
+
+/// A cache keeps its log: a server that names another log origin for a
+/// cache a client followed (the attack review got past the remembered
+/// checkpoint that way) is refused until the user removes the memory.
+#[tokio::test]
+async fn a_cache_that_names_another_log_is_refused() {
+    let mut server =
+        TestServer::start_with(Backend::Sqlite, "[log]\nintegrate-interval = \"100ms\"\n");
+    let token = server.token_with("alice", &["pull", "push", "create-cache"]);
+    let alice = server.client_with_token(&token);
+    alice.ok(&["cache", "create", "main"]);
+    let store = NixStore::new();
+    let path = store.add_input_addressed("origin", &[("blob", &random_bytes(41, 9_000))], &[]);
+    alice.ok(&["push", "main", &path, "--store", &store.root()]);
+    checkpoint_of(&server.url, "main", &token, 3).await;
+    alice.ok(&["log", "checkpoint", "main"]);
+
+    // The operator starts the cache a new log, under another origin.
+    server.kill9();
+    sqlite(
+        &server,
+        "UPDATE log_keys SET origin = origin || '2';
+         DELETE FROM log_entries; DELETE FROM log_hashes; DELETE FROM log_heads;",
+    );
+    server.restart_on_same_port();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, _, err) = alice.status(&["log", "checkpoint", "main"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("now names the log") && err.contains("but this client followed"),
+        "{err}"
+    );
 }

@@ -227,6 +227,7 @@ fn print_report(r: &Report, json: bool) -> Result<()> {
         ),
         _ => format!("by key {}", r.key_id.as_deref().unwrap_or("")),
     };
+    let (who, what) = (crate::tlog::plain(&who), crate::tlog::plain(&what));
     let mark = if r.expected { "" } else { "UNEXPECTED " };
     println!(
         "{mark}{} {} {} {what}{}",
@@ -246,7 +247,7 @@ fn print_anomaly(a: &Anomaly, json: bool) -> Result<()> {
     if json {
         println!("{}", json!({"index": a.index, "anomaly": a.problem}));
     } else {
-        println!("ANOMALY {} {}", a.index, a.problem);
+        println!("ANOMALY {} {}", a.index, crate::tlog::plain(&a.problem));
     }
     Ok(())
 }

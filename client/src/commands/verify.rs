@@ -29,7 +29,7 @@ use provenix_provenance::tlog::upload_check::{
 use std::path::PathBuf;
 
 use super::client_for;
-use crate::tlog::{remembered_trust, show, Continuity, LogReader, Tampered, Trust};
+use crate::tlog::{plain, remembered_trust, show, Continuity, LogReader, Tampered, Trust};
 
 /// Verify a store path's provenance against the cache's transparency log.
 #[derive(Args)]
@@ -132,7 +132,7 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     let revocations = revocations_after(&log, &cp, &provenance.uploads).await?;
     let mut verdicts = Vec::new();
     for record in &provenance.uploads {
-        let who = format!("upload #{} ({})", record.id, record.key.subject);
+        let who = format!("upload #{}", record.id);
         let checked = check_online(&log, &cp, record, pinned_ca.as_deref(), &who).await;
         verdicts.push(judge(&who, record, checked, &revocations));
     }
@@ -187,7 +187,7 @@ fn judge(
                 .get("reason")
                 .and_then(|r| r.as_str())
                 .unwrap_or("");
-            println!("REVOKED  {who}: by log entry {i} ({reason})");
+            println!("REVOKED  {who}: by log entry {i} ({})", plain(reason));
             Verdict::Revoked
         }
         None => {
@@ -246,9 +246,23 @@ fn check_entries(
     if checked.store_path != record.store_path {
         return Err(Tampered(format!("log entry {index} is of another path")).into());
     }
+    // Who pushed is what the log certified, never what the record (an
+    // answer or a saved bundle) says: they must agree.
+    if record.key.subject != checked.subject
+        || key.header.asserted.get("claims")
+            != Some(&serde_json::Value::Object(record.key.claims.clone()))
+    {
+        return Err(Tampered(format!(
+            "the record names {} (and claims) its key's log entry {key_index} does not: that entry certifies {}",
+            plain(&record.key.subject),
+            plain(&checked.subject)
+        ))
+        .into());
+    }
     ok(&format!(
-        "{who}: key {} certified at log entry {key_index}, before the upload",
-        checked.key_id
+        "{who}: key {} certified at log entry {key_index}, before the upload, for {}",
+        checked.key_id,
+        plain(&checked.subject)
     ));
     check_key_ca((key_index, key), (ca_index, ca)).map_err(|e| Tampered(e.to_string()))?;
     if pinned_ca.is_some_and(|pin| pin.trim_ascii() != ca.body.trim_ascii()) {
@@ -352,7 +366,7 @@ fn offline(args: &VerifyArgs, file: &std::path::Path) -> Result<()> {
     let mut verdicts = Vec::new();
     let mut announced = None;
     for record in &records {
-        let who = format!("upload #{} ({})", record.id, record.key.subject);
+        let who = format!("upload #{}", record.id);
         let checked = check_offline(&trust, record, pinned_ca.as_deref(), &who, &mut announced);
         // Offline, the bundle's own revocation marks are all there is.
         let verdict = match checked {

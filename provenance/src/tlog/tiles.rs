@@ -129,6 +129,29 @@ impl TilePath {
         }
     }
 
+    /// Whether this is the tile at the edge of a tree of `size` records:
+    /// full, or the partial tile of exactly the width that tree has there
+    /// (the one its current readers ask for; narrower ones are an older
+    /// checkpoint's).
+    pub fn ends_at_edge(&self, size: u64) -> bool {
+        if self.is_full() {
+            return true;
+        }
+        let level = if self.is_bundle() {
+            0
+        } else {
+            self.tile.level()
+        };
+        let span = size
+            .checked_shr(u32::from(HEIGHT) * u32::from(level))
+            .unwrap_or(0);
+        self.tile
+            .level_index()
+            .checked_mul(WIDTH)
+            .and_then(|start| start.checked_add(u64::from(self.tile.width())))
+            == Some(span)
+    }
+
     /// The stored hash indexes this (hash) tile is made of.
     pub fn hash_indexes(&self) -> Vec<u64> {
         super::tree::indexes_read_by(|h| self.tile.read_data(h))
@@ -234,6 +257,24 @@ impl tlog_tiles::TileReader for Fetched<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_edge_is_the_partial_tile_of_the_trees_own_width() {
+        let t = |p: &str| TilePath::parse(p).unwrap();
+        assert!(t("tile/0/000").ends_at_edge(100), "full tiles always");
+        assert!(t("tile/0/000.p/100").ends_at_edge(100));
+        assert!(
+            !t("tile/0/000.p/99").ends_at_edge(100),
+            "an older checkpoint's"
+        );
+        assert!(t("tile/entries/001.p/4").ends_at_edge(260));
+        assert!(!t("tile/entries/000.p/4").ends_at_edge(260));
+        assert!(
+            t("tile/1/000.p/1").ends_at_edge(300),
+            "level 1: 300 >> 8 = 1"
+        );
+        assert!(!t("tile/1/000.p/1").ends_at_edge(600));
+    }
 
     #[test]
     fn paths_are_the_specifications() {

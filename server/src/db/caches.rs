@@ -291,9 +291,42 @@ impl Db {
 
     /// Adds `key` as the cache's current key; keys signing now stop at
     /// `now + overlap` (zero: at once).
-    pub async fn rotate_key(&self, cache_id: i64, key: &SecretKey, overlap: i64) -> DbResult<()> {
+    /// Starts signing with `key`, the live keys signing beside it for
+    /// `overlap`; refused (nothing changed) when that would make too many
+    /// live keys or two of one name. Checked under the cache's row lock,
+    /// so concurrent rotations cannot together pass the limit (found by
+    /// the attack review: 10 at once left 6 live keys, 4 of one name).
+    pub async fn rotate_key(
+        &self,
+        cache_id: i64,
+        key: &SecretKey,
+        overlap: i64,
+    ) -> DbResult<Result<(), provenix_policy::limits::OutOfRange>> {
         let now = crate::clock::now();
         let mut tx = self.begin_write().await?;
+        self.lock_cache_row(&mut tx, cache_id).await?;
+        let live: Vec<String> = sqlx::query_scalar(
+            "SELECT public_key FROM cache_keys WHERE cache_id = $1 AND (retire_at IS NULL OR retire_at > $2)",
+        )
+        .bind(cache_id)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        if let Err(e) = provenix_policy::limits::check_live_keys(live.len(), overlap) {
+            return Ok(Err(e));
+        }
+        let same_name = live.iter().any(|k| {
+            provenix_provenance::PublicKey::parse(k).is_ok_and(|k| k.name() == key.name())
+        });
+        if overlap > 0 && same_name {
+            return Ok(Err(provenix_policy::limits::OutOfRange {
+                code: provenix_provenance::ErrorCode::DuplicateKeyName,
+                message: format!(
+                    "a signing key named {:?} is still live; give the new key another name",
+                    key.name()
+                ),
+            }));
+        }
         sqlx::query(
             "UPDATE cache_keys SET retire_at = $1 WHERE cache_id = $2 AND (retire_at IS NULL OR retire_at > $3)",
         )
@@ -303,7 +336,25 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         insert_key(&mut tx, cache_id, key, now).await?;
-        Ok(tx.commit().await?)
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// Takes the cache's row lock for the rest of `tx` on PostgreSQL, so
+    /// checks made in it hold until commit; SQLite's write transactions
+    /// take turns already.
+    pub(super) async fn lock_cache_row(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        cache_id: i64,
+    ) -> DbResult<()> {
+        if self.backend() == super::Backend::Postgres {
+            sqlx::query("SELECT id FROM caches WHERE id = $1 FOR UPDATE")
+                .bind(cache_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn key_count(&self, cache_id: i64) -> DbResult<i64> {

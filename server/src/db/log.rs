@@ -374,9 +374,27 @@ impl Db {
     /// Starts signing the cache's checkpoints with a new log key (same
     /// origin); the keys signing now keep signing beside it until
     /// `now + overlap` (zero: at once).
-    pub async fn rotate_log_key(&self, cache_id: i64, overlap: i64) -> DbResult<String> {
+    /// Starts signing checkpoints with a new key, the live ones beside it
+    /// for `overlap`; refused (nothing changed) past the live-key limit,
+    /// checked under the cache's row lock as [`Db::rotate_key`] does.
+    pub async fn rotate_log_key(
+        &self,
+        cache_id: i64,
+        overlap: i64,
+    ) -> DbResult<Result<String, provenix_policy::limits::OutOfRange>> {
         let now = crate::clock::now();
         let mut tx = self.begin_write().await?;
+        self.lock_cache_row(&mut tx, cache_id).await?;
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM log_keys WHERE cache_id = $1 AND (retire_at IS NULL OR retire_at > $2)",
+        )
+        .bind(cache_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Err(e) = provenix_policy::limits::check_live_keys(live as usize, overlap) {
+            return Ok(Err(e));
+        }
         let origin: Option<String> = sqlx::query_scalar(
             "SELECT origin FROM log_keys WHERE cache_id = $1 ORDER BY id DESC LIMIT 1",
         )
@@ -408,7 +426,7 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(key.verifier_key())
+        Ok(Ok(key.verifier_key()))
     }
 }
 

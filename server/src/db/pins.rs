@@ -119,13 +119,7 @@ impl Db {
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         cache_id: i64,
     ) -> DbResult<()> {
-        if self.backend() == super::Backend::Postgres {
-            sqlx::query("SELECT id FROM caches WHERE id = $1 FOR UPDATE")
-                .bind(cache_id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
+        self.lock_cache_row(tx, cache_id).await
     }
 
     /// Removes every revision of a pin; false if there is no such pin.

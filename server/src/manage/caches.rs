@@ -385,15 +385,27 @@ pub async fn configure(
             .count();
         limits::check_live_keys(live, r.overlap).map_err(|e| ApiError::new(e.code, e.message))?;
     }
-    state.db.update_cache(c.id, &change).await?;
+    // Rotations first: each checks its limits again under the cache's
+    // lock (a concurrent rotation may have passed the checks above too),
+    // and a refusal then leaves the settings unchanged.
+    let refused = |e: limits::OutOfRange| ApiError::new(e.code, e.message);
     if let Some(r) = &req.rotate_log_key {
-        let vkey = state.db.rotate_log_key(c.id, r.overlap).await?;
+        let vkey = state
+            .db
+            .rotate_log_key(c.id, r.overlap)
+            .await?
+            .map_err(refused)?;
         tracing::info!(cache = %cache, by = caller.subject(), key = %vkey, overlap = r.overlap, "log key rotated");
     }
     if let Some((key, overlap)) = new_key {
-        state.db.rotate_key(c.id, &key, overlap).await?;
+        state
+            .db
+            .rotate_key(c.id, &key, overlap)
+            .await?
+            .map_err(refused)?;
         tracing::info!(cache = %cache, by = caller.subject(), key = key.name(), overlap, "cache key rotated");
     }
+    state.db.update_cache(c.id, &change).await?;
     // What the cache is now, concurrent changes included.
     let c = state
         .db

@@ -31,13 +31,23 @@ pub fn storage_key(cache_id: i64, tile: &TilePath) -> String {
 /// when it is full and stored, else built from the database (and stored,
 /// when full). A storage that fails is logged and passed over: the
 /// database can always answer.
-pub async fn tile_bytes(state: &AppState, cache_id: i64, tile: &TilePath) -> ApiResult<Bytes> {
+/// `keep`: whether to remember it in memory (full tiles and the tree's
+/// edge: a flood of narrower partial tiles, each valid, would otherwise
+/// push out the ones readers ask for, found by the attack review).
+pub async fn tile_bytes(
+    state: &AppState,
+    cache_id: i64,
+    tile: &TilePath,
+    keep: bool,
+) -> ApiResult<Bytes> {
     let path = tile.path();
     if let Some(bytes) = state.tile_memo.tile(cache_id, &path) {
         return Ok(bytes);
     }
     let bytes = from_storage_or_database(state, cache_id, tile).await?;
-    state.tile_memo.keep_tile(cache_id, &path, &bytes);
+    if keep {
+        state.tile_memo.keep_tile(cache_id, &path, &bytes);
+    }
     Ok(bytes)
 }
 

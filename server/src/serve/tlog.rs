@@ -130,7 +130,17 @@ pub async fn tile(
                 )
             })?;
     }
-    let body = stored_tiles::tile_bytes(&state, c.id, &tile).await?;
+    let keep = tile.ends_at_edge(state.tile_memo.known_size(c.id));
+    let body = match stored_tiles::tile_bytes(&state, c.id, &tile, keep).await {
+        Ok(body) => body,
+        // Destroyed on another replica within the last second: its log
+        // went with it, and it answers as any missing cache (not a 5xx).
+        Err(e) if state.db.cache_by_name(cache).await?.map(|r| r.id) != Some(c.id) => {
+            tracing::debug!("{path}: {}", e.message);
+            return Err(ApiError::no_such_cache(cache));
+        }
+        Err(e) => return Err(e),
+    };
     let lifetime = if tile.is_full() {
         IMMUTABLE.to_string()
     } else {
