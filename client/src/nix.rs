@@ -55,15 +55,8 @@ impl LocalStore {
     pub async fn all_paths(&self) -> Result<std::collections::HashSet<String>> {
         let mut cmd = self.nix();
         cmd.args(["path-info", "--all"]);
-        let out = cmd
-            .output()
-            .await
-            .context("cannot run `nix` (is Nix installed?)")?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            bail!("nix path-info --all failed: {}", err.trim());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
+        let out = stdout_of(cmd, "nix path-info --all").await?;
+        Ok(String::from_utf8_lossy(&out)
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
@@ -79,18 +72,9 @@ impl LocalStore {
         }
         cmd.args(["--check-validity", "--print-invalid", "--"])
             .args(paths);
-        let out = cmd
-            .output()
-            .await
-            .context("cannot run `nix-store` (is Nix installed?)")?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            bail!("nix-store --check-validity failed: {}", err.trim());
-        }
-        let invalid: std::collections::HashSet<&str> = std::str::from_utf8(&out.stdout)
-            .unwrap_or("")
-            .lines()
-            .collect();
+        let out = stdout_of(cmd, "nix-store --check-validity").await?;
+        let invalid: std::collections::HashSet<&str> =
+            std::str::from_utf8(&out).unwrap_or("").lines().collect();
         Ok(paths
             .iter()
             .filter(|p| !invalid.contains(p.as_str()))
@@ -146,6 +130,20 @@ impl LocalStore {
             .kill_on_drop(true);
         cmd.spawn().context("cannot run `nix store dump-path`")
     }
+}
+
+/// The standard output of a Nix command that must succeed; its error
+/// output names the cause otherwise.
+async fn stdout_of(mut cmd: Command, what: &str) -> Result<Vec<u8>> {
+    let out = cmd
+        .output()
+        .await
+        .with_context(|| format!("cannot run `{what}` (is Nix installed?)"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        bail!("{what} failed: {}", err.trim());
+    }
+    Ok(out.stdout)
 }
 
 /// Where a NAR's bytes come from.
