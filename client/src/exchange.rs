@@ -106,6 +106,33 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The server's name for the issuer of this Actions job's tokens:
+/// `PROVENIX_OIDC_ISSUER` if set; on GitHub Enterprise Server (its
+/// `GITHUB_SERVER_URL` is not github.com) the issuer at
+/// `{GITHUB_SERVER_URL}/_services/token`; else `github`.
+pub fn actions_issuer(
+    issuers: &[provenix_provenance::exchange::IssuerInfo],
+    named: Option<&str>,
+    server_url: Option<&str>,
+) -> String {
+    if let Some(name) = named.filter(|n| !n.is_empty()) {
+        return name.to_string();
+    }
+    let enterprise = server_url
+        .map(|u| u.trim_end_matches('/'))
+        .filter(|u| !u.is_empty() && *u != "https://github.com");
+    if let Some(base) = enterprise {
+        let token_issuer = format!("{base}/_services/token");
+        if let Some(i) = issuers
+            .iter()
+            .find(|i| i.issuer.trim_end_matches('/') == token_issuer)
+        {
+            return i.name.clone();
+        }
+    }
+    provenix_policy::publisher::DEFAULT_GITHUB_ISSUER.to_string()
+}
+
 /// The `jti` of a JWT we were handed (to bind the proof to it; the server
 /// verifies the token itself).
 fn token_jti(jwt: &str) -> Result<String> {
@@ -151,8 +178,13 @@ pub async fn exchange(api: &ApiClient, credential: &Credential, cache: &str) -> 
             request_url,
             request_token,
         } => {
-            // The audience of the issuer GitHub's tokens are checked against.
-            let github = provenix_policy::publisher::DEFAULT_GITHUB_ISSUER;
+            // The audience of the issuer the job's tokens are checked against.
+            let github = actions_issuer(
+                &audience.issuers,
+                std::env::var("PROVENIX_OIDC_ISSUER").ok().as_deref(),
+                std::env::var("GITHUB_SERVER_URL").ok().as_deref(),
+            );
+            let github = github.as_str();
             let aud = audience
                 .issuers
                 .iter()
@@ -263,5 +295,45 @@ mod tests {
         let jwt = format!("{}.{}.sig", b("{}"), b(r#"{"jti":"abc"}"#));
         assert_eq!(token_jti(&jwt).unwrap(), "abc");
         assert!(token_jti("nope").is_err());
+    }
+}
+
+#[cfg(test)]
+mod issuer_tests {
+    use super::*;
+    use provenix_provenance::exchange::IssuerInfo;
+
+    #[test]
+    fn an_actions_job_finds_its_issuer() {
+        let issuers = vec![
+            IssuerInfo {
+                name: "github".into(),
+                issuer: "https://token.actions.githubusercontent.com".into(),
+                audience: Some("a".into()),
+            },
+            IssuerInfo {
+                name: "ghes-corp".into(),
+                issuer: "https://git.corp.example/_services/token".into(),
+                audience: Some("a".into()),
+            },
+        ];
+        assert_eq!(
+            actions_issuer(&issuers, None, Some("https://github.com")),
+            "github"
+        );
+        assert_eq!(actions_issuer(&issuers, None, None), "github");
+        assert_eq!(
+            actions_issuer(&issuers, None, Some("https://git.corp.example/")),
+            "ghes-corp"
+        );
+        assert_eq!(
+            actions_issuer(&issuers, Some("forgejo"), Some("https://git.corp.example")),
+            "forgejo",
+            "named outright"
+        );
+        assert_eq!(
+            actions_issuer(&issuers, None, Some("https://unknown.example")),
+            "github"
+        );
     }
 }

@@ -757,3 +757,62 @@ async fn a_gitlab_ci_job_pushes_with_its_id_token() {
     let (ok, _, err) = job.run_with(&push, &[("PROVENIX_ID_TOKEN", &issuer.sign(&other))]);
     assert!(!ok, "{err}");
 }
+
+/// GitHub Enterprise Server: an issuer of its own (`[[oidc.issuers]]`
+/// with the enterprise's `server-url`), publishers naming it, and the job
+/// finding it from PROVENIX_OIDC_ISSUER (or from GITHUB_SERVER_URL, tested
+/// in the client's unit tests: the fixture is no `/_services/token`).
+#[tokio::test]
+async fn a_github_enterprise_job_pushes_through_its_own_issuer() {
+    let issuer = provenix_tests::oidc::OidcIssuer::start();
+    let aud = "provenix-ghes-test";
+    let server = provenix_tests::TestServer::start_with(
+        Backend::Sqlite,
+        &format!(
+            "{}audience = \"{aud}\"\nserver-url = \"https://ghes.example\"\n",
+            issuer.server_toml("ghes")
+        ),
+    );
+    let admin = server.client();
+    admin.ok(&["cache", "create", "main"]);
+    admin.ok(&[&ADD_PUBLISHER[..], &["--issuer", "ghes"]].concat());
+    let store = NixStore::new();
+    let path = store.add_input_addressed("ghes-app", &[("bin/app", b"ghes\n")], &[]);
+    let job = provenix_tests::server::Client::new();
+    job.ok(&["login", "ci", &server.url]);
+    let push = ["push", "main", &path, "--store", &store.root()];
+    let env = |issuer_name: &str| {
+        vec![
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", issuer.request_url.clone()),
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                issuer.request_token.clone(),
+            ),
+            ("PROVENIX_OIDC_ISSUER", issuer_name.to_string()),
+        ]
+    };
+    // Without naming the issuer the job asks for github's, which this
+    // server does not trust.
+    let (ok, _, err) = run_ci(&job, &env(""), &push);
+    assert!(
+        !ok && err.contains("accepts no tokens from issuer \"github\""),
+        "{err}"
+    );
+    let (ok, _, err) = run_ci(&job, &env("ghes"), &push);
+    assert!(ok, "{err}");
+    let prov: Value =
+        serde_json::from_str(&admin.ok(&["provenance", "main", &path, "--json"])).unwrap();
+    let cert = prov["uploads"][0]["key"]["certificate"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.pem"), cert).unwrap();
+    let (ok, text, err) = provenix_tests::run(
+        std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(dir.path().join("c.pem")),
+    );
+    assert!(ok, "{err}");
+    assert!(
+        text.contains("URI:https://ghes.example/octo-org/octo-repo/.github/workflows/build.yml@refs/heads/main"),
+        "the enterprise's URLs: {text}"
+    );
+}
