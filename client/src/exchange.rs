@@ -107,9 +107,10 @@ fn now() -> i64 {
 }
 
 /// The server's name for the issuer of this Actions job's tokens:
-/// `PROVENIX_OIDC_ISSUER` if set; on GitHub Enterprise Server (its
-/// `GITHUB_SERVER_URL` is not github.com) the issuer at
-/// `{GITHUB_SERVER_URL}/_services/token`; else `github`.
+/// `PROVENIX_OIDC_ISSUER` if set; where `GITHUB_SERVER_URL` is not
+/// github.com, the issuer at `{GITHUB_SERVER_URL}/_services/token` (GitHub
+/// Enterprise Server) or `{GITHUB_SERVER_URL}/api/actions` (Forgejo, whose
+/// runners speak the same token protocol); else `github`.
 pub fn actions_issuer(
     issuers: &[provenix_provenance::exchange::IssuerInfo],
     named: Option<&str>,
@@ -122,12 +123,16 @@ pub fn actions_issuer(
         .map(|u| u.trim_end_matches('/'))
         .filter(|u| !u.is_empty() && *u != "https://github.com");
     if let Some(base) = enterprise {
-        let token_issuer = format!("{base}/_services/token");
-        if let Some(i) = issuers
-            .iter()
-            .find(|i| i.issuer.trim_end_matches('/') == token_issuer)
-        {
-            return i.name.clone();
+        for token_issuer in [
+            format!("{base}/_services/token"),
+            format!("{base}/api/actions"),
+        ] {
+            if let Some(i) = issuers
+                .iter()
+                .find(|i| i.issuer.trim_end_matches('/') == token_issuer)
+            {
+                return i.name.clone();
+            }
         }
     }
     provenix_policy::publisher::DEFAULT_GITHUB_ISSUER.to_string()
@@ -316,7 +321,17 @@ mod issuer_tests {
                 issuer: "https://git.corp.example/_services/token".into(),
                 audience: Some("a".into()),
             },
+            IssuerInfo {
+                name: "codeberg".into(),
+                issuer: "https://codeberg.org/api/actions".into(),
+                audience: Some("a".into()),
+            },
         ];
+        assert_eq!(
+            actions_issuer(&issuers, None, Some("https://codeberg.org")),
+            "codeberg",
+            "a Forgejo runner"
+        );
         assert_eq!(
             actions_issuer(&issuers, None, Some("https://github.com")),
             "github"
