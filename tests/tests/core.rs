@@ -493,7 +493,9 @@ async fn watchers_push_what_the_store_gains() {
     let http = provenix_tests::http::Http::new(&server.url);
     wait_served(&http, &token, &second).await;
 
-    // SIGTERM: a clean stop.
+    // SIGTERM right after a build: the watcher looks once more, pushes
+    // it, and stops cleanly.
+    let last = store.add_input_addressed("w-last", &[("f", b"last\n")], &[]);
     let mut watcher = watcher;
     let (ok, _, err) = provenix_tests::run(
         std::process::Command::new("kill")
@@ -503,4 +505,9 @@ async fn watchers_push_what_the_store_gains() {
     assert!(ok, "{err}");
     let status = watcher.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    assert_eq!(
+        narinfo_status(&http, &token, &last).await,
+        200,
+        "pushed before it stopped"
+    );
 }

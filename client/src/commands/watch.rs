@@ -99,10 +99,15 @@ pub async fn watch_store(args: WatchStoreArgs) -> Result<()> {
     let stop = stop_signal();
     tokio::pin!(stop);
     let _ = futures::FutureExt::now_or_never(&mut stop);
+    // Asked to stop: one last look at the store, so what a job built just
+    // before (a CI job's last step) is pushed too, then out.
+    let mut stopping = false;
     loop {
-        tokio::select! {
-            _ = &mut stop => return Ok(()),
-            _ = tokio::time::sleep(args.interval) => {}
+        if !stopping {
+            tokio::select! {
+                _ = &mut stop => stopping = true,
+                _ = tokio::time::sleep(args.interval) => {}
+            }
         }
         let now = store_dir_entries(&real_dir)?;
         waiting.extend(now.difference(&seen).cloned());
@@ -110,6 +115,9 @@ pub async fn watch_store(args: WatchStoreArgs) -> Result<()> {
         waiting.retain(|n| now.contains(n));
         seen = now;
         if waiting.is_empty() {
+            if stopping {
+                return Ok(());
+            }
             continue;
         }
         let names: Vec<String> = waiting.iter().cloned().collect();
@@ -119,6 +127,9 @@ pub async fn watch_store(args: WatchStoreArgs) -> Result<()> {
             .collect();
         let valid = store.valid(&paths).await?;
         if valid.is_empty() {
+            if stopping {
+                return Ok(());
+            }
             continue;
         }
         let result = async {
@@ -141,6 +152,7 @@ pub async fn watch_store(args: WatchStoreArgs) -> Result<()> {
                 }
                 backoff = Duration::from_secs(1);
             }
+            Err(e) if stopping => return Err(e),
             Err(e) => {
                 // The server restarting, a network blip: the paths stay
                 // waiting and the key is exchanged afresh.
@@ -152,6 +164,9 @@ pub async fn watch_store(args: WatchStoreArgs) -> Result<()> {
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }
+        }
+        if stopping {
+            return Ok(());
         }
     }
 }
