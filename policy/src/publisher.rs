@@ -411,6 +411,15 @@ pub fn workflow_file(workflow_ref: &str) -> Option<String> {
     (!file.is_empty() && !file.contains('/')).then(|| file.to_string())
 }
 
+/// GitLab's `ci_config_ref_uri` (`HOST/GROUP/PROJECT//FILE@REF`) as the
+/// project path and the file: (`GROUP/PROJECT`, `FILE`).
+pub fn gitlab_ci_config(uri: &str) -> Option<(&str, &str)> {
+    let (path, _) = uri.rsplit_once('@')?;
+    let (host_and_project, file) = path.split_once("//")?;
+    let (_, project) = host_and_project.split_once('/')?;
+    Some((project, file))
+}
+
 /// `OWNER/REPO/PATH@REF` into (`OWNER/REPO/PATH`, `REF`).
 fn split_workflow_ref(r: &str) -> Option<(&str, &str)> {
     r.rsplit_once('@')
@@ -541,13 +550,9 @@ impl GitlabPublisher {
         c.depth += 1;
         let uri = c.get("ci_config_ref_uri");
         let project_path = c.get("project_path");
-        let file = uri
-            .rsplit_once('@')
-            .and_then(|(path, _)| path.split_once("//"))
-            .and_then(|(host_and_project, file)| {
-                let (_, project) = host_and_project.split_once('/')?;
-                project.eq_ignore_ascii_case(&project_path).then_some(file)
-            })
+        let file = gitlab_ci_config(&uri)
+            .filter(|(project, _)| project.eq_ignore_ascii_case(&project_path))
+            .map(|(_, file)| file)
             .unwrap_or_default();
         if file != self.ci_config {
             return Err(c.fail(

@@ -332,16 +332,23 @@ async fn concurrent_appends_on_postgres_are_numbered_without_gaps() {
     assert_eq!(log.len(), 2 + 2 * alphabet.len(), "{log:?}");
 }
 
-/// Item 5 on both databases: one statement (key, nonce) records once. Two
-/// copies racing record one; the other is refused and leaves no entry.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_statement_records_once_on_both_databases() {
-    let (sqlite, _dir) = database().await;
+/// SQLite, and PostgreSQL when scripts/test-all.sh started one (the
+/// directory holds the SQLite file).
+async fn both_databases() -> (Vec<Db>, tempfile::TempDir) {
+    let (sqlite, dir) = database().await;
     let mut dbs = vec![sqlite];
     match postgres().await {
         Some(pg) => dbs.push(pg),
         None => eprintln!("PROVENIX_TEST_POSTGRES_URL is unset: SQLite only"),
     }
+    (dbs, dir)
+}
+
+/// Item 5 on both databases: one statement (key, nonce) records once. Two
+/// copies racing record one; the other is refused and leaves no entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_statement_records_once_on_both_databases() {
+    let (dbs, _dir) = both_databases().await;
     for db in dbs {
         let a = cache(&db, "a").await;
         upload_key(&db, a, "k1", None).await;
@@ -380,12 +387,7 @@ async fn a_statement_records_once_on_both_databases() {
 /// them, on both databases; every key's row names that entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_first_keys_log_the_ca_once() {
-    let (sqlite, _dir) = database().await;
-    let mut dbs = vec![sqlite];
-    match postgres().await {
-        Some(pg) => dbs.push(pg),
-        None => eprintln!("PROVENIX_TEST_POSTGRES_URL is unset: SQLite only"),
-    }
+    let (dbs, _dir) = both_databases().await;
     for db in dbs {
         let a = cache(&db, "a").await;
         let racers: Vec<_> = (0..8)

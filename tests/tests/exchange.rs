@@ -682,15 +682,7 @@ async fn a_gitlab_ci_job_pushes_with_its_id_token() {
         "audit by the project's path: {found}"
     );
     // The certificate names the pipeline's config, Fulcio-style.
-    let cert = key["certificate"].as_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("c.pem"), cert).unwrap();
-    let (ok, text, err) = provenix_tests::run(
-        std::process::Command::new("openssl")
-            .args(["x509", "-noout", "-text", "-in"])
-            .arg(dir.path().join("c.pem")),
-    );
-    assert!(ok, "{err}");
+    let text = certificate_text(key["certificate"].as_str().unwrap());
     let host = issuer.issuer.trim_start_matches("https://");
     assert!(
         text.contains(&format!(
@@ -802,17 +794,23 @@ async fn a_github_enterprise_job_pushes_through_its_own_issuer() {
     assert!(ok, "{err}");
     let prov: Value =
         serde_json::from_str(&admin.ok(&["provenance", "main", &path, "--json"])).unwrap();
-    let cert = prov["uploads"][0]["key"]["certificate"].as_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("c.pem"), cert).unwrap();
-    let (ok, text, err) = provenix_tests::run(
-        std::process::Command::new("openssl")
-            .args(["x509", "-noout", "-text", "-in"])
-            .arg(dir.path().join("c.pem")),
-    );
-    assert!(ok, "{err}");
+    let text = certificate_text(prov["uploads"][0]["key"]["certificate"].as_str().unwrap());
     assert!(
         text.contains("URI:https://ghes.example/octo-org/octo-repo/.github/workflows/build.yml@refs/heads/main"),
         "the enterprise's URLs: {text}"
     );
+}
+
+/// `openssl x509 -text` of a PEM certificate: what a person inspecting it sees.
+fn certificate_text(pem: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cert.pem");
+    std::fs::write(&file, pem).unwrap();
+    let (ok, text, err) = provenix_tests::run(
+        std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(&file),
+    );
+    assert!(ok, "openssl cannot parse the certificate: {err}");
+    text
 }

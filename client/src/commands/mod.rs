@@ -34,3 +34,14 @@ pub fn client_for(reference: &str) -> Result<(ApiClient, ServerConfig, String)> 
     provenix_policy::validate_cache_name(&cache)?;
     Ok((ApiClient::new(&server)?, server, cache))
 }
+
+/// Resolves on SIGINT or SIGTERM: what the long-running commands
+/// (`queue run`, `watch-store`) stop on, after the push in flight.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::client_for;
+use super::{client_for, stop_signal};
 use crate::exchange::Credential;
 use crate::nix::LocalStore;
 use crate::push::PushOptions;
@@ -150,15 +150,5 @@ async fn drain(
         if futures::FutureExt::now_or_never(&mut stop).is_some() {
             return Ok(());
         }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

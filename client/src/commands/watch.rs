@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::client_for;
+use super::{client_for, stop_signal};
 use crate::exchange::{Credential, Signer};
 use crate::nix::LocalStore;
 use crate::push::PushOptions;
@@ -225,16 +225,6 @@ pub async fn watch_exec(args: WatchExecArgs) -> Result<i32> {
             Ok(code)
         }
         Err(e) => Err(e),
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 

@@ -106,8 +106,9 @@ impl Db {
         let workflow_ref = either("workflow_ref", "ci_config_ref_uri");
         let workflow = match claim("workflow_ref") {
             Some(r) => provenix_policy::publisher::workflow_file(&r),
-            None => claim("ci_config_ref_uri")
-                .and_then(|u| Some(u.rsplit_once('@')?.0.split_once("//")?.1.to_string())),
+            None => claim("ci_config_ref_uri").and_then(|u| {
+                provenix_policy::publisher::gitlab_ci_config(&u).map(|(_, file)| file.to_string())
+            }),
         };
         let ca_index =
             ledger::log_ca_certificate(&mut tx, key.cache_id, key.ca_certificate).await?;
