@@ -1,7 +1,7 @@
 //! HTTP calls to a provenix server. Server refusals come back as
 //! `{code, message}` and become one-line errors naming both.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use provenix_policy::publisher::RegisteredPublisher;
 use provenix_policy::Publisher;
 use provenix_provenance::audit::{AuditQuery, Page, Provenance};
@@ -12,6 +12,7 @@ use provenix_provenance::revocation::{RevokeRequest, RevokeResponse, RevokedPath
 use provenix_provenance::upload::{
     MissingPathsRequest, MissingPathsResponse, UploadPathNarInfo, UploadResult, UPLOAD_HEADER,
 };
+use provenix_provenance::upload_parts::{PartReceived, UploadSession, UploadSessionStart};
 use provenix_provenance::ErrorCode;
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -77,8 +78,50 @@ async fn check(resp: Response) -> Result<Response> {
             status: status.as_u16(),
         }
         .into()),
-        Err(_) => Err(anyhow!("server answered HTTP {status}: {}", text.trim())),
+        Err(_) => Err(PlainHttpError {
+            status: status.as_u16(),
+            text: text.trim().to_string(),
+        }
+        .into()),
     }
+}
+
+/// A refusal that is not the server's JSON (a proxy's error page).
+#[derive(Debug)]
+pub struct PlainHttpError {
+    pub status: u16,
+    pub text: String,
+}
+
+impl std::fmt::Display for PlainHttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "server answered HTTP {}: {}", self.status, self.text)
+    }
+}
+
+impl std::error::Error for PlainHttpError {}
+
+/// Whether trying the same request again may succeed: the server or a
+/// proxy could not be reached or answered that it is unavailable, or the
+/// connection broke mid-request.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        if let Some(s) = c.downcast_ref::<ServerError>() {
+            return matches!(
+                s.code,
+                ErrorCode::Retry
+                    | ErrorCode::StorageUnavailable
+                    | ErrorCode::DatabaseUnavailable
+                    | ErrorCode::UploadInterrupted
+                    | ErrorCode::NotReady
+            ) || matches!(s.status, 502..=504);
+        }
+        if let Some(p) = c.downcast_ref::<PlainHttpError>() {
+            return matches!(p.status, 502..=504 | 429);
+        }
+        c.downcast_ref::<reqwest::Error>()
+            .is_some_and(|r| r.is_connect() || r.is_timeout() || r.is_request() || r.is_body())
+    })
 }
 
 impl ApiClient {
@@ -411,6 +454,57 @@ impl ApiClient {
                 .json(st),
         )
         .await
+    }
+
+    pub async fn start_upload_session(
+        &self,
+        info: &UploadPathNarInfo,
+    ) -> Result<UploadSessionStart> {
+        self.json(
+            self.request(Method::POST, "_api/v1/upload-sessions")
+                .json(info),
+        )
+        .await
+    }
+
+    pub async fn upload_session(&self, id: &str) -> Result<UploadSession> {
+        self.json(self.request(Method::GET, &format!("_api/v1/upload-sessions/{id}")))
+            .await
+    }
+
+    pub async fn upload_part(
+        &self,
+        id: &str,
+        part: u64,
+        bytes: bytes::Bytes,
+    ) -> Result<PartReceived> {
+        self.json(
+            self.request(
+                Method::PUT,
+                &format!("_api/v1/upload-sessions/{id}/parts/{part}"),
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes),
+        )
+        .await
+    }
+
+    pub async fn complete_upload(&self, id: &str) -> Result<UploadResult> {
+        self.json(self.request(
+            Method::POST,
+            &format!("_api/v1/upload-sessions/{id}/complete"),
+        ))
+        .await
+    }
+
+    pub async fn cancel_upload(&self, id: &str) -> Result<()> {
+        check(
+            self.request(Method::DELETE, &format!("_api/v1/upload-sessions/{id}"))
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn upload(

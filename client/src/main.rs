@@ -15,6 +15,7 @@ mod push;
 mod queue;
 mod time;
 mod tlog;
+mod upload_parts;
 
 use clap::Parser;
 

@@ -103,6 +103,7 @@ async fn push_infos(
     let mut missing = Vec::new();
     // Paths whose NAR the server holds for us: recorded without sending it.
     let mut nars_held = std::collections::HashSet::new();
+    let mut max_request_body = 0;
     let hashes: Vec<(String, NarHash)> = by_hash
         .iter()
         .map(|(h, p)| (h.clone(), p.nar_hash))
@@ -112,6 +113,7 @@ async fn push_infos(
         let answer = api.missing_paths(cache, batch.to_vec()).await?;
         missing.extend(answer.missing_paths);
         nars_held.extend(answer.nars_held);
+        max_request_body = answer.max_request_body;
     }
     summary.already_cached = by_hash.len() - missing.len();
     let mut todo: Vec<PathInfo> = missing.iter().filter_map(|h| by_hash.remove(h)).collect();
@@ -160,7 +162,11 @@ async fn push_infos(
             async move {
                 let sp = StorePath::parse(&info.store_dir, &p.path)?;
                 let may_dedup = nars_held.contains(sp.hash_part());
-                let r = push_one(signer, store, cache, &p, may_dedup, &multi).await;
+                let how = HowToSend {
+                    may_dedup,
+                    in_parts: max_request_body > 0 && p.nar_size > max_request_body,
+                };
+                let r = push_one(signer, store, cache, &p, how, &multi).await;
                 overall.inc(1);
                 r.map(|o| (o, p.nar_size))
                     .with_context(|| format!("pushing {}", p.path))
@@ -262,18 +268,27 @@ fn vouched_path(store_dir: &str, p: &PathInfo) -> Result<VouchedPath> {
 
 /// One path, signed by the current key; once more with a fresh key if the
 /// server says the key expired meanwhile (a slow upload, a skewed clock).
+/// How a path goes to the server.
+#[derive(Clone, Copy)]
+struct HowToSend {
+    /// The server holds its NAR for us: record it without sending.
+    may_dedup: bool,
+    /// Larger than the server's request limit: send the NAR in parts.
+    in_parts: bool,
+}
+
 async fn push_one(
     signer: &Signer,
     store: &LocalStore,
     cache: &str,
     p: &PathInfo,
-    may_dedup: bool,
+    how: HowToSend,
     multi: &MultiProgress,
 ) -> Result<UploadOutcome> {
     let mut session = signer.session().await?;
     let mut gc_retries = 0;
     loop {
-        match push_signed(signer, &session, store, cache, p, may_dedup, multi).await {
+        match push_signed(signer, &session, store, cache, p, how, multi).await {
             Err(e)
                 if error_code(&e) == Some(ErrorCode::KeyExpired) && !session_is_fresh(&session) =>
             {
@@ -305,12 +320,12 @@ async fn push_signed(
     store: &LocalStore,
     cache: &str,
     p: &PathInfo,
-    may_dedup: bool,
+    how: HowToSend,
     multi: &MultiProgress,
 ) -> Result<UploadOutcome> {
     let api = signer.api_for(session);
     let info = signed_statement(cache, p, session);
-    if may_dedup {
+    if how.may_dedup {
         let claim = api.record_existing_nar(&info).await?;
         if claim.outcome != UploadOutcome::NarRequired {
             return Ok(claim.outcome);
@@ -329,17 +344,35 @@ async fn push_signed(
     bar.set_message(p.path.rsplit('/').next().unwrap_or_default().to_string());
 
     let progress = bar.clone();
-    let result = match store.nar(&p.path)? {
-        NarSource::Files(nar) => {
+    let result = match (store.nar(&p.path)?, how.in_parts) {
+        (NarSource::Files(nar), false) => {
             let stream = nar.inspect_ok(move |b| progress.inc(b.len() as u64));
-            api.upload(&info, reqwest::Body::wrap_stream(stream)).await
+            api.upload(&info, reqwest::Body::wrap_stream(stream))
+                .await
+                .map(|r| r.outcome)
         }
-        NarSource::Nix(mut child) => {
+        (NarSource::Files(nar), true) => {
+            let reader = tokio_util::io::StreamReader::new(nar);
+            crate::upload_parts::send(&api, &info, reader, &progress).await
+        }
+        (NarSource::Nix(mut child), in_parts) => {
             let stdout = child.stdout.take().context("no stdout from nix")?;
             let mut stderr = child.stderr.take().context("no stderr from nix")?;
-            let stream = tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024)
-                .inspect_ok(move |b| progress.inc(b.len() as u64));
-            let upload = api.upload(&info, reqwest::Body::wrap_stream(stream));
+            let (api, info, progress) = (&api, &info, progress.clone());
+            let upload = async move {
+                if in_parts {
+                    crate::upload_parts::send(api, info, stdout, &progress).await
+                } else {
+                    let stream = tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024)
+                        .inspect_ok({
+                            let progress = progress.clone();
+                            move |b| progress.inc(b.len() as u64)
+                        });
+                    api.upload(info, reqwest::Body::wrap_stream(stream))
+                        .await
+                        .map(|r| r.outcome)
+                }
+            };
             let (result, status) = tokio::join!(upload, child.wait());
             let status = status?;
             if !status.success() {
@@ -352,7 +385,7 @@ async fn push_signed(
         }
     };
     bar.finish_and_clear();
-    Ok(result?.outcome)
+    result
 }
 
 /// The statement for `p`, signed by the session's key.

@@ -17,4 +17,4 @@ pub use access::{
 pub use cache_name::{validate_cache_name, CacheNameError};
 pub use permissions::{CachePermissions, Permission};
 pub use publisher::{find_match, may_explain_refusal, Mismatch, Publisher};
-pub use upload_key::{check_completion, check_upload_key, UploadKeyFacts};
+pub use upload_key::{check_completion, check_session_key, check_upload_key, UploadKeyFacts};

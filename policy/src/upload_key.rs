@@ -45,6 +45,25 @@ pub fn check_completion(not_after: i64, completed_at: i64, grace: i64) -> Result
     }
 }
 
+/// `Ok` if an upload session opened under `key` for cache `session_cache_id`
+/// may go on at `now` (a part, a completion): the key is unrevoked, certified
+/// for the session's cache, and its expiry plus `grace` has not passed
+/// (what [`check_completion`] will ask at the end).
+pub fn check_session_key(
+    key: UploadKeyFacts,
+    session_cache_id: i64,
+    now: i64,
+    grace: i64,
+) -> Result<(), ErrorCode> {
+    if key.revoked {
+        return Err(ErrorCode::KeyRevoked);
+    }
+    if key.cache_id != session_cache_id {
+        return Err(ErrorCode::PermissionDenied);
+    }
+    check_completion(key.not_after, now, grace)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +91,26 @@ mod tests {
             );
         }
         assert_eq!(check_completion(i64::MAX, i64::MAX, 30), Ok(()));
+    }
+
+    #[test]
+    fn an_upload_session_goes_on_until_its_key_expires_plus_grace() {
+        let revoked = UploadKeyFacts {
+            revoked: true,
+            ..KEY
+        };
+        for (key, cache, now, want) in [
+            (KEY, 7, 500, Ok(())),
+            // Before not_before cannot happen (the session was opened with
+            // the key valid); past expiry, within grace.
+            (KEY, 7, 1030, Ok(())),
+            (KEY, 7, 1031, Err(ErrorCode::KeyExpired)),
+            (revoked, 7, 500, Err(ErrorCode::KeyRevoked)),
+            (revoked, 7, 5000, Err(ErrorCode::KeyRevoked)),
+            (KEY, 8, 500, Err(ErrorCode::PermissionDenied)),
+        ] {
+            assert_eq!(check_session_key(key, cache, now, 30), want, "{now}");
+        }
     }
 
     #[test]

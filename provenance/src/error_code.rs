@@ -119,6 +119,10 @@ error_codes! {
     UploadInterrupted = ("upload-interrupted", 400),
     /// The upload took longer than `max-upload-duration`.
     UploadTimeout = ("upload-timeout", 400),
+    /// A part of an upload session out of range or of the wrong size.
+    InvalidPart = ("invalid-part", 400),
+    /// Completing an upload session before all its parts arrived.
+    UploadIncomplete = ("upload-incomplete", 409),
     /// Nothing was stored because of a concurrent transaction or GC: send again.
     Retry = ("retry", 503),
     /// The object storage failed or did not answer in time (after the
@@ -166,6 +170,8 @@ error_codes! {
     NoSuchPath = ("no-such-path", 404),
     NoSuchPublisher = ("no-such-publisher", 404),
     NoSuchPin = ("no-such-pin", 404),
+    /// An upload session that does not exist, expired, or was completed.
+    NoSuchUpload = ("no-such-upload", 404),
     /// The cache has no upload record of the path.
     NoProvenance = ("no-provenance", 404),
     /// No such endpoint or file.

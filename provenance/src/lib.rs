@@ -22,6 +22,7 @@ pub mod signing;
 pub mod store_path;
 pub mod tlog;
 pub mod upload;
+pub mod upload_parts;
 
 pub use error_code::{ErrorBody, ErrorCode};
 pub use hash::NarHash;

@@ -256,6 +256,15 @@ pub struct MissingPathsResponse {
     /// rule of `existing-nar`, so this discloses no more than it does.
     #[serde(default)]
     pub nars_held: Vec<String>,
+    /// The largest request body the server wants (the proxy in front of it
+    /// may refuse more): NARs larger go in parts
+    /// ([`crate::upload_parts`]). Absent or 0: any size in one request.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_request_body: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -43,6 +43,13 @@ pub struct Config {
         with = "humantime_serde_compat"
     )]
     pub max_upload_duration: Duration,
+    /// The largest request body the proxy in front lets through, announced
+    /// to clients, which send larger NARs in parts of this size ("8 MiB",
+    /// or bytes; 0: no proxy limit, NARs go in one request). The default
+    /// passes nginx's `client_max_body_size 10m` (NixOS's default) and
+    /// Cloudflare's 100 MB.
+    #[serde(default = "default_max_request_body", with = "byte_size")]
+    pub max_request_body: u64,
     pub token_hs256_secret_base64: Option<String>,
     pub token_rs256_secret_base64: Option<String>,
     pub database: DatabaseConfig,
@@ -556,6 +563,31 @@ mod humantime_serde_compat {
     }
 }
 
+fn default_max_request_body() -> u64 {
+    8 << 20
+}
+
+/// A size written as people write it ("8 MiB") or a number of bytes.
+mod byte_size {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Bytes(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Written::deserialize(d)? {
+            Written::Bytes(b) => Ok(b),
+            Written::Text(t) => provenix_policy::retention::parse_byte_size(&t)
+                .map_err(serde::de::Error::custom)
+                .and_then(|b| u64::try_from(b).map_err(serde::de::Error::custom)),
+        }
+    }
+}
+
 /// A size written as people write it ("100 GiB") or a number of bytes.
 mod byte_size_opt {
     use serde::{Deserialize, Deserializer};
@@ -632,6 +664,10 @@ impl Config {
         if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
         {
             bail!("[database] url must start with sqlite:// or postgres://");
+        }
+        let min_part = provenix_provenance::upload_parts::MIN_PART_SIZE;
+        if self.max_request_body != 0 && !(min_part..=4 << 30).contains(&self.max_request_body) {
+            bail!("max-request-body must be 0 (no limit) or between {min_part} bytes and 4 GiB");
         }
         if self.max_upload_duration < Duration::from_secs(1) {
             bail!("max-upload-duration must be at least 1 second");

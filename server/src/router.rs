@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::identity::exchange;
 use crate::manage::{caches, pins, publishers};
 use crate::operate::{metrics, probes, request_id};
-use crate::push::{closure, upload};
+use crate::push::{closure, parts, upload};
 use crate::serve::{binary_cache, tlog};
 use crate::state::AppState;
 
@@ -139,6 +139,19 @@ fn api() -> Router<Arc<AppState>> {
         .route(
             "/_api/v1/upload-path/existing-nar",
             post(upload::record_existing_nar),
+        )
+        .route("/_api/v1/upload-sessions", post(parts::start))
+        .route(
+            "/_api/v1/upload-sessions/{id}",
+            get(parts::status).delete(parts::cancel),
+        )
+        .route(
+            "/_api/v1/upload-sessions/{id}/parts/{part}",
+            put(parts::put_part),
+        )
+        .route(
+            "/_api/v1/upload-sessions/{id}/complete",
+            post(parts::complete),
         )
         // On the JSON API only: the Nix protocol's handlers answer 200 or
         // their own JSON refusals, and narinfo is the hottest request.

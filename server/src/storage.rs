@@ -13,6 +13,19 @@ use std::sync::Arc;
 
 use crate::config::StorageConfig;
 
+/// What `put_exact` buffers before it starts a multipart upload.
+const STREAM_PUT_BUFFER: usize = 10 << 20;
+
+/// How a `put_exact` ended, when storage itself did not fail.
+#[derive(Debug)]
+pub enum StreamPut {
+    Stored,
+    /// The body had this many bytes (or more), not the size asked.
+    WrongSize(u64),
+    /// Reading the body failed (the client went away).
+    BodyFailed(std::io::Error),
+}
+
 /// Ranged GETs one `read_ranges` call keeps in flight on S3.
 const REMOTE_READS_AT_ONCE: usize = 4;
 
@@ -138,6 +151,72 @@ impl Storage {
             .await
             .with_context(|| format!("storing {key}"))?;
         Ok(())
+    }
+
+    /// Stores what `body` yields under `key`, if it is exactly `size`
+    /// bytes; anything else stores nothing. Memory: one part of an S3
+    /// multipart upload at most (object_store's `BufWriter`), whatever the
+    /// body's size.
+    pub async fn put_exact<S>(&self, key: &str, mut body: S, size: u64) -> Result<StreamPut>
+    where
+        S: futures::Stream<Item = std::io::Result<Bytes>> + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut out = object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            ObjectPath::from(key),
+            STREAM_PUT_BUFFER,
+        );
+        let mut got: u64 = 0;
+        let refused = loop {
+            match body.next().await {
+                None if got == size => break None,
+                None => break Some(StreamPut::WrongSize(got)),
+                Some(Err(e)) => break Some(StreamPut::BodyFailed(e)),
+                Some(Ok(b)) => {
+                    got += b.len() as u64;
+                    if got > size {
+                        break Some(StreamPut::WrongSize(got));
+                    }
+                    out.write_all(&b)
+                        .await
+                        .with_context(|| format!("storing {key}"))?;
+                }
+            }
+        };
+        match refused {
+            Some(r) => {
+                let _ = out.abort().await;
+                Ok(r)
+            }
+            None => {
+                out.shutdown()
+                    .await
+                    .with_context(|| format!("storing {key}"))?;
+                Ok(StreamPut::Stored)
+            }
+        }
+    }
+
+    /// The bytes of each of `keys` in turn, as one stream read as it goes.
+    pub fn read_concatenated(
+        &self,
+        keys: Vec<String>,
+    ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static {
+        let store = self.store.clone();
+        futures::stream::iter(keys)
+            .then(move |key| {
+                let store = store.clone();
+                async move {
+                    let got = store
+                        .get(&ObjectPath::from(key.as_str()))
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    Ok::<_, std::io::Error>(got.into_stream().map_err(std::io::Error::other))
+                }
+            })
+            .try_flatten()
+            .boxed()
     }
 
     /// Bytes `range` of an object; an object too short for it is an error.

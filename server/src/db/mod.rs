@@ -6,7 +6,8 @@
 //! `paths.rs`, `nars.rs`, `chunks.rs`, `commit.rs` (the transaction that
 //! makes an upload visible), `ledger.rs` (the only writer of history and its
 //! sequence), `upload_keys.rs`, `publishers.rs`, `audit.rs` and `query.rs`
-//! (reading history), `revocation.rs`, `pins.rs`, `gc.rs`; `sqlite_reader.rs` runs the
+//! (reading history), `revocation.rs`, `pins.rs`, `gc.rs`, `upload_sessions.rs` (uploads sent in
+//! parts); `sqlite_reader.rs` runs the
 //! hottest reads in place on SQLite.
 
 pub mod audit;
@@ -28,6 +29,7 @@ mod recent_caches;
 pub mod revocation;
 mod sqlite_reader;
 pub mod upload_keys;
+pub mod upload_sessions;
 
 use anyhow::{Context, Result};
 use sqlx::any::AnyPoolOptions;
@@ -186,6 +188,11 @@ const LATER_MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "logged CA certificates",
         include_str!("../../migrations/0011_logged_ca.sql"),
+    ),
+    (
+        12,
+        "upload sessions",
+        include_str!("../../migrations/0012_upload_sessions.sql"),
     ),
 ];
 

@@ -20,6 +20,9 @@ pub struct GcReport {
     pub deleted_nars: u64,
     pub deleted_chunks: u64,
     pub swept_objects: u64,
+    /// Upload sessions (uploads in parts) that can no longer complete,
+    /// removed with their parts.
+    pub reclaimed_upload_sessions: u64,
     pub forgotten_token_ids: u64,
     pub forgotten_statement_nonces: u64,
     /// Stored bytes of the chunks deleted.
@@ -124,6 +127,8 @@ async fn collect(state: &AppState) -> Result<GcReport> {
     // belong to no upload in progress.
     let sweep_cutoff = now - 2 * state.config.max_upload_duration.as_secs() as i64;
     report.swept_objects = sweep(state, sweep_cutoff).await?;
+    report.reclaimed_upload_sessions =
+        crate::push::parts::reclaim(state, now, sweep_cutoff).await?;
     // A token past exp (and the leeway, added when it was spent) is refused
     // by its exp check, so its jti no longer needs remembering.
     report.forgotten_token_ids = state.db.purge_used_tokens(now).await?;

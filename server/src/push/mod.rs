@@ -1,10 +1,12 @@
 //! Pushing: the upload endpoints, the check that a signed statement may
 //! go to its cache, the pipeline that chunks, hashes, compresses and packs
-//! a NAR, and the commit that makes it visible (retried on conflicts).
+//! a NAR, and the commit that makes it visible (retried on conflicts);
+//! `parts.rs` takes a NAR in parts for servers behind body-limited proxies.
 
 pub mod authorize;
 pub mod chunk_hash;
 pub mod closure;
 pub mod commit;
+pub mod parts;
 pub mod pipeline;
 pub mod upload;

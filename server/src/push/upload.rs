@@ -41,6 +41,7 @@ pub async fn missing_paths(
     Ok(Json(MissingPathsResponse {
         missing_paths,
         nars_held,
+        max_request_body: state.config.max_request_body,
     }))
 }
 
@@ -100,7 +101,7 @@ async fn nars_held(
     Ok(out)
 }
 
-async fn new_object(
+pub(super) async fn new_object(
     state: &AppState,
     c: &CacheRow,
     key: &UploadKeyRow,
@@ -139,7 +140,7 @@ async fn new_object(
 }
 
 /// The answer for a path the cache already has, before any NAR is read.
-async fn precheck(
+pub(super) async fn precheck(
     state: &AppState,
     obj: &NewPath,
     info: &UploadPathNarInfo,
@@ -216,6 +217,21 @@ pub async fn upload_path(
 
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream);
+    ingest_and_commit(&state, &c, &key, &info, &obj, reader).await
+}
+
+/// Streams a NAR through the ingest's checks (structure, hash, size) and
+/// commits it: the path is visible once this returns `Uploaded`, and
+/// nothing is if it fails. Single uploads and completed sessions both
+/// end here.
+pub(super) async fn ingest_and_commit<R: tokio::io::AsyncRead + Unpin + Send>(
+    state: &AppState,
+    c: &CacheRow,
+    key: &UploadKeyRow,
+    info: &UploadPathNarInfo,
+    obj: &NewPath,
+    reader: R,
+) -> ApiResult<Json<UploadResult>> {
     let started = std::time::Instant::now();
     let ingest = state.ingestor.ingest(reader, &info.nar_hash, info.nar_size);
     let mut ingested = match tokio::time::timeout(state.config.max_upload_duration, ingest).await {
@@ -245,24 +261,30 @@ pub async fn upload_path(
         Ok(Ok(i)) => i,
     };
     let ingested_at = std::time::Instant::now();
-    let completed_at = crate::clock::now();
-    let grace = state.config.signing_keys.completion_grace.as_secs() as i64;
-    if let Err(code) = check_completion(key.not_after, completed_at, grace) {
-        return Err(ApiError::new(
-            code,
-            format!(
-                "signing key {} expired at {} and this upload completed at {completed_at}, past the {grace} s grace; nothing was stored: exchange for a fresh key and upload again",
-                key.key_id, key.not_after
-            ),
-        ));
-    }
+    check_key_at_completion(state, key)?;
     ingested.keep_packs();
-    let outcome = commit::commit_upload(&state, &obj, &ingested).await?;
+    let outcome = commit::commit_upload(state, obj, &ingested).await?;
     if outcome == CommitOutcome::Created {
         tracing::info!(path = %info.store_path, cache = %c.name, key = %key.key_id, sub = %key.subject, size = info.nar_size,
             ingest_ms = (ingested_at - started).as_millis() as u64,
             commit_ms = ingested_at.elapsed().as_millis() as u64, "uploaded");
         state.metrics.upload_nar_bytes.inc_by(info.nar_size);
     }
-    commit::outcome_to_result(&state.metrics, outcome, UploadOutcome::Uploaded, &info)
+    commit::outcome_to_result(&state.metrics, outcome, UploadOutcome::Uploaded, info)
+}
+
+/// An upload may complete until its key's expiry plus the completion
+/// grace (a NAR streaming when the key ran out).
+pub(super) fn check_key_at_completion(state: &AppState, key: &UploadKeyRow) -> ApiResult<()> {
+    let completed_at = crate::clock::now();
+    let grace = state.config.signing_keys.completion_grace.as_secs() as i64;
+    check_completion(key.not_after, completed_at, grace).map_err(|code| {
+        ApiError::new(
+            code,
+            format!(
+                "signing key {} expired at {} and this upload completed at {completed_at}, past the {grace} s grace; nothing was stored: exchange for a fresh key and upload again",
+                key.key_id, key.not_after
+            ),
+        )
+    })
 }
