@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 use crate::config::StorageConfig;
 
+/// The reads `read_concatenated` makes of local files.
+const LOCAL_READ_SIZE: usize = 1 << 20;
+
 /// What `put_exact` buffers before it starts a multipart upload.
 const STREAM_PUT_BUFFER: usize = 10 << 20;
 
@@ -203,6 +206,25 @@ impl Storage {
         &self,
         keys: Vec<String>,
     ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static {
+        if let Some(fs) = self.local.clone() {
+            // object_store's local stream reads 8 KiB at a time.
+            return futures::stream::iter(keys)
+                .then(move |key| {
+                    let fs = fs.clone();
+                    async move {
+                        let path = fs
+                            .path_to_filesystem(&ObjectPath::from(key.as_str()))
+                            .map_err(std::io::Error::other)?;
+                        let file = tokio::fs::File::open(path).await?;
+                        Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(
+                            file,
+                            LOCAL_READ_SIZE,
+                        ))
+                    }
+                })
+                .try_flatten()
+                .boxed();
+        }
         let store = self.store.clone();
         futures::stream::iter(keys)
             .then(move |key| {
@@ -296,6 +318,26 @@ impl Storage {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("deleting {key}")),
         }
+    }
+
+    /// Deletes every object under `prefix` (a directory's worth). On the
+    /// local disk the directory goes whole, with the temporary files of
+    /// writes a crash cut short, which listing does not show.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        if let Some(fs) = &self.local {
+            let dir = fs.path_to_filesystem(&ObjectPath::from(prefix))?;
+            return match tokio::fs::remove_dir_all(&dir).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("deleting {}", dir.display()))
+                }
+                _ => Ok(()),
+            };
+        }
+        let keys: Vec<String> = self.list(prefix).map_ok(|(k, _)| k).try_collect().await?;
+        for key in keys {
+            self.delete(&key).await?;
+        }
+        Ok(())
     }
 
     /// Every object under `prefix` with its last-modified time (Unix seconds).

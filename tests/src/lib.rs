@@ -6,6 +6,7 @@
 pub mod ci;
 pub mod fault_proxy;
 pub mod http;
+pub mod nginx;
 pub mod nix;
 pub mod oidc;
 pub mod postgres;

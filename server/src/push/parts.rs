@@ -260,7 +260,7 @@ pub async fn complete(
     let key = s.key;
     let obj = new_object(&state, &c, &key, &s.info).await?;
     let keys: Vec<String> = (0..answer.part_count).map(|n| part_key(&id, n)).collect();
-    let reader = tokio_util::io::StreamReader::new(state.storage.read_concatenated(keys.clone()));
+    let reader = tokio_util::io::StreamReader::new(state.storage.read_concatenated(keys));
     let result = ingest_and_commit(&state, &c, &key, &s.info, &obj, reader).await;
     match &result {
         Ok(done) => {
@@ -269,12 +269,12 @@ pub async fn complete(
                 .db
                 .finish_upload_session(&id, outcome.as_str().unwrap_or("uploaded"))
                 .await?;
-            delete_parts(&state, keys).await;
+            delete_parts(&state, &id).await;
         }
         // The parts cannot make this NAR: the session is over.
         Err(e) if is_final(e.code) => {
             state.db.delete_upload_session(&id).await?;
-            delete_parts(&state, keys).await;
+            delete_parts(&state, &id).await;
         }
         // Storage or the database failed: the parts stay for a retry.
         Err(_) => {}
@@ -305,26 +305,20 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> ApiResult<axum::http::StatusCode> {
     let s = open_session(&state, &id).await?;
-    let parts = state.db.upload_session_parts(&id).await?;
     state.db.delete_upload_session(&id).await?;
-    delete_parts(
-        &state,
-        parts
-            .iter()
-            .map(|(n, _)| part_key(&id, *n as u64))
-            .collect(),
-    )
-    .await;
+    delete_parts(&state, &id).await;
     tracing::info!(path = %s.info.store_path, "upload session cancelled");
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
+fn session_prefix(session: &str) -> String {
+    format!("{UPLOADS_PREFIX}/{session}")
+}
+
 /// Best effort: what is left is reclaimed by GC's sweep of `uploads/`.
-async fn delete_parts(state: &AppState, keys: Vec<String>) {
-    for key in keys {
-        if let Err(e) = state.storage.delete(&key).await {
-            tracing::warn!("cannot delete {key}: {e:#}");
-        }
+async fn delete_parts(state: &AppState, session: &str) {
+    if let Err(e) = state.storage.delete_prefix(&session_prefix(session)).await {
+        tracing::warn!("cannot delete the parts of upload session {session}: {e:#}");
     }
 }
 
@@ -338,10 +332,7 @@ pub async fn reclaim(state: &AppState, now: i64, sweep_before: i64) -> anyhow::R
             break;
         }
         for id in expired {
-            let parts = state.db.upload_session_parts(&id).await?;
-            for (n, _) in parts {
-                state.storage.delete(&part_key(&id, n as u64)).await?;
-            }
+            state.storage.delete_prefix(&session_prefix(&id)).await?;
             state.db.delete_upload_session(&id).await?;
             reclaimed += 1;
         }
