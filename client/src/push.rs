@@ -25,15 +25,37 @@ pub struct PushOptions {
     /// Push paths an upstream cache signs too (Attic's
     /// `--ignore-upstream-cache-filter`).
     pub ignore_upstream: bool,
+    /// Appends each push's summary to this file as a JSON line (`--summary`),
+    /// for CI to report (the GitHub Action's job summary).
+    pub summary: Option<std::path::PathBuf>,
 }
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, serde::Serialize)]
 pub struct PushSummary {
+    pub cache: String,
     pub uploaded: usize,
     pub deduplicated: usize,
     pub already_cached: usize,
     pub upstream: usize,
+    /// NAR bytes uploaded.
     pub bytes: u64,
+    /// Who the signing key was certified for, and the key.
+    pub subject: String,
+    pub key_id: String,
+}
+
+impl PushSummary {
+    /// Appends this summary to `file` as one JSON line.
+    fn append_to(&self, file: &std::path::Path) -> Result<()> {
+        use std::io::Write;
+        let line = serde_json::to_string(self)? + "\n";
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .with_context(|| format!("cannot write the push summary to {}", file.display()))
+    }
 }
 
 fn signed_by_upstream(info: &PathInfo, upstream: &[String]) -> bool {
@@ -88,7 +110,13 @@ async fn push_infos(
         crate::time::format_time(session.answer.not_after)
     );
     let info = signer.api_for(&session).cache_info(cache).await?;
-    let mut summary = PushSummary::default();
+    let mut summary = PushSummary {
+        cache: cache.to_string(),
+        subject: session.answer.identity.subject.clone(),
+        key_id: session.key_id().to_string(),
+        ..PushSummary::default()
+    };
+    let summary_file = opts.summary.clone();
     let (upstream, candidates): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| {
         !opts.ignore_upstream && signed_by_upstream(p, &info.upstream_cache_key_names)
     });
@@ -135,6 +163,9 @@ async fn push_infos(
             "Nothing to push: {} already cached, {} from upstream caches.",
             summary.already_cached, summary.upstream
         );
+        if let Some(file) = &summary_file {
+            summary.append_to(file)?;
+        }
         return Ok(summary);
     }
 
@@ -196,6 +227,9 @@ async fn push_infos(
         summary.already_cached,
         summary.upstream
     );
+    if let Some(file) = &summary_file {
+        summary.append_to(file)?;
+    }
     Ok(summary)
 }
 

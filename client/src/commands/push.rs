@@ -34,6 +34,10 @@ pub struct PushArgs {
     /// The local store to read from (default: Nix's, or NIX_REMOTE).
     #[arg(long)]
     store: Option<String>,
+    /// Append what was pushed (paths, bytes, dedup, the key's identity) to
+    /// FILE as a JSON line.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: PushArgs) -> Result<()> {
@@ -45,6 +49,7 @@ pub async fn run(args: PushArgs) -> Result<()> {
         jobs,
         no_closure,
         store,
+        summary,
     } = args;
     if stdin {
         use std::io::BufRead;
@@ -72,6 +77,7 @@ pub async fn run(args: PushArgs) -> Result<()> {
             jobs,
             closure: !no_closure,
             ignore_upstream: ignore_upstream_cache_filter,
+            summary,
         },
     )
     .await?;

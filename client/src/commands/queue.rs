@@ -126,6 +126,7 @@ async fn drain(
                 jobs,
                 closure: true,
                 ignore_upstream: false,
+                summary: None,
             };
             // The push in flight finishes even when a stop is asked for.
             crate::push::push(&api, credential, &store, &cache, &valid, options)

@@ -27,6 +27,9 @@ pub struct WatchStoreArgs {
     /// Uploads in parallel.
     #[arg(short = 'j', long, default_value_t = 5)]
     jobs: usize,
+    /// Append each push's summary to FILE as a JSON line.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
 }
 
 /// Run COMMAND, then push every path that became valid while it ran (also
@@ -41,16 +44,20 @@ pub struct WatchExecArgs {
     /// Uploads in parallel.
     #[arg(short = 'j', long, default_value_t = 5)]
     jobs: usize,
+    /// Append the push's summary to FILE as a JSON line.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
 
-fn options(jobs: usize) -> PushOptions {
+fn options(jobs: usize, summary: &Option<PathBuf>) -> PushOptions {
     PushOptions {
         jobs,
         closure: true,
         ignore_upstream: false,
+        summary: summary.clone(),
     }
 }
 
@@ -71,7 +78,12 @@ fn pushable_name(name: &str) -> bool {
 }
 
 fn store_dir_entries(dir: &std::path::Path) -> Result<HashSet<String>> {
-    Ok(std::fs::read_dir(dir)
+    let entries = match std::fs::read_dir(dir) {
+        // A store no path was added to yet has no directory: nothing in it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        r => r,
+    };
+    Ok(entries
         .with_context(|| format!("cannot read the store directory {}", dir.display()))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| pushable_name(n))
@@ -140,7 +152,14 @@ pub async fn watch_store(args: WatchStoreArgs) -> Result<()> {
             }
             let (_, _, cache) = client_for(&args.cache)?;
             let signer = signer.as_ref().expect("started above");
-            crate::push::push_with(signer, &store, &cache, &valid, options(args.jobs)).await
+            crate::push::push_with(
+                signer,
+                &store,
+                &cache,
+                &valid,
+                options(args.jobs, &args.summary),
+            )
+            .await
         }
         .await;
         match result {
@@ -215,8 +234,15 @@ pub async fn watch_exec(args: WatchExecArgs) -> Result<i32> {
         return Ok(code);
     }
     let credential = Credential::for_server(&server)?;
-    let pushed =
-        crate::push::push(&api, credential, &store, &cache, &added, options(args.jobs)).await;
+    let pushed = crate::push::push(
+        &api,
+        credential,
+        &store,
+        &cache,
+        &added,
+        options(args.jobs, &args.summary),
+    )
+    .await;
     match pushed {
         Ok(_) => Ok(code),
         // The command's own failure is what the caller needs to see first.
