@@ -49,11 +49,16 @@ struct Shared {
     /// While set, the JWKS answers 500 (an issuer outage).
     jwks_down: AtomicBool,
     jti_counter: AtomicUsize,
+    /// The token endpoint's claim set: Forgejo's rather than GitHub's.
+    forgejo: bool,
 }
 
 pub struct OidcIssuer {
-    /// `https://127.0.0.1:PORT`: the `iss` of every token.
+    /// `https://127.0.0.1:PORT` (Forgejo's: with `/api/actions`): the
+    /// `iss` of every token.
     pub issuer: String,
+    /// `https://127.0.0.1:PORT`: the forge's URL (`GITHUB_SERVER_URL`).
+    pub base: String,
     /// PEM of the CA that signed the issuer's HTTPS certificate.
     pub ca_cert: PathBuf,
     /// Shaped like `$ACTIONS_ID_TOKEN_REQUEST_URL` (plain HTTP).
@@ -130,7 +135,11 @@ async fn token_endpoint(
         return Err(StatusCode::UNAUTHORIZED);
     }
     let aud = q.get("audience").cloned().unwrap_or_default();
-    let mut claims = github_claims(&s, &aud);
+    let mut claims = if s.forgejo {
+        forgejo_claims(&s, &aud)
+    } else {
+        github_claims(&s, &aud)
+    };
     for (k, v) in s.overrides.lock().unwrap().iter() {
         claims.insert(k.clone(), v.clone());
     }
@@ -177,6 +186,42 @@ fn github_claims(s: &Shared, aud: &str) -> Map<String, Value> {
         "ref_type": "branch",
         "ref_protected": "true",
         "runner_environment": "github-hosted",
+        "iss": s.issuer,
+        "nbf": now - 5,
+        "exp": now + 300,
+        "iat": now - 5,
+    });
+    v.as_object().unwrap().clone()
+}
+
+/// What a Forgejo Actions job's token holds (Forgejo's documented set,
+/// GitHub's names without its workflow-file claims), with the immutable
+/// ids Forgejo added (`repository_id`, `repository_owner_id`, `actor_id`;
+/// `sub` with ids is for repositories created since), for
+/// forge-org/forge-app on codeberg-like instance.
+fn forgejo_claims(s: &Shared, aud: &str) -> Map<String, Value> {
+    let now = now();
+    let n = s.jti_counter.fetch_add(1, Ordering::SeqCst);
+    let v = json!({
+        "jti": format!("fj-jti-{n}-{}", b64url(&rand_bytes())),
+        "sub": "repo:forge-org/forge-app:ref:refs/heads/main",
+        "aud": aud,
+        "actor": "frieda",
+        "actor_id": "1201",
+        "repository": "forge-org/forge-app",
+        "repository_id": "3101",
+        "repository_owner": "forge-org",
+        "repository_owner_id": "2101",
+        "ref": "refs/heads/main",
+        "ref_type": "branch",
+        "sha": "0b1d8a6c5e2f4a3b9c7d6e5f4a3b2c1d0e9f8a7b",
+        "workflow": "build.yaml",
+        "event_name": "push",
+        "run_id": "771",
+        "run_number": "9",
+        "run_attempt": "1",
+        "head_ref": "",
+        "base_ref": "",
         "iss": s.issuer,
         "nbf": now - 5,
         "exp": now + 300,
@@ -312,16 +357,28 @@ fn tls_acceptor(dir: &std::path::Path) -> (tokio_rustls::TlsAcceptor, PathBuf) {
 
 impl OidcIssuer {
     pub fn start() -> OidcIssuer {
+        Self::start_shaped(false)
+    }
+
+    /// A Forgejo instance's issuer: at `{base}/api/actions`, its tokens
+    /// carrying Forgejo's claim set.
+    pub fn start_forgejo() -> OidcIssuer {
+        Self::start_shaped(true)
+    }
+
+    fn start_shaped(forgejo: bool) -> OidcIssuer {
         let dir = tempfile::tempdir().unwrap();
         let (acceptor, ca_cert) = tls_acceptor(dir.path());
         let std_https = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let std_http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_https.set_nonblocking(true).unwrap();
         std_http.set_nonblocking(true).unwrap();
-        let issuer = format!(
+        let base = format!(
             "https://127.0.0.1:{}",
             std_https.local_addr().unwrap().port()
         );
+        let path = if forgejo { "/api/actions" } else { "" };
+        let issuer = format!("{base}{path}");
         let request_url = format!(
             "http://127.0.0.1:{}/token?api-version=2.0",
             std_http.local_addr().unwrap().port()
@@ -337,10 +394,14 @@ impl OidcIssuer {
             jwks_fetches: AtomicUsize::new(0),
             jwks_down: AtomicBool::new(false),
             jti_counter: AtomicUsize::new(0),
+            forgejo,
         });
         let app = Router::new()
-            .route("/.well-known/openid-configuration", get(discovery))
-            .route("/.well-known/jwks", get(jwks))
+            .route(
+                &format!("{path}/.well-known/openid-configuration"),
+                get(discovery),
+            )
+            .route(&format!("{path}/.well-known/jwks"), get(jwks))
             .route("/token", get(token_endpoint))
             .with_state(shared.clone());
         std::thread::spawn(move || {
@@ -362,6 +423,7 @@ impl OidcIssuer {
         });
         OidcIssuer {
             issuer,
+            base,
             ca_cert,
             request_url,
             request_token,
@@ -382,6 +444,11 @@ impl OidcIssuer {
     /// GitHub's claims for a token with audience `aud`, before signing.
     pub fn claims(&self, aud: &str) -> Map<String, Value> {
         github_claims(&self.shared, aud)
+    }
+
+    /// Forgejo Actions' claims for a job token with audience `aud`.
+    pub fn forgejo_claims(&self, aud: &str) -> Map<String, Value> {
+        forgejo_claims(&self.shared, aud)
     }
 
     /// GitLab CI's claims for a job token with audience `aud`.

@@ -814,3 +814,101 @@ fn certificate_text(pem: &str) -> String {
     assert!(ok, "openssl cannot parse the certificate: {err}");
     text
 }
+
+/// Forgejo Actions: the instance's issuer at `{url}/api/actions`, found by
+/// the job from its runner's `GITHUB_SERVER_URL`, Forgejo's claim set, and
+/// a generic publisher on its immutable ids; every refusal a job meets.
+#[tokio::test]
+async fn a_forgejo_job_pushes_through_its_instance_issuer() {
+    let issuer = provenix_tests::oidc::OidcIssuer::start_forgejo();
+    let aud = "provenix-forgejo-test";
+    let server = provenix_tests::TestServer::start_with(
+        Backend::Sqlite,
+        &format!("{}audience = \"{aud}\"\n", issuer.server_toml("forgejo")),
+    );
+    let admin = server.client();
+    admin.ok(&["cache", "create", "main"]);
+    admin.ok(&[
+        "publisher",
+        "add",
+        "main",
+        "--issuer",
+        "forgejo",
+        "--claim",
+        "repository_id=3101",
+        "--claim",
+        "repository_owner_id=2101",
+        "--claim",
+        "ref=refs/heads/main",
+    ]);
+    let store = NixStore::new();
+    let path = store.add_input_addressed("forgejo-app", &[("bin/app", b"forgejo\n")], &[]);
+    let job = provenix_tests::server::Client::new();
+    job.ok(&["login", "ci", &server.url]);
+    let push = ["push", "main", &path, "--store", &store.root()];
+    let env = |request_url: String, server_url: &str| {
+        vec![
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", request_url),
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                issuer.request_token.clone(),
+            ),
+            ("GITHUB_SERVER_URL", server_url.to_string()),
+        ]
+    };
+    let refused = |overrides: Value, needle: &str| {
+        let (ok, _, err) = run_ci(
+            &job,
+            &env(issuer.job_request_url(overrides), &issuer.base),
+            &push,
+        );
+        assert!(!ok && err.contains(needle), "wanted {needle:?}: {err}");
+    };
+    // Another repository (a fork, or one that took a deleted one's name:
+    // same name, new id), another ref, a token for another audience, an
+    // expired one.
+    refused(json!({"repository_id": "9999"}), "no-matching-publisher");
+    refused(
+        json!({"repository": "forge-org/forge-app", "repository_owner_id": "666"}),
+        "no-matching-publisher",
+    );
+    refused(
+        json!({"ref": "refs/heads/feature"}),
+        "no-matching-publisher",
+    );
+    refused(json!({"aud": "someone-else"}), "wrong-audience");
+    refused(
+        json!({"exp": 1_000_000, "iat": 999_000, "nbf": 999_000}),
+        "expired",
+    );
+    // Not knowing the forge, the job asks for GitHub's issuer, which this
+    // server does not trust.
+    let (ok, _, err) = run_ci(
+        &job,
+        &env(issuer.request_url.clone(), "https://github.com"),
+        &push,
+    );
+    assert!(
+        !ok && err.contains("accepts no tokens from issuer \"github\""),
+        "{err}"
+    );
+    assert!(
+        !admin.run(&["provenance", "main", &path]).0,
+        "a refused job stored nothing"
+    );
+
+    let (ok, _, err) = run_ci(&job, &env(issuer.request_url.clone(), &issuer.base), &push);
+    assert!(ok, "{err}");
+    let prov: Value =
+        serde_json::from_str(&admin.ok(&["provenance", "main", &path, "--json"])).unwrap();
+    let upload = &prov["uploads"][0];
+    let text = upload.to_string();
+    for want in [
+        "forge-org/forge-app",
+        "repo:forge-org/forge-app:ref:refs/heads/main",
+        "771",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    assert_eq!(upload["key"]["issuer"], issuer.issuer, "{text}");
+}
