@@ -33,6 +33,23 @@ pub struct ServerConfig {
 /// source.
 pub const TOKEN_ENV: &str = "PROVENIX_TOKEN";
 
+/// The variable holding the token for server `name`: `PROVENIX_TOKEN_`
+/// and the name in capitals, other characters as `_` (`ci-eu` →
+/// `PROVENIX_TOKEN_CI_EU`).
+pub fn token_env_for(name: &str) -> String {
+    let suffix: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{TOKEN_ENV}_{suffix}")
+}
+
 /// `--token-file FILE`, given on the command line (before any command's
 /// server is resolved).
 static TOKEN_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -46,11 +63,14 @@ impl ServerConfig {
     /// that has one (docs/client.md): `PROVENIX_TOKEN`, `--token-file
     /// FILE`, the server's `token-command`, the token saved by `login`.
     /// Errors name the source, never the token.
-    fn with_token(mut self, name: &str) -> Result<ServerConfig> {
-        if let Some(t) = std::env::var(TOKEN_ENV)
-            .ok()
-            .filter(|t| !t.trim().is_empty())
-        {
+    fn with_token(mut self, name: &str, is_default: bool) -> Result<ServerConfig> {
+        let from_env = |var: &str| std::env::var(var).ok().filter(|t| !t.trim().is_empty());
+        // PROVENIX_TOKEN goes to the default server only: a command naming
+        // another server must not send it there (found by the attack
+        // review); PROVENIX_TOKEN_<NAME> is for a named one.
+        let env_token = from_env(&token_env_for(name))
+            .or_else(|| is_default.then(|| from_env(TOKEN_ENV)).flatten());
+        if let Some(t) = env_token {
             self.token = Some(t.trim().to_string());
         } else if let Some(file) = TOKEN_FILE.get() {
             let text = std::fs::read_to_string(file)
@@ -149,7 +169,7 @@ impl ClientConfig {
                 format!("no server named {name:?}: run `provenix login {name} URL [TOKEN]`")
             })?
             .clone()
-            .with_token(name)
+            .with_token(name, self.default_server.as_deref() == Some(name))
     }
 
     /// The default server's name.

@@ -36,7 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(metrics::metrics)
                 .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") }),
         )
-        .merge(api())
+        .merge(api(state.config.http.max_header_size))
         .route("/{cache}/nix-cache-info", get(binary_cache::nix_cache_info))
         .route("/{cache}/tlog/checkpoint", get(tlog::checkpoint))
         .route("/{cache}/tlog/tile/{*rest}", get(tlog::tile))
@@ -68,7 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-fn api() -> Router<Arc<AppState>> {
+fn api(statement_limit: usize) -> Router<Arc<AppState>> {
     Router::new()
         .route("/_api/v1/caches", get(caches::list))
         .route(
@@ -140,7 +140,12 @@ fn api() -> Router<Arc<AppState>> {
             "/_api/v1/upload-path/existing-nar",
             post(upload::record_existing_nar),
         )
-        .route("/_api/v1/upload-sessions", post(parts::start))
+        // A session's statement is held to what a single upload's header
+        // may carry (max-header-size), not the JSON API's 2 MB.
+        .route(
+            "/_api/v1/upload-sessions",
+            post(parts::start).layer(axum::extract::DefaultBodyLimit::max(statement_limit)),
+        )
         .route(
             "/_api/v1/upload-sessions/{id}",
             get(parts::status).delete(parts::cancel),

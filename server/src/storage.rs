@@ -19,6 +19,9 @@ const LOCAL_READ_SIZE: usize = 1 << 20;
 /// What `put_exact` buffers before it starts a multipart upload.
 const STREAM_PUT_BUFFER: usize = 10 << 20;
 
+/// What `put_exact` buffers on the local disk.
+const LOCAL_STREAM_PUT_BUFFER: usize = 256 << 10;
+
 /// How a `put_exact` ended, when storage itself did not fail.
 #[derive(Debug)]
 pub enum StreamPut {
@@ -165,10 +168,17 @@ impl Storage {
         S: futures::Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
         use tokio::io::AsyncWriteExt;
+        // On S3 the buffer is a multipart upload's part (5 MiB at least);
+        // on the local disk a write to the file, so a stalled body holds little.
+        let capacity = if self.local.is_some() {
+            LOCAL_STREAM_PUT_BUFFER
+        } else {
+            STREAM_PUT_BUFFER
+        };
         let mut out = object_store::buffered::BufWriter::with_capacity(
             self.store.clone(),
             ObjectPath::from(key),
-            STREAM_PUT_BUFFER,
+            capacity,
         );
         let mut got: u64 = 0;
         let refused = loop {

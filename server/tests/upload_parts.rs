@@ -45,11 +45,19 @@ async fn server(edit: impl FnOnce(&mut provenix_server::config::Config)) -> (Har
 async fn start(h: &Harness, key: &UploadKey, nar: &[u8]) -> Answer {
     let mut info = statement("main", &store_path(), nar, None);
     key.sign(&mut info);
+    start_signed(h, key, &info).await
+}
+
+async fn start_signed(
+    h: &Harness,
+    key: &UploadKey,
+    info: &provenix_provenance::upload::UploadPathNarInfo,
+) -> Answer {
     h.call(
         Method::POST,
         "/_api/v1/upload-sessions",
-        None,
-        Some(serde_json::to_value(&info).unwrap()),
+        Some(&key.session),
+        Some(serde_json::to_value(info).unwrap()),
     )
     .await
 }
@@ -63,10 +71,18 @@ async fn session(h: &Harness, key: &UploadKey, nar: &[u8]) -> String {
         .to_string()
 }
 
-async fn put_part(h: &Harness, id: &str, n: u64, bytes: &[u8]) -> Answer {
-    let req = Request::builder()
+async fn put_part(h: &Harness, key: &UploadKey, id: &str, n: u64, bytes: &[u8]) -> Answer {
+    put_part_as(h, Some(&key.session), id, n, bytes).await
+}
+
+async fn put_part_as(h: &Harness, token: Option<&str>, id: &str, n: u64, bytes: &[u8]) -> Answer {
+    let mut req = Request::builder()
         .method(Method::PUT)
-        .uri(format!("/_api/v1/upload-sessions/{id}/parts/{n}"))
+        .uri(format!("/_api/v1/upload-sessions/{id}/parts/{n}"));
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(Body::from(bytes.to_vec()))
         .unwrap();
@@ -78,12 +94,20 @@ fn part(nar: &[u8], n: u64) -> &[u8] {
     &nar[start..(start + MIN_PART_SIZE as usize).min(nar.len())]
 }
 
-async fn complete(h: &Harness, id: &str) -> Answer {
+async fn complete(h: &Harness, key: &UploadKey, id: &str) -> Answer {
     h.call(
         Method::POST,
         &format!("/_api/v1/upload-sessions/{id}/complete"),
+        Some(&key.session),
         None,
-        None,
+    )
+    .await
+}
+
+async fn status(h: &Harness, key: &UploadKey, id: &str) -> Answer {
+    h.get(
+        &format!("/_api/v1/upload-sessions/{id}"),
+        Some(&key.session),
     )
     .await
 }
@@ -118,34 +142,34 @@ async fn a_nar_sent_in_parts_in_any_order_is_served_whole_once_completed() {
     assert_eq!(started.json["session"]["part_size"], MIN_PART_SIZE);
     let id = started.json["session"]["id"].as_str().unwrap().to_string();
     for n in [3, 1, 0] {
-        let a = put_part(&h, &id, n, part(&nar, n)).await;
+        let a = put_part(&h, &key, &id, n, part(&nar, n)).await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.text);
         assert_eq!(a.json["part"], n);
     }
     // Sending a part again replaces it.
     assert_eq!(
-        put_part(&h, &id, 1, part(&nar, 1)).await.status,
+        put_part(&h, &key, &id, 1, part(&nar, 1)).await.status,
         StatusCode::OK
     );
-    let status = h.get(&format!("/_api/v1/upload-sessions/{id}"), None).await;
-    assert_eq!(status.json["received"], json!([0, 1, 3]), "{}", status.text);
+    let st = status(&h, &key, &id).await;
+    assert_eq!(st.json["received"], json!([0, 1, 3]), "{}", st.text);
     // Parts stored are not a path yet, and completing early stores nothing.
     assert_eq!(narinfo(&h).await.status, StatusCode::NOT_FOUND);
-    complete(&h, &id)
+    complete(&h, &key, &id)
         .await
         .assert_refused(409, "upload-incomplete");
     assert_eq!(narinfo(&h).await.status, StatusCode::NOT_FOUND);
 
     assert_eq!(
-        put_part(&h, &id, 2, part(&nar, 2)).await.status,
+        put_part(&h, &key, &id, 2, part(&nar, 2)).await.status,
         StatusCode::OK
     );
-    let done = complete(&h, &id).await;
+    let done = complete(&h, &key, &id).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.text);
     assert_eq!(done.json["outcome"], "uploaded");
     // Completing again (an answer lost on the way) answers the same.
-    assert_eq!(complete(&h, &id).await.json["outcome"], "uploaded");
-    put_part(&h, &id, 0, part(&nar, 0))
+    assert_eq!(complete(&h, &key, &id).await.json["outcome"], "uploaded");
+    put_part(&h, &key, &id, 0, part(&nar, 0))
         .await
         .assert_refused(400, "invalid-part");
 
@@ -174,23 +198,23 @@ async fn a_malformed_part_is_refused_and_recorded_nowhere() {
     let nar = nar(2 * MIN_PART_SIZE as usize + 10);
     let id = session(&h, &key, &nar).await;
     let full = part(&nar, 0);
-    put_part(&h, &id, 0, &full[..full.len() - 1])
+    put_part(&h, &key, &id, 0, &full[..full.len() - 1])
         .await
         .assert_refused(400, "invalid-part");
     let mut long = full.to_vec();
     long.push(0);
-    put_part(&h, &id, 0, &long)
+    put_part(&h, &key, &id, 0, &long)
         .await
         .assert_refused(400, "invalid-part");
     // The last part is shorter; a full-size one there is wrong.
-    put_part(&h, &id, 2, full)
+    put_part(&h, &key, &id, 2, full)
         .await
         .assert_refused(400, "invalid-part");
-    put_part(&h, &id, 3, b"x")
+    put_part(&h, &key, &id, 3, b"x")
         .await
         .assert_refused(400, "invalid-part");
-    let status = h.get(&format!("/_api/v1/upload-sessions/{id}"), None).await;
-    assert_eq!(status.json["received"], json!([]), "{}", status.text);
+    let st = status(&h, &key, &id).await;
+    assert_eq!(st.json["received"], json!([]), "{}", st.text);
     assert_eq!(upload_objects(&h), Vec::<std::path::PathBuf>::new());
 
     for bad in [
@@ -198,13 +222,13 @@ async fn a_malformed_part_is_refused_and_recorded_nowhere() {
         "not-a-session".to_string(),
         id.to_uppercase(),
     ] {
-        put_part(&h, &bad, 0, full)
+        put_part(&h, &key, &bad, 0, full)
             .await
             .assert_refused(404, "no-such-upload");
-        h.get(&format!("/_api/v1/upload-sessions/{bad}"), None)
+        status(&h, &key, &bad)
             .await
             .assert_refused(404, "no-such-upload");
-        complete(&h, &bad)
+        complete(&h, &key, &bad)
             .await
             .assert_refused(404, "no-such-upload");
     }
@@ -212,7 +236,7 @@ async fn a_malformed_part_is_refused_and_recorded_nowhere() {
         .call(
             Method::PUT,
             &format!("/_api/v1/upload-sessions/{id}/parts/minus-one"),
-            None,
+            Some(&key.session),
             None,
         )
         .await;
@@ -228,16 +252,16 @@ async fn parts_that_are_not_the_signed_nar_make_nothing_visible() {
     let id = session(&h, &key, &signed).await;
     for n in 0..(other.len() as u64).div_ceil(MIN_PART_SIZE) {
         assert_eq!(
-            put_part(&h, &id, n, part(&other, n)).await.status,
+            put_part(&h, &key, &id, n, part(&other, n)).await.status,
             StatusCode::OK
         );
     }
-    complete(&h, &id)
+    complete(&h, &key, &id)
         .await
         .assert_refused(400, "nar-hash-mismatch");
     assert_eq!(narinfo(&h).await.status, StatusCode::NOT_FOUND);
     // The session is over and its parts and chunks are gone.
-    h.get(&format!("/_api/v1/upload-sessions/{id}"), None)
+    status(&h, &key, &id)
         .await
         .assert_refused(404, "no-such-upload");
     h.assert_storage_empties().await;
@@ -249,7 +273,7 @@ async fn a_revoked_key_stops_its_upload_session() {
     let nar = nar(2 * MIN_PART_SIZE as usize);
     let id = session(&h, &key, &nar).await;
     assert_eq!(
-        put_part(&h, &id, 0, part(&nar, 0)).await.status,
+        put_part(&h, &key, &id, 0, part(&nar, 0)).await.status,
         StatusCode::OK
     );
     let r = h
@@ -261,10 +285,12 @@ async fn a_revoked_key_stops_its_upload_session() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    put_part(&h, &id, 1, part(&nar, 1))
+    put_part(&h, &key, &id, 1, part(&nar, 1))
         .await
         .assert_refused(401, "key-revoked");
-    complete(&h, &id).await.assert_refused(401, "key-revoked");
+    complete(&h, &key, &id)
+        .await
+        .assert_refused(401, "key-revoked");
     assert_eq!(narinfo(&h).await.status, StatusCode::NOT_FOUND);
 }
 
@@ -278,7 +304,7 @@ async fn an_abandoned_upload_is_reclaimed_once_its_key_expired() {
     let nar = nar(2 * MIN_PART_SIZE as usize);
     let id = session(&h, &key, &nar).await;
     assert_eq!(
-        put_part(&h, &id, 0, part(&nar, 0)).await.status,
+        put_part(&h, &key, &id, 0, part(&nar, 0)).await.status,
         StatusCode::OK
     );
     assert_eq!(upload_objects(&h).len(), 1);
@@ -290,7 +316,7 @@ async fn an_abandoned_upload_is_reclaimed_once_its_key_expired() {
     assert_eq!(upload_objects(&h).len(), 1);
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    put_part(&h, &id, 1, part(&nar, 1))
+    put_part(&h, &key, &id, 1, part(&nar, 1))
         .await
         .assert_refused(401, "key-expired");
     let r = provenix_server::maintenance::gc::run_once(&h.state)
@@ -298,7 +324,147 @@ async fn an_abandoned_upload_is_reclaimed_once_its_key_expired() {
         .unwrap();
     assert_eq!(r.reclaimed_upload_sessions, 1);
     assert_eq!(upload_objects(&h), Vec::<std::path::PathBuf>::new());
+    status(&h, &key, &id)
+        .await
+        .assert_refused(404, "no-such-upload");
+}
+
+#[tokio::test]
+async fn a_session_is_the_pushers_alone_and_one_per_statement() {
+    let (h, key) = server(|_| {}).await;
+    h.create_cache("other", false).await;
+    let nar = nar(2 * MIN_PART_SIZE as usize);
+    let mut info = statement("main", &store_path(), &nar, None);
+    key.sign(&mut info);
+    let id = start_signed(&h, &key, &info).await.json["session"]["id"]
+        .as_str()
+        .expect("a session")
+        .to_string();
+    // The same statement again: refused, as a replayed upload is.
+    start_signed(&h, &key, &info)
+        .await
+        .assert_refused(409, "statement-replayed");
+    // Without a token, or with one that may not push to main, the session
+    // does not exist; with a token to push elsewhere, neither.
+    let elsewhere = h.token("eve", "other", harness::perm(|p| p.push = true));
+    for token in [None, Some(elsewhere.as_str())] {
+        put_part_as(&h, token, &id, 0, part(&nar, 0))
+            .await
+            .assert_refused(404, "no-such-upload");
+    }
+    let a = h
+        .call(
+            Method::POST,
+            &format!("/_api/v1/upload-sessions/{id}/complete"),
+            Some(&elsewhere),
+            None,
+        )
+        .await;
+    a.assert_refused(404, "no-such-upload");
     h.get(&format!("/_api/v1/upload-sessions/{id}"), None)
         .await
         .assert_refused(404, "no-such-upload");
+    assert_eq!(upload_objects(&h), Vec::<std::path::PathBuf>::new());
+    // Opening one needs the push token too.
+    let mut again = statement("main", &store_path(), &nar, None);
+    key.sign(&mut again);
+    let a = h
+        .call(
+            Method::POST,
+            "/_api/v1/upload-sessions",
+            None,
+            Some(serde_json::to_value(&again).unwrap()),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+}
+
+#[tokio::test]
+async fn a_statement_claiming_an_absurd_size_or_too_long_opens_nothing() {
+    let (h, key) = server(|_| {}).await;
+    let mut huge = statement("main", &store_path(), b"", None);
+    huge.nar_size = 1 << 44;
+    key.sign(&mut huge);
+    start_signed(&h, &key, &huge)
+        .await
+        .assert_refused(400, "invalid-nar-info");
+    // A statement larger than an upload's header may be.
+    let mut long = statement("main", &store_path(), b"x", None);
+    long.references = (0..4000)
+        .map(|i| format!("/nix/store/{HASH}-reference-with-a-long-name-{i:05}"))
+        .collect();
+    key.sign(&mut long);
+    let a = start_signed(&h, &key, &long).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text);
+    assert!(a.json["code"].is_string(), "{}", a.text);
+}
+
+#[tokio::test]
+async fn concurrent_completions_store_the_path_once_and_agree() {
+    let (h, key) = server(|_| {}).await;
+    let nar = nar(4 * MIN_PART_SIZE as usize);
+    let id = session(&h, &key, &nar).await;
+    for n in 0..(nar.len() as u64).div_ceil(MIN_PART_SIZE) {
+        assert_eq!(
+            put_part(&h, &key, &id, n, part(&nar, n)).await.status,
+            StatusCode::OK
+        );
+    }
+    let answers = futures::future::join_all((0..4).map(|_| complete(&h, &key, &id))).await;
+    let mut uploaded = 0;
+    for a in &answers {
+        match a.status {
+            StatusCode::OK => {
+                assert_eq!(a.json["outcome"], "uploaded", "{}", a.text);
+                uploaded += 1;
+            }
+            _ => a.assert_refused(503, "retry"),
+        }
+    }
+    assert!(uploaded >= 1, "{answers:?}");
+    // Asked again once done, every one hears the outcome.
+    assert_eq!(complete(&h, &key, &id).await.json["outcome"], "uploaded");
+    assert_eq!(narinfo(&h).await.status, StatusCode::OK);
+    assert_eq!(upload_objects(&h), Vec::<std::path::PathBuf>::new());
+}
+
+/// The key's session token goes with it; another token that may push
+/// there (the pusher's own, an admin's) cancels.
+#[tokio::test]
+async fn a_revoked_key_may_still_give_its_parts_back() {
+    let (h, key) = server(|_| {}).await;
+    let nar = nar(2 * MIN_PART_SIZE as usize);
+    let id = session(&h, &key, &nar).await;
+    assert_eq!(
+        put_part(&h, &key, &id, 0, part(&nar, 0)).await.status,
+        StatusCode::OK
+    );
+    let r = h
+        .call(
+            Method::POST,
+            "/_api/v1/revoke",
+            Some(&h.root),
+            Some(json!({"cache": "main", "key": key.key_id, "reason": "test"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let a = h
+        .call(
+            Method::DELETE,
+            &format!("/_api/v1/upload-sessions/{id}"),
+            Some(&key.session),
+            None,
+        )
+        .await;
+    a.assert_refused(401, "key-revoked");
+    let a = h
+        .call(
+            Method::DELETE,
+            &format!("/_api/v1/upload-sessions/{id}"),
+            Some(&h.root),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    assert_eq!(upload_objects(&h), Vec::<std::path::PathBuf>::new());
 }

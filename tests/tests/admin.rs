@@ -289,6 +289,24 @@ fn tokens_come_from_the_environment_a_file_or_a_command_in_that_order() {
         ),
         "Subject: env"
     );
+    // PROVENIX_TOKEN is for the default server: another one logged in to
+    // keeps its own token unless PROVENIX_TOKEN_<NAME> names it.
+    // Saved from standard input: on no command line.
+    let (ok, _, err) = client.run_stdin(
+        &["login", "second-one", &server.url, "--token-stdin"],
+        &format!("{saved}\n"),
+    );
+    assert!(ok, "{err}");
+    let second = |env: &[(&str, &str)]| {
+        let (ok, out, err) = client.run_with(&["whoami", "second-one:"], env);
+        assert!(ok, "{err}");
+        out.lines().next().unwrap_or("").to_string()
+    };
+    assert_eq!(second(&[("PROVENIX_TOKEN", &by_env)]), "Subject: saved");
+    assert_eq!(
+        second(&[("PROVENIX_TOKEN_SECOND_ONE", &by_env)]),
+        "Subject: env"
+    );
 
     // What each token sees: public caches for anyone, private ones only
     // with a right on them, and those rights.

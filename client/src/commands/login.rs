@@ -15,6 +15,10 @@ pub struct LoginArgs {
     /// place of saving it: for secret managers (`pass show provenix`).
     #[arg(long, value_name = "COMMAND", conflicts_with = "token")]
     token_command: Option<String>,
+    /// Read the token to save from standard input (its first line), so it
+    /// is on no command line (`ps` and shell history show those).
+    #[arg(long, conflicts_with_all = ["token", "token_command"])]
+    token_stdin: bool,
     /// Make this the default server (the first login always is).
     #[arg(long)]
     set_default: bool,
@@ -26,8 +30,22 @@ pub fn run(args: LoginArgs) -> Result<()> {
         url,
         token,
         token_command,
+        token_stdin,
         set_default,
     } = args;
+    let token = if token_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the token from standard input")?;
+        let line = line.trim();
+        if line.is_empty() {
+            bail!("no token on standard input");
+        }
+        Some(line.to_string())
+    } else {
+        token
+    };
     let parsed = reqwest::Url::parse(&url).with_context(|| format!("invalid URL {url:?}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         bail!("server URL must be http:// or https://");

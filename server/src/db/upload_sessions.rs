@@ -12,6 +12,9 @@ pub struct UploadSessionRow {
     pub cache_id: i64,
     /// The signed statement (UploadPathNarInfo JSON) as received.
     pub info: String,
+    pub key_id: String,
+    /// `key_id:nonce`: one session per statement.
+    pub statement_key: String,
     pub nar_size: i64,
     pub part_size: i64,
     pub expires_at: i64,
@@ -20,26 +23,74 @@ pub struct UploadSessionRow {
 }
 
 impl Db {
-    pub async fn open_upload_session(&self, s: &UploadSessionRow) -> DbResult<()> {
-        sqlx::query(
-            "INSERT INTO upload_sessions (id, cache_id, info, nar_size, part_size, expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    /// Opens the session; false if its statement opened one already.
+    pub async fn open_upload_session(&self, s: &UploadSessionRow) -> DbResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO upload_sessions (id, cache_id, info, key_id, statement_key, nar_size, part_size, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (statement_key) DO NOTHING",
         )
         .bind(&s.id)
         .bind(s.cache_id)
         .bind(&s.info)
+        .bind(&s.key_id)
+        .bind(&s.statement_key)
         .bind(s.nar_size)
         .bind(s.part_size)
         .bind(s.expires_at)
         .bind(crate::clock::now())
         .execute(&self.pool)
         .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sessions of `key_id` not completed yet.
+    pub async fn open_upload_sessions_of(&self, key_id: &str) -> DbResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM upload_sessions WHERE key_id = $1 AND outcome IS NULL",
+        )
+        .bind(key_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// How many of the session's parts are stored (each was checked for
+    /// its exact size before its row was written).
+    pub async fn upload_parts_stored(&self, id: &str) -> DbResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM upload_session_parts WHERE session_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Claims the session's completion until `until`: false if it is
+    /// completed or another claim has not run out.
+    pub async fn claim_upload_completion(&self, id: &str, now: i64, until: i64) -> DbResult<bool> {
+        let done = sqlx::query(
+            "UPDATE upload_sessions SET completing_until = $1
+             WHERE id = $2 AND outcome IS NULL AND (completing_until IS NULL OR completing_until < $3)",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a completion claim up (the completion failed and may be tried again).
+    pub async fn release_upload_completion(&self, id: &str) -> DbResult<()> {
+        sqlx::query("UPDATE upload_sessions SET completing_until = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn upload_session(&self, id: &str) -> DbResult<Option<UploadSessionRow>> {
         let row = sqlx::query(
-            "SELECT id, cache_id, info, nar_size, part_size, expires_at, outcome
+            "SELECT id, cache_id, info, key_id, statement_key, nar_size, part_size, expires_at, outcome
              FROM upload_sessions WHERE id = $1",
         )
         .bind(id)
@@ -50,6 +101,8 @@ impl Db {
             id: r.try_get("id")?,
             cache_id: r.try_get("cache_id")?,
             info: r.try_get("info")?,
+            key_id: r.try_get("key_id")?,
+            statement_key: r.try_get("statement_key")?,
             nar_size: r.try_get("nar_size")?,
             part_size: r.try_get("part_size")?,
             expires_at: r.try_get("expires_at")?,

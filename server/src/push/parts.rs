@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::Json;
 use futures::TryStreamExt;
-use provenix_policy::{check_session_key, UploadKeyFacts};
+use provenix_policy::{check_session_key, Action, UploadKeyFacts};
 use provenix_provenance::upload::{UploadOutcome, UploadPathNarInfo, UploadResult};
 use provenix_provenance::upload_parts::{
     PartLayout, PartReceived, UploadSession, UploadSessionStart,
@@ -21,16 +21,32 @@ use provenix_provenance::upload_parts::{
 use provenix_provenance::ErrorCode;
 use std::sync::Arc;
 
+use crate::access;
 use crate::db::upload_keys::UploadKeyRow;
 use crate::db::upload_sessions::UploadSessionRow;
 use crate::error::{ApiError, ApiResult};
+use crate::identity::caller::Caller;
 use crate::push::authorize::cache_for_signed_upload;
 use crate::push::upload::{ingest_and_commit, new_object, precheck};
 use crate::state::AppState;
 use crate::storage::StreamPut;
 
+/// Part objects with no session row older than this are deleted by GC.
+const STRAY_PART_AGE_SECS: i64 = 3600;
+
 /// Where a session's parts are stored; GC reclaims what is left here.
 pub const UPLOADS_PREFIX: &str = "uploads";
+
+/// The most parts a session may have (8 TiB at the default 8 MiB): a
+/// session's bookkeeping stays small whatever size a statement claims.
+pub const MAX_PARTS: u64 = 1 << 20;
+
+/// Sessions one key may have open at once (`push -j` sends five).
+pub const MAX_OPEN_SESSIONS_PER_KEY: i64 = 64;
+
+/// How long one replica's completion holds a session before another may
+/// take it over (the first died mid-way).
+const COMPLETION_CLAIM_SECS: i64 = 600;
 
 fn part_key(session: &str, part: u64) -> String {
     format!("{UPLOADS_PREFIX}/{session}/{part:08}")
@@ -41,8 +57,12 @@ fn part_key(session: &str, part: u64) -> String {
 /// has the path.
 pub async fn start(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Json(info): Json<UploadPathNarInfo>,
 ) -> ApiResult<Json<UploadSessionStart>> {
+    // The bearer token too (the session token of the exchange): session
+    // ids travel in URLs, and logs that hold them do not hold tokens.
+    access::authorize(&state, &caller, Action::Push, &info.cache).await?;
     let (c, key) = cache_for_signed_upload(&state, &info).await?;
     let obj = new_object(&state, &c, &key, &info).await?;
     if let Some(done) = precheck(&state, &obj, &info).await? {
@@ -56,17 +76,38 @@ pub async fn start(
         limit => limit,
     };
     let layout = PartLayout::new(info.nar_size, part_size);
+    if layout.count() > MAX_PARTS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidNarInfo,
+            format!(
+                "a NAR of {} bytes would take {} parts of {}; at most {MAX_PARTS} are taken",
+                info.nar_size,
+                layout.count(),
+                layout.part_size
+            ),
+        ));
+    }
+    if state.db.open_upload_sessions_of(&key.key_id).await? >= MAX_OPEN_SESSIONS_PER_KEY {
+        return Err(ApiError::new(
+            ErrorCode::Retry,
+            format!("signing key {} has {MAX_OPEN_SESSIONS_PER_KEY} upload sessions open: complete or cancel some first", key.key_id),
+        ));
+    }
     let grace = state.config.signing_keys.completion_grace.as_secs() as i64;
     let row = UploadSessionRow {
         id: hex::encode(rand::random::<[u8; 16]>()),
         cache_id: c.id,
         info: serde_json::to_string(&info).map_err(ApiError::internal)?,
+        key_id: key.key_id.clone(),
+        statement_key: format!("{}:{}", key.key_id, obj.signed.nonce),
         nar_size: obj.nar_size,
         part_size: layout.part_size as i64,
         expires_at: key.not_after.saturating_add(grace),
         outcome: None,
     };
-    state.db.open_upload_session(&row).await?;
+    if !state.db.open_upload_session(&row).await? {
+        return Err(crate::error::statement_replayed());
+    }
     tracing::info!(path = %info.store_path, cache = %c.name, key = %key.key_id, parts = layout.count(), "upload session opened");
     Ok(Json(UploadSessionStart {
         outcome: None,
@@ -88,7 +129,14 @@ struct OpenSession {
     layout: PartLayout,
 }
 
-async fn open_session(state: &AppState, id: &str) -> ApiResult<OpenSession> {
+/// The session `id`, if `caller` may push to its cache and (with
+/// `key_must_go_on`) its key may still send and complete.
+async fn open_session(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    key_must_go_on: bool,
+) -> ApiResult<OpenSession> {
     let missing = || {
         ApiError::new(
             ErrorCode::NoSuchUpload,
@@ -105,6 +153,15 @@ async fn open_session(state: &AppState, id: &str) -> ApiResult<OpenSession> {
     }
     let row = state.db.upload_session(id).await?.ok_or_else(missing)?;
     let info: UploadPathNarInfo = serde_json::from_str(&row.info).map_err(ApiError::internal)?;
+    // A caller who may not push there learns nothing of the session.
+    if !access::may(
+        state,
+        caller,
+        Action::Push,
+        &cache_of(state, &info, &row).await?,
+    ) {
+        return Err(missing());
+    }
     let key_id = info.key_id.as_deref().unwrap_or_default();
     let key = state
         .db
@@ -119,7 +176,12 @@ async fn open_session(state: &AppState, id: &str) -> ApiResult<OpenSession> {
     };
     let grace = state.config.signing_keys.completion_grace.as_secs() as i64;
     let now = crate::clock::now();
-    check_session_key(facts, row.cache_id, now, grace).map_err(|code| match code {
+    let verdict = if key_must_go_on {
+        check_session_key(facts, row.cache_id, now, grace)
+    } else {
+        Ok(())
+    };
+    verdict.map_err(|code| match code {
         ErrorCode::KeyRevoked => ApiError::new(code, format!("signing key {key_id} has been revoked")),
         ErrorCode::KeyExpired => ApiError::new(
             code,
@@ -139,6 +201,29 @@ async fn open_session(state: &AppState, id: &str) -> ApiResult<OpenSession> {
     })
 }
 
+/// The session's cache, as it is now: gone (or recreated under its name)
+/// reads as a missing session.
+async fn cache_of(
+    state: &AppState,
+    info: &UploadPathNarInfo,
+    row: &UploadSessionRow,
+) -> ApiResult<crate::db::caches::CacheRow> {
+    state
+        .db
+        .cache_by_name(&info.cache)
+        .await?
+        .filter(|c| c.id == row.cache_id)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NoSuchUpload,
+                format!(
+                    "no upload session {:?}: it never existed, or it expired and was reclaimed",
+                    row.id
+                ),
+            )
+        })
+}
+
 fn completed(outcome: &str) -> ApiError {
     ApiError::new(
         ErrorCode::InvalidPart,
@@ -150,10 +235,11 @@ fn completed(outcome: &str) -> ApiError {
 /// size. Sending a part again replaces it.
 pub async fn put_part(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path((id, part)): Path<(String, u64)>,
     body: Body,
 ) -> ApiResult<Json<PartReceived>> {
-    let s = open_session(&state, &id).await?;
+    let s = open_session(&state, &caller, &id, true).await?;
     if let Some(outcome) = &s.row.outcome {
         return Err(completed(outcome));
     }
@@ -200,9 +286,10 @@ pub async fn put_part(
 /// resume from.
 pub async fn status(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<UploadSession>> {
-    let s = open_session(&state, &id).await?;
+    let s = open_session(&state, &caller, &id, true).await?;
     Ok(Json(session_answer(&state, &s).await?))
 }
 
@@ -229,37 +316,43 @@ async fn session_answer(state: &AppState, s: &OpenSession) -> ApiResult<UploadSe
 /// deleted whatever the outcome. Completing again answers the same outcome.
 pub async fn complete(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<UploadResult>> {
-    let s = open_session(&state, &id).await?;
+    let s = open_session(&state, &caller, &id, true).await?;
     if let Some(outcome) = &s.row.outcome {
-        let outcome: UploadOutcome =
-            serde_json::from_value(serde_json::Value::String(outcome.clone()))
-                .map_err(ApiError::internal)?;
-        return Ok(Json(UploadResult { outcome }));
+        return Ok(Json(UploadResult {
+            outcome: parse_outcome(outcome)?,
+        }));
     }
-    let answer = session_answer(&state, &s).await?;
-    let missing = answer.missing();
-    if !missing.is_empty() {
+    let count = s.layout.count();
+    let stored = state.db.upload_parts_stored(&id).await? as u64;
+    if stored < count {
         return Err(ApiError::new(
             ErrorCode::UploadIncomplete,
-            format!(
-                "{} of {} parts have not arrived (the first missing is part {})",
-                missing.len(),
-                answer.part_count,
-                missing[0]
-            ),
+            format!("{} of {count} parts have not arrived", count - stored),
         ));
     }
-    let c = state
+    let now = crate::clock::now();
+    if !state
         .db
-        .cache_by_name(&s.info.cache)
+        .claim_upload_completion(&id, now, now + COMPLETION_CLAIM_SECS)
         .await?
-        .filter(|c| c.id == s.row.cache_id)
-        .ok_or_else(|| ApiError::new(ErrorCode::NoSuchUpload, "the upload's cache is gone"))?;
+    {
+        return match state.db.upload_session(&id).await?.and_then(|r| r.outcome) {
+            Some(outcome) => Ok(Json(UploadResult {
+                outcome: parse_outcome(&outcome)?,
+            })),
+            None => Err(ApiError::new(
+                ErrorCode::Retry,
+                "this upload is being completed by another request: ask again in a moment",
+            )),
+        };
+    }
+    let c = cache_of(&state, &s.info, &s.row).await?;
     let key = s.key;
     let obj = new_object(&state, &c, &key, &s.info).await?;
-    let keys: Vec<String> = (0..answer.part_count).map(|n| part_key(&id, n)).collect();
+    let keys: Vec<String> = (0..count).map(|n| part_key(&id, n)).collect();
     let reader = tokio_util::io::StreamReader::new(state.storage.read_concatenated(keys));
     let result = ingest_and_commit(&state, &c, &key, &s.info, &obj, reader).await;
     match &result {
@@ -277,9 +370,14 @@ pub async fn complete(
             delete_parts(&state, &id).await;
         }
         // Storage or the database failed: the parts stay for a retry.
-        Err(_) => {}
+        Err(_) => state.db.release_upload_completion(&id).await?,
     }
     result
+}
+
+fn parse_outcome(outcome: &str) -> ApiResult<UploadOutcome> {
+    serde_json::from_value(serde_json::Value::String(outcome.to_string()))
+        .map_err(ApiError::internal)
 }
 
 /// Refusals after which completing the same parts again cannot succeed.
@@ -291,7 +389,6 @@ fn is_final(code: ErrorCode) -> bool {
             | ErrorCode::NarSizeMismatch
             | ErrorCode::NarHashConflict
             | ErrorCode::StatementMismatch
-            | ErrorCode::StatementReplayed
             | ErrorCode::KeyRevoked
             | ErrorCode::KeyExpired
             | ErrorCode::InvalidNarInfo
@@ -302,9 +399,11 @@ fn is_final(code: ErrorCode) -> bool {
 /// than at expiry.
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::http::StatusCode> {
-    let s = open_session(&state, &id).await?;
+    // Whatever its key's state: the owner may give the parts back.
+    let s = open_session(&state, &caller, &id, false).await?;
     state.db.delete_upload_session(&id).await?;
     delete_parts(&state, &id).await;
     tracing::info!(path = %s.info.store_path, "upload session cancelled");
@@ -338,7 +437,10 @@ pub async fn reclaim(state: &AppState, now: i64, sweep_before: i64) -> anyhow::R
         }
     }
     // Objects of sessions that are gone (a cache destroyed, a part that
-    // arrived as its session ended).
+    // arrived as its session ended): a session's row is written before
+    // any of its parts, so these are garbage once the write in flight is
+    // over.
+    let sweep_before = sweep_before.max(now - STRAY_PART_AGE_SECS);
     let mut stray: Vec<(String, String)> = Vec::new();
     let mut listing = state.storage.list(UPLOADS_PREFIX);
     while let Some((key, modified)) = listing.try_next().await? {
@@ -351,8 +453,16 @@ pub async fn reclaim(state: &AppState, now: i64, sweep_before: i64) -> anyhow::R
     }
     let ids: Vec<String> = stray.iter().map(|(id, _)| id.clone()).collect();
     let known = state.db.known_upload_sessions(&ids).await?;
-    for (_, key) in stray.iter().filter(|(id, _)| !known.contains(id)) {
-        state.storage.delete(key).await?;
+    let mut gone: Vec<&String> = stray
+        .iter()
+        .map(|(id, _)| id)
+        .filter(|id| !known.contains(*id))
+        .collect();
+    gone.sort();
+    gone.dedup();
+    for id in gone {
+        state.storage.delete_prefix(&session_prefix(id)).await?;
+        reclaimed += 1;
     }
     Ok(reclaimed)
 }
