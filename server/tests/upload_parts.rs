@@ -267,13 +267,12 @@ async fn parts_that_are_not_the_signed_nar_make_nothing_visible() {
     h.assert_storage_empties().await;
 }
 
-#[tokio::test]
-async fn a_revoked_key_stops_its_upload_session() {
-    let (h, key) = server(|_| {}).await;
+/// A session of two parts, the first sent, then its key revoked.
+async fn one_part_then_revoked(h: &Harness, key: &UploadKey) -> (Vec<u8>, String) {
     let nar = nar(2 * MIN_PART_SIZE as usize);
-    let id = session(&h, &key, &nar).await;
+    let id = session(h, key, &nar).await;
     assert_eq!(
-        put_part(&h, &key, &id, 0, part(&nar, 0)).await.status,
+        put_part(h, key, &id, 0, part(&nar, 0)).await.status,
         StatusCode::OK
     );
     let r = h
@@ -285,6 +284,13 @@ async fn a_revoked_key_stops_its_upload_session() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    (nar, id)
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_its_upload_session() {
+    let (h, key) = server(|_| {}).await;
+    let (nar, id) = one_part_then_revoked(&h, &key).await;
     put_part(&h, &key, &id, 1, part(&nar, 1))
         .await
         .assert_refused(401, "key-revoked");
@@ -433,21 +439,7 @@ async fn concurrent_completions_store_the_path_once_and_agree() {
 #[tokio::test]
 async fn a_revoked_key_may_still_give_its_parts_back() {
     let (h, key) = server(|_| {}).await;
-    let nar = nar(2 * MIN_PART_SIZE as usize);
-    let id = session(&h, &key, &nar).await;
-    assert_eq!(
-        put_part(&h, &key, &id, 0, part(&nar, 0)).await.status,
-        StatusCode::OK
-    );
-    let r = h
-        .call(
-            Method::POST,
-            "/_api/v1/revoke",
-            Some(&h.root),
-            Some(json!({"cache": "main", "key": key.key_id, "reason": "test"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (nar, id) = one_part_then_revoked(&h, &key).await;
     let a = h
         .call(
             Method::DELETE,
