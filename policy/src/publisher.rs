@@ -25,6 +25,9 @@ pub enum Publisher {
     Github(GithubPublisher),
     Gitlab(GitlabPublisher),
     Generic(GenericPublisher),
+    /// Not a CI identity: a Nix signing key whose narinfo signatures
+    /// vouch for `nix copy --to` uploads by one token subject.
+    NixKey(NixKeyPublisher),
 }
 
 /// The config name of GitLab's issuer unless a publisher says otherwise.
@@ -117,6 +120,18 @@ pub struct GenericPublisher {
     pub grants_pull: bool,
 }
 
+/// A Nix public key (`NAME:BASE64`) registered for uploads through Nix's
+/// own HTTP binary cache protocol: a narinfo PUT by a token whose `sub` is
+/// `subject` is accepted only when this key signed it. The key is
+/// recorded as an upload key of kind `nix-key`, so records, audits and
+/// revocations treat it as any other upload key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NixKeyPublisher {
+    pub nix_key: String,
+    pub subject: String,
+}
+
 /// A publisher as registered on a cache (the API's list entries).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RegisteredPublisher {
@@ -173,14 +188,18 @@ impl Publisher {
             Publisher::Github(g) => g.grants_pull,
             Publisher::Gitlab(g) => g.grants_pull,
             Publisher::Generic(g) => g.grants_pull,
+            Publisher::NixKey(_) => false,
         }
     }
 
-    pub fn issuer(&self) -> &str {
+    /// The `[[oidc.issuers]]` name whose tokens this publisher matches;
+    /// None for a Nix key, which no OIDC token matches.
+    pub fn issuer(&self) -> Option<&str> {
         match self {
-            Publisher::Github(g) => &g.issuer,
-            Publisher::Gitlab(g) => &g.issuer,
-            Publisher::Generic(g) => &g.issuer,
+            Publisher::Github(g) => Some(&g.issuer),
+            Publisher::Gitlab(g) => Some(&g.issuer),
+            Publisher::Generic(g) => Some(&g.issuer),
+            Publisher::NixKey(_) => None,
         }
     }
 
@@ -237,12 +256,13 @@ impl Publisher {
                 let pull = if g.grants_pull { " +pull" } else { "" };
                 format!("{} {}{pull}", g.issuer, claims.join(" "))
             }
+            Publisher::NixKey(k) => format!("nix key {} for subject {}", k.nix_key, k.subject),
         }
     }
 
     pub fn validate(&self) -> Result<(), PublisherError> {
         let err = |m: &str| Err(PublisherError(m.to_string()));
-        if !valid_glob(self.issuer()) {
+        if self.issuer().is_some_and(|i| !valid_glob(i)) {
             return err("the issuer name is empty or not printable");
         }
         match self {
@@ -332,17 +352,31 @@ impl Publisher {
                 }
                 Ok(())
             }
+            Publisher::NixKey(k) => {
+                if provenix_provenance::signing::PublicKey::parse(&k.nix_key).is_err() {
+                    return err("--nix-key must be a Nix public key, NAME:BASE64 (nix key convert-secret-to-public, or the .pub file of nix-store --generate-binary-cache-key)");
+                }
+                if !valid_glob(&k.subject) || k.subject.contains('*') {
+                    return err(
+                        "--subject must be the exact, printable `sub` of the token that uploads",
+                    );
+                }
+                Ok(())
+            }
         }
     }
 
     /// Does a verified token from issuer `issuer_name` match this publisher?
     pub fn matches(&self, issuer_name: &str, claims: &Map<String, Value>) -> Result<(), Mismatch> {
-        if self.issuer() != issuer_name {
+        if self.issuer() != Some(issuer_name) {
             return Err(Mismatch {
                 code: ErrorCode::NoMatchingPublisher,
                 claim: "iss".into(),
                 found: issuer_name.into(),
-                wanted: format!("issuer {:?}", self.issuer()),
+                wanted: match self.issuer() {
+                    Some(i) => format!("issuer {i:?}"),
+                    None => "a Nix key's narinfo signature, not an OIDC token".into(),
+                },
                 depth: 0,
             });
         }
@@ -350,6 +384,7 @@ impl Publisher {
             Publisher::Github(g) => g.matches(claims),
             Publisher::Gitlab(g) => g.matches(claims),
             Publisher::Generic(g) => g.matches(claims),
+            Publisher::NixKey(_) => unreachable!("no issuer matches a Nix key"),
         }
     }
 }
@@ -613,7 +648,7 @@ impl Publisher {
     /// by id: GitHub's `repository_id`; for a generic issuer an exact (not
     /// glob) `project_id` or `repository_id` claim (GitLab, Forgejo).
     pub fn names_repository_of(&self, issuer_name: &str, claims: &Map<String, Value>) -> bool {
-        if self.issuer() != issuer_name {
+        if self.issuer() != Some(issuer_name) {
             return false;
         }
         match self {
@@ -628,6 +663,7 @@ impl Publisher {
                     !wanted.contains('*') && claim_text(claims, name).as_ref() == Some(wanted)
                 })
             }),
+            Publisher::NixKey(_) => false,
         }
     }
 }

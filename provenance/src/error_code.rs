@@ -123,6 +123,13 @@ error_codes! {
     InvalidPart = ("invalid-part", 400),
     /// Completing an upload session before all its parts arrived.
     UploadIncomplete = ("upload-incomplete", 409),
+    /// A narinfo PUT (`nix copy --to`) not signed by a Nix key registered
+    /// for the token's subject in this cache.
+    UnregisteredNixKey = ("unregistered-nix-key", 403),
+    /// A NAR file compressed in a way the server does not read back.
+    UnsupportedCompression = ("unsupported-compression", 400),
+    /// A NAR file whose SHA-256 is not the one its name or narinfo gives.
+    FileHashMismatch = ("file-hash-mismatch", 400),
     /// Nothing was stored because of a concurrent transaction or GC: send again.
     Retry = ("retry", 503),
     /// The object storage failed or did not answer in time (after the

@@ -15,6 +15,7 @@ pub mod hash;
 pub mod jwt;
 pub mod nar;
 pub mod narinfo;
+pub mod nix_copy;
 pub mod nixbase32;
 pub mod pin;
 pub mod revocation;

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::identity::exchange;
 use crate::manage::{caches, pins, publishers};
 use crate::operate::{metrics, probes, request_id};
-use crate::push::{closure, parts, upload};
+use crate::push::{closure, nix_copy, parts, upload};
 use crate::serve::{binary_cache, tlog};
 use crate::state::AppState;
 
@@ -40,8 +40,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{cache}/nix-cache-info", get(binary_cache::nix_cache_info))
         .route("/{cache}/tlog/checkpoint", get(tlog::checkpoint))
         .route("/{cache}/tlog/tile/{*rest}", get(tlog::tile))
-        .route("/{cache}/nar/{file}", get(binary_cache::nar))
-        .route("/{cache}/{file}", get(binary_cache::narinfo))
+        .route(
+            "/{cache}/nar/{file}",
+            get(binary_cache::nar).put(nix_copy::put_nar),
+        )
+        .route(
+            "/{cache}/{file}",
+            get(binary_cache::narinfo).put(nix_copy::put_narinfo),
+        )
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         // The Nix protocol's routes too answer a wrong method in JSON.
         .method_not_allowed_fallback(|| async {

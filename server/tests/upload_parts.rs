@@ -439,7 +439,7 @@ async fn concurrent_completions_store_the_path_once_and_agree() {
 #[tokio::test]
 async fn a_revoked_key_may_still_give_its_parts_back() {
     let (h, key) = server(|_| {}).await;
-    let (nar, id) = one_part_then_revoked(&h, &key).await;
+    let (_, id) = one_part_then_revoked(&h, &key).await;
     let a = h
         .call(
             Method::DELETE,

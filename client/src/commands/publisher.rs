@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use provenix_policy::publisher::{
-    GenericPublisher, GithubPublisher, GitlabPublisher, DEFAULT_GITHUB_ISSUER,
+    GenericPublisher, GithubPublisher, GitlabPublisher, NixKeyPublisher, DEFAULT_GITHUB_ISSUER,
     DEFAULT_GITLAB_ISSUER,
 };
 use provenix_policy::Publisher;
@@ -19,7 +19,8 @@ use crate::time::format_time;
 pub enum PublisherCommand {
     /// Trust a GitHub Actions workflow (`--github`), a GitLab CI pipeline
     /// (`--gitlab`) or any OIDC issuer's tokens (`--issuer NAME --claim
-    /// NAME=GLOB ...`) to push to a cache.
+    /// NAME=GLOB ...`) to push to a cache; or register a Nix key for
+    /// `nix copy --to` uploads (`--nix-key NAME:BASE64 --subject SUB`).
     Add {
         cache: String,
         /// OWNER/REPO of the repository whose workflow pushes.
@@ -78,6 +79,16 @@ pub enum PublisherCommand {
         /// For a generic issuer: a claim that must match a glob, NAME=GLOB. Repeatable.
         #[arg(long = "claim", conflicts_with_all = ["github", "gitlab"])]
         claims: Vec<String>,
+        /// Register a Nix public key (NAME:BASE64) for `nix copy --to
+        /// http://HOST/CACHE?secret-key=FILE` uploads by the token whose
+        /// `sub` is --subject: narinfos it signs are accepted from that
+        /// token, and recorded with both.
+        #[arg(long, requires = "subject", conflicts_with_all = ["github", "gitlab", "issuer", "claims"])]
+        nix_key: Option<String>,
+        /// With --nix-key: the `sub` of the token that uploads (`provenix
+        /// whoami` shows it).
+        #[arg(long, requires = "nix_key")]
+        subject: Option<String>,
     },
     /// List a cache's trusted publishers.
     List {
@@ -110,12 +121,18 @@ pub async fn run(command: PublisherCommand) -> Result<()> {
             grant_pull,
             issuer,
             claims,
+            nix_key,
+            subject,
         } => {
             let (api, _, cache) = client_for(&cache)?;
             if gitlab.is_none() && protected_ref {
                 bail!("--protected-ref goes with --gitlab");
             }
             let publisher = match (github, gitlab) {
+                _ if nix_key.is_some() => Publisher::NixKey(NixKeyPublisher {
+                    nix_key: nix_key.unwrap_or_default().trim().to_string(),
+                    subject: subject.unwrap_or_default(),
+                }),
                 (_, Some(project)) => {
                     if reusable_workflow.is_some() || !allow_events.is_empty() || allow_self_hosted
                     {

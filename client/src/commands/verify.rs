@@ -233,7 +233,7 @@ fn check_entries(
     who: &str,
     (index, upload): (u64, &Entry),
     (key_index, key): (u64, &Entry),
-    (ca_index, ca): (u64, &Entry),
+    ca: Option<(u64, &Entry)>,
     record: &UploadRecord,
     pinned_ca: Option<&[u8]>,
 ) -> Result<u64> {
@@ -259,11 +259,22 @@ fn check_entries(
         ))
         .into());
     }
+    if checked.nix_key {
+        ok(&format!(
+            "{who}: Nix key {} registered at log entry {key_index}, before the upload, for {} (a nix copy upload: no certificate)",
+            checked.key_id,
+            plain(&checked.subject)
+        ));
+        ok(&format!("{who}: narinfo signed by that key"));
+        return Ok(index);
+    }
     ok(&format!(
         "{who}: key {} certified at log entry {key_index}, before the upload, for {}",
         checked.key_id,
         plain(&checked.subject)
     ));
+    let (ca_index, ca) =
+        ca.ok_or_else(|| Tampered(UploadCheckError::NoCaNamed(key_index).to_string()))?;
     check_key_ca((key_index, key), (ca_index, ca)).map_err(|e| Tampered(e.to_string()))?;
     if pinned_ca.is_some_and(|pin| pin.trim_ascii() != ca.body.trim_ascii()) {
         return Err(Tampered(format!(
@@ -304,14 +315,17 @@ async fn check_online(
     ));
     let key_index = record.key.log_index.context("its key is not in the log")? as u64;
     let key = decode(&log.entry(cp, key_index).await?, key_index)?;
-    let ca_index = named_ca(&key)
-        .ok_or_else(|| Tampered(UploadCheckError::NoCaNamed(key_index).to_string()))?;
-    let ca = decode(&log.entry(cp, ca_index).await?, ca_index)?;
+    // A registered Nix key names no CA: check_entries refuses that for any
+    // other key.
+    let ca = match named_ca(&key) {
+        Some(ca_index) => Some((ca_index, decode(&log.entry(cp, ca_index).await?, ca_index)?)),
+        None => None,
+    };
     check_entries(
         who,
         (index, &upload),
         (key_index, &key),
-        (ca_index, &ca),
+        ca.as_ref().map(|(i, e)| (*i, e)),
         record,
         pinned_ca,
     )
@@ -430,7 +444,6 @@ fn check_offline(
     };
     let upload_proof = parse(&record.tlog_proof, "the upload")?;
     let key_proof = parse(&record.key.tlog_proof, "its key")?;
-    let ca_proof = parse(&record.key.ca_tlog_proof, "its key's CA")?;
     let origin = &trust.origin;
     let verify = |p: &TlogProof| -> Result<(VerifiedCheckpoint, Entry)> {
         let (cp, entry) = p
@@ -460,12 +473,19 @@ fn check_offline(
         upload_proof.index, cp.size
     ));
     let (_, key) = verify(&key_proof).context("its key's entry")?;
-    let (_, ca) = verify(&ca_proof).context("its key's CA entry")?;
+    let ca = match named_ca(&key) {
+        Some(_) => {
+            let ca_proof = parse(&record.key.ca_tlog_proof, "its key's CA")?;
+            let (_, ca) = verify(&ca_proof).context("its key's CA entry")?;
+            Some((ca_proof.index, ca))
+        }
+        None => None,
+    };
     check_entries(
         who,
         (upload_proof.index, &upload),
         (key_proof.index, &key),
-        (ca_proof.index, &ca),
+        ca.as_ref().map(|(i, e)| (*i, e)),
         record,
         pinned_ca,
     )

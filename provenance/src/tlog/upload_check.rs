@@ -16,9 +16,16 @@ pub struct CheckedUpload {
     pub key_id: String,
     /// Who the key was certified for, as its entry says.
     pub subject: String,
-    /// The key's certificate (PEM), to be chained to the cache's CA.
+    /// The key's certificate (PEM), to be chained to the cache's CA
+    /// (empty for a registered Nix key).
     pub certificate: Vec<u8>,
+    /// The key is a Nix key an admin registered (`nix copy --to`
+    /// uploads), not one the CA certified: there is no certificate.
+    pub nix_key: bool,
 }
+
+/// `key_kind` of a registered Nix key's entry.
+pub const NIX_KEY_KIND: &str = "nix-key";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum UploadCheckError {
@@ -80,15 +87,34 @@ pub fn check_upload(
             upload: upload_index,
         });
     }
-    let public_key =
-        exchange::decode_public_key(text(key, "public_key")).map_err(|_| BadPublicKey)?;
-    exchange::verify(&public_key, statement, text(upload, "signature"))
-        .map_err(|_| BadSignature)?;
+    let nix_key = text(key, "key_kind") == NIX_KEY_KIND;
+    if nix_key {
+        // A `nix copy --to` upload: the statement is the narinfo, signed
+        // by the uploader's registered Nix key.
+        let signed_path = crate::nix_copy::verify_statement(
+            statement,
+            text(upload, "signature"),
+            text(key, "public_key"),
+        )
+        .map_err(|e| match e {
+            crate::nix_copy::StatementError::BadKey => BadPublicKey,
+            _ => BadSignature,
+        })?;
+        if signed_path != text(upload, "store_path") {
+            return Err(BadSignature);
+        }
+    } else {
+        let public_key =
+            exchange::decode_public_key(text(key, "public_key")).map_err(|_| BadPublicKey)?;
+        exchange::verify(&public_key, statement, text(upload, "signature"))
+            .map_err(|_| BadSignature)?;
+    }
     Ok(CheckedUpload {
         store_path: text(upload, "store_path").to_string(),
         key_id: key_id.to_string(),
         subject: text(key, "subject").to_string(),
         certificate: key.body.clone(),
+        nix_key,
     })
 }
 

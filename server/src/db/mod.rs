@@ -28,6 +28,7 @@ mod query;
 mod recent_caches;
 pub mod revocation;
 mod sqlite_reader;
+pub mod staged_nars;
 pub mod upload_keys;
 pub mod upload_sessions;
 
@@ -193,6 +194,11 @@ const LATER_MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "upload sessions",
         include_str!("../../migrations/0012_upload_sessions.sql"),
+    ),
+    (
+        13,
+        "nix copy uploads",
+        include_str!("../../migrations/0013_nix_copy.sql"),
     ),
 ];
 

@@ -155,21 +155,24 @@ impl Db {
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(UploadKeyRow {
-                id: r.try_get("id")?,
-                key_id: r.try_get("key_id")?,
-                public_key: r.try_get("public_key")?,
-                cache_id: r.try_get("cache_id")?,
-                kind: r.try_get("kind")?,
-                issuer: r.try_get("issuer")?,
-                subject: r.try_get("subject")?,
-                not_before: r.try_get("not_before")?,
-                not_after: r.try_get("not_after")?,
-                revoked: r.try_get::<Option<i64>, _>("revocation_id")?.is_some(),
-            })
-        })
-        .transpose()
+        row.as_ref().map(key_row).transpose()
+    }
+
+    /// The registered Nix keys (`nix copy --to`) of `subject` in a cache,
+    /// while their publisher rows stand.
+    pub async fn nix_keys_for(&self, cache_id: i64, subject: &str) -> DbResult<Vec<UploadKeyRow>> {
+        let rows = sqlx::query(
+            "SELECT k.id, k.key_id, k.public_key, k.cache_id, k.kind, k.issuer, k.subject,
+                    k.not_before, k.not_after, k.revocation_id
+             FROM upload_keys k JOIN trusted_publishers p ON p.id = k.publisher_id
+             WHERE k.cache_id = $1 AND k.kind = $2 AND k.subject = $3 ORDER BY k.id",
+        )
+        .bind(cache_id)
+        .bind(provenix_provenance::tlog::upload_check::NIX_KEY_KIND)
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_row).collect()
     }
 
     /// Whether the statement with `nonce`, signed by the key with row id
@@ -205,4 +208,19 @@ impl Db {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+fn key_row(r: &sqlx::any::AnyRow) -> DbResult<UploadKeyRow> {
+    Ok(UploadKeyRow {
+        id: r.try_get("id")?,
+        key_id: r.try_get("key_id")?,
+        public_key: r.try_get("public_key")?,
+        cache_id: r.try_get("cache_id")?,
+        kind: r.try_get("kind")?,
+        issuer: r.try_get("issuer")?,
+        subject: r.try_get("subject")?,
+        not_before: r.try_get("not_before")?,
+        not_after: r.try_get("not_after")?,
+        revoked: r.try_get::<Option<i64>, _>("revocation_id")?.is_some(),
+    })
 }

@@ -23,6 +23,9 @@ pub struct GcReport {
     /// Upload sessions (uploads in parts) that can no longer complete,
     /// removed with their parts.
     pub reclaimed_upload_sessions: u64,
+    /// NAR files `nix copy --to` PUT that no narinfo followed within an
+    /// hour (and stray objects under nix-copy/).
+    pub reclaimed_staged_nars: u64,
     pub forgotten_token_ids: u64,
     pub forgotten_statement_nonces: u64,
     /// Stored bytes of the chunks deleted.
@@ -129,6 +132,7 @@ async fn collect(state: &AppState) -> Result<GcReport> {
     report.swept_objects = sweep(state, sweep_cutoff).await?;
     report.reclaimed_upload_sessions =
         crate::push::parts::reclaim(state, now, sweep_cutoff).await?;
+    report.reclaimed_staged_nars = crate::push::nix_copy::reclaim(state, now).await?;
     // A token past exp (and the leeway, added when it was spent) is refused
     // by its exp check, so its jti no longer needs remembering.
     report.forgotten_token_ids = state.db.purge_used_tokens(now).await?;

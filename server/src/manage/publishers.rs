@@ -4,10 +4,13 @@ use axum::extract::{Path, State};
 use axum::Json;
 use provenix_policy::publisher::RegisteredPublisher;
 use provenix_policy::{Action, Publisher};
+use provenix_provenance::signing::PublicKey;
 use provenix_provenance::ErrorCode;
+use sha2::Digest;
 use std::sync::Arc;
 
 use crate::access;
+use crate::db::caches::CacheRow;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::caller::Caller;
 use crate::state::AppState;
@@ -41,7 +44,9 @@ pub async fn add(
     publisher
         .validate()
         .map_err(|e| ApiError::new(ErrorCode::InvalidPublisher, e.to_string()))?;
-    let issuer = publisher.issuer();
+    let Some(issuer) = publisher.issuer() else {
+        return add_nix_key(&state, &caller, &c, publisher).await;
+    };
     if !state.config.oidc.issuers.iter().any(|i| i.name == issuer) {
         let known: Vec<&str> = state
             .config
@@ -61,6 +66,50 @@ pub async fn add(
         .add_publisher(c.id, &publisher, caller.subject())
         .await?;
     tracing::info!(cache = %c.name, by = caller.subject(), id, publisher = %publisher.describe(), "trusted publisher added");
+    Ok(Json(RegisteredPublisher {
+        id,
+        publisher,
+        created_by: caller.subject().to_string(),
+        created_at: crate::clock::now(),
+    }))
+}
+
+/// A Nix key for `nix copy --to` uploads: registered with its upload key
+/// row (logged), one key per subject and cache.
+async fn add_nix_key(
+    state: &AppState,
+    caller: &Caller,
+    c: &CacheRow,
+    publisher: Publisher,
+) -> ApiResult<Json<RegisteredPublisher>> {
+    let Publisher::NixKey(key) = &publisher else {
+        unreachable!("only a Nix key has no issuer");
+    };
+    let parsed = PublicKey::parse(&key.nix_key)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidPublisher, e.to_string()))?;
+    // One key id per public key, whatever name it is registered under.
+    let key_id = format!(
+        "nix-{}",
+        &hex::encode(sha2::Sha256::digest(
+            parsed.to_nix_string().split(':').nth(1).unwrap_or_default()
+        ))[..20]
+    );
+    let id = match state
+        .db
+        .add_nix_key(c.id, &publisher, key, &key_id, caller.subject())
+        .await?
+    {
+        Ok(id) => id,
+        Err(existing) => {
+            return Err(ApiError::new(
+                ErrorCode::KeyReused,
+                format!(
+                    "this Nix key is registered already (upload key {existing}) for another subject or cache: register a key of its own for each uploader and cache (nix key generate-secret)"
+                ),
+            ))
+        }
+    };
+    tracing::info!(cache = %c.name, by = caller.subject(), id, key_id, publisher = %publisher.describe(), "Nix key registered");
     Ok(Json(RegisteredPublisher {
         id,
         publisher,
