@@ -271,18 +271,53 @@ impl NixStore {
         keys: &[&str],
         netrc: Option<(&str, &str)>,
     ) -> (bool, String) {
+        let trusted = format!("trusted-public-keys = {}\n", keys.join(" "));
+        let conf = self.copy_conf(&trusted, netrc);
+        let mut c = self.nix("nix");
+        c.env("NIX_CONF_DIR", &conf)
+            .args(["copy", "--from", url, "--to", &self.root(), path]);
+        let (ok, _, err) = run(&mut c);
+        (ok, err)
+    }
+
+    /// `nix copy --from THIS --to URL PATH`: Nix's own HTTP binary cache
+    /// upload (the URL carries `?secret-key=FILE` and `compression=`),
+    /// with the token in a netrc. Returns (success, stderr).
+    pub fn copy_to(&self, url: &str, path: &str, netrc: Option<(&str, &str)>) -> (bool, String) {
+        let conf = self.copy_conf("", netrc);
+        let mut c = self.nix("nix");
+        c.env("NIX_CONF_DIR", &conf)
+            .args(["copy", "--from", &self.root(), "--to", url, path]);
+        let (ok, _, err) = run(&mut c);
+        (ok, err)
+    }
+
+    /// A nix.conf for one copy: the stores' own, `extra`, and a netrc
+    /// holding `token` for `host` if given.
+    fn copy_conf(&self, extra: &str, netrc: Option<(&str, &str)>) -> PathBuf {
         let conf = self.fresh_dir("copy-conf");
-        let mut text = format!("{NIX_CONF}trusted-public-keys = {}\n", keys.join(" "));
+        let mut text = format!("{NIX_CONF}{extra}");
         if let Some((host, token)) = netrc {
             let netrc_path = conf.join("netrc");
             std::fs::write(&netrc_path, format!("machine {host} password {token}\n")).unwrap();
             text.push_str(&format!("netrc-file = {}\n", netrc_path.display()));
         }
         std::fs::write(conf.join("nix.conf"), text).unwrap();
-        let mut c = self.nix("nix");
-        c.env("NIX_CONF_DIR", &conf)
-            .args(["copy", "--from", url, "--to", &self.root(), path]);
-        let (ok, _, err) = run(&mut c);
-        (ok, err)
+        conf
+    }
+
+    /// A Nix signing key pair made by `nix-store --generate-binary-cache-key
+    /// NAME`: (secret key file, public key text).
+    pub fn generate_key(&self, name: &str) -> (PathBuf, String) {
+        let dir = self.fresh_dir("key");
+        let (secret, public) = (dir.join("secret"), dir.join("public"));
+        let (ok, _, err) = run(self
+            .nix("nix-store")
+            .args(["--generate-binary-cache-key", name])
+            .arg(&secret)
+            .arg(&public));
+        assert!(ok, "nix-store --generate-binary-cache-key: {err}");
+        let public = std::fs::read_to_string(public).unwrap().trim().to_string();
+        (secret, public)
     }
 }
