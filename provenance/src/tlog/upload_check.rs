@@ -254,4 +254,63 @@ mod tests {
             assert_eq!(check_key_ca(k, c).unwrap_err(), want);
         }
     }
+
+    #[test]
+    fn a_nix_copy_upload_checks_against_its_registered_nix_key() {
+        use crate::narinfo::NarInfo;
+        use crate::signing::SecretKey;
+        let key = SecretKey::generate("deploy-1").unwrap();
+        let mut info = NarInfo::parse(
+            "StorePath: /nix/store/g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-tree\n\
+             URL: nar/x.nar\n\
+             NarHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\n\
+             NarSize: 120\n",
+        )
+        .unwrap();
+        info.sign("/nix/store", &key);
+        let statement = info.render();
+        let signature = info.sigs[0].clone();
+        let path = "/nix/store/g7yx0xf9rzamh5jdhd4rnmqdrcrs17zf-tree";
+        let key_entry = |public: String| {
+            entry(
+                "upload-key",
+                json!({"key_id": "nix-1", "key_kind": NIX_KEY_KIND, "public_key": public, "subject": "deploy-bot"}),
+                b"",
+            )
+        };
+        let registered = key_entry(key.public().to_nix_string());
+        let upload = |store_path: &str| {
+            entry(
+                "upload",
+                json!({"key_id": "nix-1", "signature": signature, "store_path": store_path}),
+                statement.as_bytes(),
+            )
+        };
+        let checked =
+            check_upload((5, &upload(path)), (2, &registered), statement.as_bytes()).unwrap();
+        assert!(checked.nix_key);
+        assert_eq!(checked.subject, "deploy-bot");
+        let other = key_entry(
+            SecretKey::generate("deploy-1")
+                .unwrap()
+                .public()
+                .to_nix_string(),
+        );
+        use UploadCheckError::*;
+        for (u, k, want) in [
+            (upload(path), other, BadSignature),
+            // The entry names another path than the narinfo signed.
+            (
+                upload("/nix/store/00000000000000000000000000000000-x"),
+                key_entry(key.public().to_nix_string()),
+                BadSignature,
+            ),
+            (upload(path), key_entry("nonsense".into()), BadPublicKey),
+        ] {
+            assert_eq!(
+                check_upload((5, &u), (2, &k), statement.as_bytes()).unwrap_err(),
+                want
+            );
+        }
+    }
 }
